@@ -1,0 +1,180 @@
+"""Mailstead benchmarks. Each prints one JSON object.
+
+Without --host, a benchmark starts its own server (default config, fsync on) in a temporary
+folder with a fresh user, so it measures the real daemon end to end. With --host/--port/
+--user/--password it measures whatever server is there (e.g. Dovecot on the same machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from email.message import EmailMessage
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CONFIG = """
+[server]
+hostname = "bench.test"
+data_dir = "data"
+domains = ["bench.test"]
+[imap]
+listen = ["127.0.0.1:0"]
+listen_tls = []
+[pop3]
+listen = ["127.0.0.1:0"]
+listen_tls = []
+[smtp]
+listen = ["127.0.0.1:0"]
+[lmtp]
+listen = ["127.0.0.1:0"]
+[log]
+level = "warn"
+"""
+
+WORDS = (
+    "mail server store message sync client folder invoice meeting report update project "
+    "team review draft schedule budget quarterly release notes question answer thanks"
+).split()
+
+
+def realistic_message(i: int, rng: random.Random) -> bytes:
+    """Plain, HTML alternative or attachment mails of 1-60 KB, like a real INBOX."""
+    msg = EmailMessage()
+    msg["From"] = f"Sender {i % 97} <sender{i % 97}@example.net>"
+    msg["To"] = "bench@bench.test"
+    msg["Subject"] = " ".join(rng.choices(WORDS, k=rng.randint(3, 9))).capitalize()
+    msg["Date"] = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(1.7e9 + i * 60))
+    msg["Message-ID"] = f"<bench.{i}.{rng.randrange(1 << 30)}@example.net>"
+    if i % 3:
+        msg["References"] = f"<bench.{i - 1}@example.net>"
+    paragraphs = [
+        " ".join(rng.choices(WORDS, k=rng.randint(20, 80))) for _ in range(rng.randint(2, 25))
+    ]
+    text = "\n\n".join(paragraphs) + "\n"
+    msg.set_content(text)
+    kind = i % 4
+    if kind == 1:
+        msg.add_alternative("<html><body>" + "".join(f"<p>{p}</p>" for p in paragraphs)
+                            + "</body></html>", subtype="html")
+    elif kind == 2:
+        msg.add_attachment(rng.randbytes(rng.randint(2000, 40000)), maintype="application",
+                           subtype="octet-stream", filename=f"file{i}.bin")
+    return msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+@contextmanager
+def own_server() -> Iterator[tuple[dict[tuple[str, bool], int], Path]]:
+    with tempfile.TemporaryDirectory(prefix="mailstead-bench-") as tmp:
+        root = Path(tmp)
+        (root / "mailstead.toml").write_text(CONFIG)
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "server"))
+        cmd = [sys.executable, "-m", "mailstead"]
+        subprocess.run(cmd + ["user", "add", "bench", "--password-stdin", "-c",
+                              str(root / "mailstead.toml")],
+                       input="bench\n", text=True, check=True, env=env, capture_output=True)
+        proc = subprocess.Popen(cmd + ["serve", "-c", str(root / "mailstead.toml")], env=env,
+                                stderr=(root / "log").open("wb"))
+        listeners = root / "data" / "listeners.json"
+        deadline = time.monotonic() + 30
+        while not listeners.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("server did not start:\n" + (root / "log").read_text())
+            time.sleep(0.05)
+        ports = {(e["protocol"], e["tls"]): e["port"] for e in json.loads(listeners.read_text())}
+        try:
+            yield ports, root
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+
+
+async def lmtp_deliver(host: str, port: int, rcpt: str, messages: list[bytes],
+                       concurrency: int) -> float:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for m in messages:
+        queue.put_nowait(m)
+
+    async def reply(reader: asyncio.StreamReader) -> bytes:
+        while True:
+            line = await reader.readline()
+            if line[3:4] != b"-":
+                if not line.startswith((b"2", b"3")):
+                    raise RuntimeError(f"LMTP error: {line!r}")
+                return line
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        await reply(reader)
+        writer.write(b"LHLO bench\r\n")
+        await reply(reader)
+        while not queue.empty():
+            data = queue.get_nowait()
+            stuffed = b"\r\n".join(
+                b"." + line if line.startswith(b".") else line for line in data.split(b"\r\n")
+            )
+            writer.write(b"MAIL FROM:<bench@example.net>\r\n")
+            await reply(reader)
+            writer.write(f"RCPT TO:<{rcpt}>\r\n".encode())
+            await reply(reader)
+            writer.write(b"DATA\r\n")
+            await reply(reader)
+            writer.write(stuffed + (b"" if stuffed.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+            await reply(reader)
+        writer.write(b"QUIT\r\n")
+        await writer.drain()
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - start
+
+
+def cmd_deliver(args: argparse.Namespace) -> dict[str, object]:
+    rng = random.Random(args.seed)
+    messages = [realistic_message(i, rng) for i in range(args.n)]
+    total = sum(len(m) for m in messages)
+
+    def run(host: str, port: int, rcpt: str) -> dict[str, object]:
+        elapsed = asyncio.run(lmtp_deliver(host, port, rcpt, messages, args.concurrency))
+        return {
+            "benchmark": "deliver", "messages": args.n, "bytes": total,
+            "concurrency": args.concurrency, "seconds": round(elapsed, 3),
+            "messages_per_second": round(args.n / elapsed, 1),
+            "mb_per_second": round(total / elapsed / 1e6, 2),
+        }
+
+    if args.host:
+        return run(args.host, args.port, args.rcpt)
+    with own_server() as (ports, _):
+        return run("127.0.0.1", ports[("lmtp", False)], "bench@bench.test")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    sub = parser.add_subparsers(dest="bench", required=True)
+    p = sub.add_parser("deliver", help="LMTP delivery throughput")
+    p.add_argument("-n", type=int, default=1000)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--host")
+    p.add_argument("--port", type=int, default=24)
+    p.add_argument("--rcpt", default="bench@bench.test")
+    p.set_defaults(func=cmd_deliver)
+    args = parser.parse_args()
+    print(json.dumps(args.func(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""The ``mailstead`` command line.
+
+Outside tooling depends on these spellings: ``serve``, ``check``, ``user add|passwd|del|list``,
+``mailbox status``, ``cert self-signed``. Every failure is one clear line on stderr and a
+non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .config import Config, ConfigError, load_config
+
+T = TypeVar("T")
+DEFAULT_CONFIG = "config/mailstead.toml"
+
+
+class CLIError(Exception):
+    """A failure worded for the person at the terminal."""
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("remote", "user", "protocol", "session"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel({"warn": "WARNING"}.get(level, level.upper()))
+
+
+def _load(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        raise CLIError(f"configuration error: {exc}") from None
+
+
+def _run_store(cfg: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from .store.api import StoreError
+    from .store.sqlite import SqliteStore
+
+    async def main() -> T:
+        store = SqliteStore(cfg.db_path, fsync=cfg["store"]["fsync"])
+        try:
+            await store.open()
+        except StoreError as exc:
+            raise CLIError(str(exc)) from None
+        try:
+            return await fn(store)
+        except StoreError as exc:
+            raise CLIError(str(exc)) from None
+        finally:
+            await store.close()
+
+    try:
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create data folder {cfg.data_dir}: {exc.strerror}") from None
+    return asyncio.run(main())
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        password = line.rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            raise CLIError("no terminal to prompt on: use --password-stdin")
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise CLIError("the passwords do not match")
+    if not password:
+        raise CLIError("the password must not be empty")
+    if len(password) > 1024:
+        raise CLIError("the password is longer than 1024 characters")
+    return password
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    setup_logging(cfg["log"]["level"], args.log_format or cfg["log"]["format"])
+    from .daemon import serve
+
+    return serve(cfg)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    print(f"configuration OK: {cfg.path or '(defaults)'}")
+    print(f"hostname: {cfg.hostname}")
+    print(f"domains: {', '.join(cfg.domains)}")
+    print(f"data_dir: {cfg.data_dir}")
+    print(f"store: {cfg['store']['backend']} ({cfg.db_path})")
+    cert, key = cfg.tls_paths()
+    print(f"tls: cert {cert}, key {key}")
+    print("listeners:")
+    for proto, kind, addr in cfg.listeners():
+        print(f"  {proto:5} {'tls' if kind == 'tls' else 'plain':5} {addr}")
+    return 0
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from .auth.passwords import PasswordHasher
+    from .store.api import AlreadyExists, InvalidName
+
+    hasher = PasswordHasher(cfg["auth"]["default_scheme"])
+    if args.action == "add":
+        password = _read_password(args)
+
+        async def add(store: Any) -> None:
+            try:
+                await store.create_user(args.name, hasher.hash(password))
+            except AlreadyExists:
+                raise CLIError(f"user {args.name} already exists") from None
+            except InvalidName as exc:
+                raise CLIError(str(exc)) from None
+
+        _run_store(cfg, add)
+        print(f"user {args.name} added")
+    elif args.action == "passwd":
+        password = _read_password(args)
+
+        async def passwd(store: Any) -> None:
+            user = await store.get_user(args.name)
+            if user is None:
+                raise CLIError(f"no such user: {args.name}")
+            await store.set_password_hash(user.id, hasher.hash(password))
+
+        _run_store(cfg, passwd)
+        print(f"password of {args.name} changed")
+    elif args.action == "del":
+
+        async def delete(store: Any) -> bool:
+            return await store.delete_user(args.name)
+
+        if not _run_store(cfg, delete):
+            raise CLIError(f"no such user: {args.name}")
+        print(f"user {args.name} deleted")
+    elif args.action == "list":
+
+        async def listing(store: Any) -> list[Any]:
+            return await store.list_users()
+
+        for user in _run_store(cfg, listing):
+            print(user.name)
+    return 0
+
+
+def cmd_mailbox_status(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+
+    async def status(store: Any) -> list[Any]:
+        user = await store.get_user(args.name)
+        if user is None:
+            raise CLIError(f"no such user: {args.name}")
+        boxes = await store.list_mailboxes(user.id)
+        if args.mailbox is not None:
+            wanted = "INBOX" if args.mailbox.upper() == "INBOX" else args.mailbox
+            boxes = [b for b in boxes if b.name == wanted]
+            if not boxes:
+                raise CLIError(f"no such mailbox: {args.mailbox}")
+        return [await store.mailbox_status(b.id) for b in boxes]
+
+    rows = _run_store(cfg, status)
+    if args.json:
+        print(json.dumps([
+            {"mailbox": s.name, "messages": s.messages, "unseen": s.unseen,
+             "uidvalidity": s.uidvalidity, "uidnext": s.uidnext,
+             "highestmodseq": s.highestmodseq, "bytes": s.size}
+            for s in rows
+        ], indent=1))
+        return 0
+    header = ("MAILBOX", "MESSAGES", "UNSEEN", "UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ", "BYTES")
+    table = [header] + [
+        (s.name, str(s.messages), str(s.unseen), str(s.uidvalidity), str(s.uidnext),
+         str(s.highestmodseq), str(s.size))
+        for s in rows
+    ]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    return 0
+
+
+def cmd_cert(args: argparse.Namespace) -> int:
+    from .tls import generate_self_signed
+
+    out = Path(args.out)
+    cert, key = out / "cert.pem", out / "key.pem"
+    if (cert.exists() or key.exists()) and not args.force:
+        raise CLIError(f"{cert} or {key} exists; use --force to replace them")
+    try:
+        ca = generate_self_signed(cert, key, args.hostname)
+    except OSError as exc:
+        raise CLIError(f"cannot write certificates in {out}: {exc.strerror}") from None
+    print(f"certificate chain: {cert}\nkey: {key}\nCA to trust in clients: {ca}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailstead", description="Mailstead: IMAP4 and POP3 over one shared mailbox store"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                       help=f"configuration file (default: {DEFAULT_CONFIG})")
+        return p
+
+    p = with_config(sub.add_parser("serve", help="run the server in the foreground"))
+    p.add_argument("--log-format", choices=("text", "json"), default=None)
+    p.set_defaults(func=cmd_serve)
+
+    p = with_config(sub.add_parser("check", help="validate the config, print the listeners"))
+    p.set_defaults(func=cmd_check)
+
+    user = sub.add_parser("user", help="manage users")
+    usub = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("add", "add a user"), ("passwd", "change a user's password")):
+        p = with_config(usub.add_parser(action, help=text))
+        p.add_argument("name")
+        p.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of standard input")
+        p.set_defaults(func=cmd_user)
+    p = with_config(usub.add_parser("del", help="delete a user and all their mail"))
+    p.add_argument("name")
+    p.set_defaults(func=cmd_user)
+    p = with_config(usub.add_parser("list", help="list users"))
+    p.set_defaults(func=cmd_user)
+
+    mailbox = sub.add_parser("mailbox", help="inspect mailboxes")
+    msub = mailbox.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = with_config(msub.add_parser("status", help="message counts and state per mailbox"))
+    p.add_argument("name", help="user name")
+    p.add_argument("mailbox", nargs="?", help="one mailbox (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_mailbox_status)
+
+    cert = sub.add_parser("cert", help="TLS certificates")
+    csub = cert.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = csub.add_parser("self-signed", help="write a CA and a leaf certificate for HOSTNAME")
+    p.add_argument("--hostname", required=True)
+    p.add_argument("--out", default="data/tls", help="folder for cert.pem and key.pem")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.set_defaults(func=cmd_cert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CLIError as exc:
+        print(f"mailstead: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mailstead: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

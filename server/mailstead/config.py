@@ -1,0 +1,300 @@
+"""Configuration: a TOML file, validated against a schema, with MAILSTEAD_* overrides.
+
+Every key is declared once in ``SCHEMA`` with its type and default; unknown keys and wrong
+types are errors naming the key, so a typo never silently falls back to a default.
+Relative paths resolve against the folder of the config file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the person who wrote the file."""
+
+
+_ListOfAddr = "listen"  # marker type: list of "host:port" strings
+_Path = "path"
+
+# section -> key -> (type, default). Types: bool, int, str, list (of str), _ListOfAddr, _Path.
+SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
+    "server": {
+        "hostname": (str, "localhost"),
+        "data_dir": (_Path, "../data"),
+        "domains": (list, ["localhost"]),
+        "shutdown_grace": (int, 10),
+    },
+    "store": {
+        "backend": (str, "sqlite"),
+        "fsync": (bool, True),
+    },
+    "imap": {
+        "listen": (_ListOfAddr, ["127.0.0.1:1143"]),
+        "listen_tls": (_ListOfAddr, []),
+        "autologout_minutes": (int, 30),
+    },
+    "pop3": {
+        "listen": (_ListOfAddr, ["127.0.0.1:1110"]),
+        "listen_tls": (_ListOfAddr, []),
+        "idle_timeout_minutes": (int, 10),
+        "retr_sets_seen": (bool, True),
+        "expire": (str, "NEVER"),
+        "login_delay": (int, 0),
+    },
+    "smtp": {
+        "listen": (_ListOfAddr, ["127.0.0.1:1025"]),
+        "listen_tls": (_ListOfAddr, []),
+    },
+    "lmtp": {
+        "listen": (_ListOfAddr, ["127.0.0.1:1024"]),
+    },
+    "http": {
+        "listen": (_ListOfAddr, []),
+    },
+    "tls": {
+        "cert": (_Path, ""),
+        "key": (_Path, ""),
+    },
+    "auth": {
+        "plaintext_on_loopback": (bool, True),
+        "default_scheme": (str, "argon2"),
+    },
+    "limits": {
+        "max_message_size": (int, 50 * 1024 * 1024),
+        "max_line_length": (int, 65536),
+        "max_connections_per_ip": (int, 50),
+        "max_sessions_per_user": (int, 50),
+    },
+    "log": {
+        "level": (str, "info"),
+        "format": (str, "text"),
+    },
+}
+
+_CHOICES = {
+    ("store", "backend"): ("sqlite",),
+    ("auth", "default_scheme"): ("argon2", "bcrypt", "sha512_crypt"),
+    ("log", "level"): ("debug", "info", "warn", "error"),
+    ("log", "format"): ("text", "json"),
+}
+_POSITIVE = {
+    ("limits", "max_message_size"),
+    ("limits", "max_line_length"),
+    ("limits", "max_connections_per_ip"),
+    ("limits", "max_sessions_per_user"),
+    ("imap", "autologout_minutes"),
+    ("pop3", "idle_timeout_minutes"),
+}
+
+
+@dataclass(frozen=True)
+class Listen:
+    """One listening address."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class Config:
+    """Validated configuration; ``cfg.section.key`` style access via ``cfg[section][key]``."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], path: Path | None) -> None:
+        self._values = values
+        self.path = path
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self._values[section]
+
+    # Convenience accessors for the things most modules need.
+    @property
+    def hostname(self) -> str:
+        return self._values["server"]["hostname"]
+
+    @property
+    def data_dir(self) -> Path:
+        return self._values["server"]["data_dir"]
+
+    @property
+    def domains(self) -> list[str]:
+        return self._values["server"]["domains"]
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "mailstead.sqlite3"
+
+    def tls_paths(self) -> tuple[Path, Path]:
+        """Certificate and key; defaults inside the data folder when not configured."""
+        cert = self._values["tls"]["cert"] or self.data_dir / "tls" / "cert.pem"
+        key = self._values["tls"]["key"] or self.data_dir / "tls" / "key.pem"
+        return Path(cert), Path(key)
+
+    def listeners(self) -> list[tuple[str, str, Listen]]:
+        """(protocol, kind, address) for every configured listener."""
+        out = []
+        for proto, keys in (
+            ("imap", ("listen", "listen_tls")),
+            ("pop3", ("listen", "listen_tls")),
+            ("smtp", ("listen", "listen_tls")),
+            ("lmtp", ("listen",)),
+            ("http", ("listen",)),
+        ):
+            for key in keys:
+                kind = "tls" if key == "listen_tls" else "plain"
+                for addr in self._values[proto][key]:
+                    out.append((proto, kind, addr))
+        return out
+
+    def needs_tls(self) -> bool:
+        return any(kind == "tls" for _, kind, _ in self.listeners())
+
+
+def parse_listen(value: str, where: str) -> Listen:
+    """``host:port`` or ``[v6]:port``; the host must be a literal address or a name."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a \"host:port\" string, got {value!r}")
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ConfigError(f"{where}: {value!r} is not \"[address]:port\"")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or ":" in host:
+            raise ConfigError(
+                f"{where}: {value!r} is not \"host:port\" (write IPv6 addresses as [::1]:143)"
+            )
+    if not host:
+        raise ConfigError(f"{where}: {value!r} has no host (use 0.0.0.0 or :: for all)")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{where}: port {port_text!r} in {value!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{where}: port {port} in {value!r} is out of range 0-65535")
+    return Listen(host, port)
+
+
+def _coerce(section: str, key: str, kind: Any, value: Any, base: Path) -> Any:
+    where = f"[{section}] {key}"
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if (section, key) in _POSITIVE and value <= 0:
+            raise ConfigError(f"{where}: must be greater than 0, got {value}")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        choices = _CHOICES.get((section, key))
+        if choices and value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+        return value
+    if kind is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return [v.lower() for v in value] if key == "domains" else list(value)
+    if kind == _ListOfAddr:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list of \"host:port\" strings, got {value!r}")
+        return [parse_listen(v, where) for v in value]
+    if kind == _Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a path string, got {value!r}")
+        if not value:
+            return ""
+        path = Path(os.path.expanduser(value))
+        return path if path.is_absolute() else (base / path).resolve()
+    raise AssertionError(kind)
+
+
+def _env_value(raw: str, kind: Any) -> Any:
+    """Environment overrides are strings; read them as TOML values where that makes sense."""
+    if kind in (str, _Path):
+        return raw
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if kind == _ListOfAddr or kind is list:
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        return raw
+
+
+def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve a config file (None = defaults relative to cwd)."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        try:
+            with file.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {file} does not exist") from None
+        except PermissionError:
+            raise ConfigError(f"config file {file} is not readable") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {file} is a directory") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file}: invalid TOML: {exc}") from None
+        base = file.resolve().parent
+    else:
+        base = Path.cwd()
+
+    for section, body in raw.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"unknown section [{section}]")
+        if not isinstance(body, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        for key in body:
+            if key not in SCHEMA[section]:
+                raise ConfigError(f"[{section}] {key}: unknown key")
+
+    for name, value in env.items():
+        if not name.startswith("MAILSTEAD_") or "__" not in name:
+            continue
+        section, _, key = name[len("MAILSTEAD_"):].lower().partition("__")
+        if section not in SCHEMA or key not in SCHEMA[section]:
+            raise ConfigError(f"environment variable {name}: no such key [{section}] {key}")
+        raw.setdefault(section, {})[key] = _env_value(value, SCHEMA[section][key][0])
+
+    values: dict[str, dict[str, Any]] = {}
+    for section, keys in SCHEMA.items():
+        given = raw.get(section, {})
+        values[section] = {
+            key: _coerce(section, key, kind, given.get(key, default), base)
+            for key, (kind, default) in keys.items()
+        }
+    if not values["server"]["data_dir"]:
+        raise ConfigError("[server] data_dir: must not be empty")
+    if not values["server"]["domains"]:
+        raise ConfigError("[server] domains: list at least one domain")
+    cert, key = values["tls"]["cert"], values["tls"]["key"]
+    if bool(cert) != bool(key):
+        raise ConfigError("[tls] cert and key: set both or neither")
+    return Config(values, Path(path).resolve() if path is not None else None)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback."""
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback

@@ -1,0 +1,311 @@
+"""The daemon: one asyncio loop, Twisted's asyncio reactor on it, every listener on it.
+
+Order matters: the reactor is installed on our loop before anything imports
+``twisted.internet.reactor``. asyncio owns the loop, so the reactor is only
+``startRunning``-ed (thread pool, ``callWhenRunning``) and stopped at the end.
+Listeners form one ``MultiService`` tree: Twisted endpoints for IMAP/POP3/HTTP and
+asyncio servers for aiosmtpd's SMTP/LMTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import Config, Listen
+
+log = logging.getLogger("mailstead")
+
+
+class StartupError(Exception):
+    """A problem that stops the server from starting, in one clear sentence."""
+
+
+def install_reactor(loop: asyncio.AbstractEventLoop) -> Any:
+    """Install Twisted's asyncio reactor on ``loop`` (once per process) and return it."""
+    import sys
+
+    if "twisted.internet.reactor" not in sys.modules:
+        from twisted.internet import asyncioreactor
+
+        asyncioreactor.install(loop)
+    from twisted.internet import reactor
+
+    if not reactor.running:  # type: ignore[attr-defined]
+        reactor.startRunning(installSignalHandlers=False)  # type: ignore[attr-defined]
+    return reactor
+
+
+def _bind_error(proto: str, addr: Listen, exc: BaseException) -> StartupError:
+    text = str(exc)
+    code = getattr(exc, "socketError", None) or exc
+    if getattr(code, "errno", None) == errno.EADDRINUSE or "in use" in text:
+        return StartupError(f"cannot listen for {proto} on {addr}: address already in use")
+    if getattr(code, "errno", None) == errno.EACCES or "ermission" in text:
+        return StartupError(f"cannot listen for {proto} on {addr}: permission denied")
+    return StartupError(f"cannot listen for {proto} on {addr}: {text}")
+
+
+class ListenerService:
+    """One bound listener in the service tree, whichever framework serves it."""
+
+    def __init__(self, proto: str, kind: str, addr: Listen) -> None:
+        self.proto, self.kind, self.addr = proto, kind, addr
+        self.bound: Listen | None = None
+        self._stop: Callable[[], Any] | None = None
+
+    async def start_twisted(self, reactor: Any, factory: Any, tls_creator: Any = None) -> None:
+        from twisted.internet import endpoints
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        if tls_creator is not None:
+            factory = TLSMemoryBIOFactory(tls_creator, False, factory)
+        cls = endpoints.TCP6ServerEndpoint if ":" in self.addr.host else endpoints.TCP4ServerEndpoint
+        endpoint = cls(reactor, self.addr.port, interface=self.addr.host, backlog=128)
+        loop = asyncio.get_running_loop()
+        try:
+            port = await endpoint.listen(factory).asFuture(loop)
+        except Exception as exc:
+            raise _bind_error(self.proto, self.addr, exc) from None
+        self.bound = Listen(self.addr.host, port.getHost().port)
+        self._stop = port.stopListening
+
+    async def start_asyncio(self, protocol_factory: Any, ssl_context: Any = None) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(
+                protocol_factory, host=self.addr.host, port=self.addr.port, ssl=ssl_context,
+                reuse_address=True, backlog=128,
+            )
+        except OSError as exc:
+            raise _bind_error(self.proto, self.addr, exc) from None
+        self.bound = Listen(self.addr.host, server.sockets[0].getsockname()[1])
+        self._stop = server.close
+
+    async def stop(self) -> None:
+        if self._stop is None:
+            return
+        stop, self._stop = self._stop, None
+        result = stop()
+        if hasattr(result, "asFuture"):
+            await result.asFuture(asyncio.get_running_loop())
+
+
+class Mailstead:
+    """The running server: store, hub, listeners, and their orderly start and stop."""
+
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.loop = loop
+        self.listeners: list[ListenerService] = []
+        self.ctx: Any = None
+        self._stopped = asyncio.Event()
+        self._stopping = False
+
+    async def start(self) -> None:
+        from .auth.passwords import PasswordHasher
+        from .auth.users import Authenticator
+        from .context import ServerContext
+        from .store.hub import ChangeHub
+        from .store.sqlite import SqliteStore
+        from .tls import TLSError, ensure_tls
+
+        cfg = self.config
+        reactor = install_reactor(self.loop)
+        try:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create data folder {cfg.data_dir}: {exc.strerror}") from None
+        tls = None
+        cert, key = cfg.tls_paths()
+        try:
+            tls = ensure_tls(cert, key, cfg.hostname, configured=bool(cfg["tls"]["cert"]))
+        except TLSError as exc:
+            if cfg.needs_tls() or cfg["tls"]["cert"]:
+                raise StartupError(str(exc)) from None
+            log.warning("TLS disabled: %s", exc)
+        except OSError as exc:
+            raise StartupError(f"cannot create TLS certificate: {exc}") from None
+
+        hub = ChangeHub()
+        store = SqliteStore(cfg.db_path, hub, fsync=cfg["store"]["fsync"])
+        try:
+            await store.open()
+        except Exception as exc:
+            raise StartupError(str(exc)) from None
+        hasher = PasswordHasher(cfg["auth"]["default_scheme"])
+        auth = Authenticator(store, hasher, cfg.domains)
+        self.ctx = ServerContext(cfg, store, hub, auth, tls, self.loop)
+        try:
+            for proto, kind, addr in cfg.listeners():
+                listener = ListenerService(proto, kind, addr)
+                await self._start_listener(listener, reactor)
+                self.listeners.append(listener)
+                log.info("listening for %s%s on %s", proto, " (TLS)" if kind == "tls" else "",
+                         listener.bound)
+        except BaseException:
+            await self._stop_listeners()
+            await store.close()
+            raise
+        self._write_listeners_file()
+        _sd_notify("READY=1")
+        log.info("Mailstead ready (%d listeners)", len(self.listeners))
+
+    async def _start_listener(self, listener: ListenerService, reactor: Any) -> None:
+        ctx = self.ctx
+        proto, tls = listener.proto, listener.kind == "tls"
+        if proto in ("smtp", "lmtp"):
+            from .smtp.delivery import DeliveryHandler, smtp_factory
+
+            handler = DeliveryHandler(
+                ctx.store, hostname=self.config.hostname, domains=self.config.domains,
+                lmtp=proto == "lmtp", counters=ctx.counters,
+            )
+            factory = smtp_factory(
+                handler, hostname=self.config.hostname,
+                max_size=self.config["limits"]["max_message_size"],
+            )
+            await listener.start_asyncio(factory, ctx.tls.stdlib if tls else None)
+            return
+        factory = _twisted_factory(proto, ctx, tls)
+        await listener.start_twisted(reactor, factory, ctx.tls.creator() if tls else None)
+
+    def _write_listeners_file(self) -> None:
+        """Where each listener actually bound (port 0 picks one): for scripts and tests."""
+        path = self.config.data_dir / "listeners.json"
+        data = [
+            {"protocol": lst.proto, "tls": lst.kind == "tls", "host": lst.bound.host,
+             "port": lst.bound.port}
+            for lst in self.listeners if lst.bound
+        ]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+
+    async def _stop_listeners(self) -> None:
+        for listener in self.listeners:
+            try:
+                await listener.stop()
+            except Exception:
+                log.exception("error stopping listener %s", listener.addr)
+
+    def request_stop(self, reason: str = "shutting down") -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self.loop.create_task(self._graceful_stop(reason))
+
+    async def _graceful_stop(self, reason: str) -> None:
+        log.info("stopping: %s", reason)
+        _sd_notify("STOPPING=1")
+        await self._stop_listeners()
+        if self.ctx is not None:
+            self.ctx.sessions.close_all("Server shutting down")
+            grace = self.config["server"]["shutdown_grace"]
+            if not await self.ctx.sessions.wait_empty(grace):
+                log.warning("%d sessions did not close in %ds", len(self.ctx.sessions), grace)
+            for hook in self.ctx.on_stop:
+                hook()
+            await self.ctx.store.close()
+        try:
+            (self.config.data_dir / "listeners.json").unlink()
+        except OSError:
+            pass
+        self._stopped.set()
+
+    def reload(self) -> None:
+        if self.ctx is not None and self.ctx.tls is not None:
+            try:
+                self.ctx.tls.reload()
+            except Exception as exc:
+                log.error("TLS reload failed, keeping the old certificate: %s", exc)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+def _twisted_factory(proto: str, ctx: Any, tls: bool) -> Any:
+    if proto == "imap":
+        from .imap.factory import IMAPFactory
+
+        return IMAPFactory(ctx, implicit_tls=tls)
+    if proto == "pop3":
+        from .pop3.factory import POP3Factory
+
+        return POP3Factory(ctx, implicit_tls=tls)
+    if proto == "http":
+        from .web.site import make_site
+
+        return make_site(ctx)
+    raise StartupError(f"unknown protocol {proto}")
+
+
+def _sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about our state, when it is listening."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(addr)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify failed: %s", exc)
+
+
+def serve(config: Config) -> int:
+    """Run the server in the foreground until SIGTERM/SIGINT; returns the exit status."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    reactor = install_reactor(loop)
+    _route_twisted_logs()
+    app = Mailstead(config, loop)
+    try:
+        loop.run_until_complete(app.start())
+    except StartupError as exc:
+        log.error("%s", exc)
+        _shutdown_loop(loop, reactor)
+        return 1
+    loop.add_signal_handler(signal.SIGTERM, app.request_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, app.request_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, app.reload)
+    try:
+        loop.run_until_complete(app.wait_stopped())
+    finally:
+        _shutdown_loop(loop, reactor)
+    log.info("stopped")
+    return 0
+
+
+def _shutdown_loop(loop: asyncio.AbstractEventLoop, reactor: Any) -> None:
+    try:
+        if reactor.running:
+            reactor.stop()
+            # Run the reactor's shutdown triggers (thread pool stop) on our loop.
+            loop.run_until_complete(asyncio.sleep(0.05))
+    except Exception:
+        pass
+    try:
+        loop.run_until_complete(loop.shutdown_default_executor())
+    except Exception:
+        pass
+    loop.close()
+
+
+def _route_twisted_logs() -> None:
+    """Send Twisted's log events to stdlib logging, so there is one log stream."""
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+
+

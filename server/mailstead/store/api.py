@@ -1,0 +1,300 @@
+"""The mailbox store interface shared by IMAP, POP3, delivery and the CLI.
+
+Protocol code talks only to ``MailStore``; the SQLite implementation is the embedded
+default. Every mutation is one transaction that bumps the mailbox ``modseq`` and, after
+commit, publishes its change events through the ``ChangeHub`` (see ``hub.py``).
+Nothing here formats protocol text.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# Mailboxes every new user gets, with their RFC 6154 special-use attribute.
+DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
+    ("INBOX", None),
+    ("Drafts", "\\Drafts"),
+    ("Sent", "\\Sent"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+)
+SPECIAL_USES = frozenset(
+    {"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"}
+)
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+class StoreError(Exception):
+    """Base of store failures that protocols turn into NO / -ERR / 4xx."""
+
+
+class NotFound(StoreError):
+    """A user, mailbox or message that does not exist (or is not the caller's)."""
+
+
+class AlreadyExists(StoreError):
+    """A user or mailbox name that is taken."""
+
+
+class InvalidName(StoreError):
+    """A mailbox or user name that the store refuses."""
+
+
+class LimitExceeded(StoreError):
+    """A configured quota (mailboxes per user, ...) would be exceeded."""
+
+
+class StorageFull(StoreError):
+    """The disk or database is full: a temporary, server-side failure."""
+
+
+class StoreUnavailable(StoreError):
+    """Any other temporary server-side failure."""
+
+
+class FlagMode(enum.Enum):
+    REPLACE = ""
+    ADD = "+"
+    REMOVE = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    id: int
+    user_id: int
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    special_use: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStatus:
+    name: str
+    messages: int
+    unseen: int
+    recent: int
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    size: int
+    first_unseen_uid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """What a mailbox listing knows of one message without reading its body."""
+
+    uid: int
+    modseq: int
+    flags: frozenset[str]
+    internaldate: datetime
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    uid: int
+    modseq: int
+    flags: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class FlagsChanged:
+    uid: int
+    modseq: int
+    flags: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Expunged:
+    uid: int
+    modseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxGone:
+    """The mailbox was deleted or renamed away: selected sessions must drop it."""
+
+    modseq: int
+
+
+ChangeEvent = Appended | FlagsChanged | Expunged | MailboxGone
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """The events of one committed transaction on one mailbox, in order."""
+
+    mailbox_id: int
+    events: tuple[ChangeEvent, ...]
+    origin: object | None = None  # the session that caused it, so it is not echoed twice
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to store: CRLF-normalised bytes plus its initial state."""
+
+    data: bytes
+    flags: frozenset[str] = frozenset()
+    internaldate: datetime | None = None
+
+
+@dataclass(slots=True)
+class FlagUpdate:
+    """Result of a STORE: what changed and what was refused by UNCHANGEDSINCE."""
+
+    changed: list[FlagsChanged] = field(default_factory=list)
+    unchanged: list[FlagsChanged] = field(default_factory=list)  # matched, already had them
+    failed_uids: list[int] = field(default_factory=list)
+
+
+class MailStore(abc.ABC):
+    """The asynchronous store API. All methods are safe to call from the event loop."""
+
+    # --- lifecycle -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    # --- users -----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_user(self, name: str, password_hash: str) -> User:
+        """Create a user with the default mailboxes, subscribed. Names are case-insensitive."""
+
+    @abc.abstractmethod
+    async def get_user(self, name: str) -> User | None: ...
+
+    @abc.abstractmethod
+    async def list_users(self) -> list[User]: ...
+
+    @abc.abstractmethod
+    async def set_password_hash(self, user_id: int, password_hash: str) -> None: ...
+
+    @abc.abstractmethod
+    async def delete_user(self, name: str) -> bool: ...
+
+    # --- mailboxes -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def list_mailboxes(self, user_id: int) -> list[Mailbox]: ...
+
+    @abc.abstractmethod
+    async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None: ...
+
+    @abc.abstractmethod
+    async def create_mailbox(
+        self, user_id: int, name: str, special_use: str | None = None
+    ) -> Mailbox: ...
+
+    @abc.abstractmethod
+    async def delete_mailbox(self, user_id: int, name: str, origin: object = None) -> None:
+        """Delete one mailbox and its messages (children are left alone)."""
+
+    @abc.abstractmethod
+    async def rename_mailbox(
+        self, user_id: int, old: str, new: str, origin: object = None
+    ) -> None:
+        """Rename a mailbox and its whole hierarchy (``old/…`` → ``new/…``).
+
+        Renaming INBOX moves its messages into a new mailbox and leaves INBOX empty.
+        """
+
+    @abc.abstractmethod
+    async def list_subscriptions(self, user_id: int) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def set_subscribed(self, user_id: int, name: str, subscribed: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def mailbox_status(self, mailbox_id: int) -> MailboxStatus: ...
+
+    @abc.abstractmethod
+    async def claim_recent(self, mailbox_id: int) -> int:
+        """Give the caller the \\Recent messages: return the lowest recent UID and mark
+        everything up to ``uidnext`` as no longer recent for later sessions."""
+
+    # --- messages --------------------------------------------------------------------
+    @abc.abstractmethod
+    async def append(
+        self, mailbox_id: int, messages: Sequence[NewMessage], origin: object = None
+    ) -> list[int]:
+        """Store messages (one transaction, fsynced before returning); returns their UIDs."""
+
+    @abc.abstractmethod
+    async def deliver(self, mailbox_ids: Sequence[int], data: bytes) -> list[int]:
+        """Store one message in several mailboxes (one transaction, one blob)."""
+
+    @abc.abstractmethod
+    async def list_messages(self, mailbox_id: int) -> list[MessageInfo]:
+        """Every message of the mailbox in UID order."""
+
+    @abc.abstractmethod
+    async def get_messages(self, mailbox_id: int, uids: Iterable[int]) -> list[MessageInfo]: ...
+
+    @abc.abstractmethod
+    async def read_message(self, mailbox_id: int, uid: int) -> bytes | None:
+        """The stored octets (CRLF), or None when the message is gone."""
+
+    @abc.abstractmethod
+    async def read_headers(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
+        """Top-level header blocks (with the blank line) without reading bodies."""
+
+    @abc.abstractmethod
+    async def read_structures(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, str]:
+        """The parse results computed at delivery (``ParsedMessage.to_json()``)."""
+
+    @abc.abstractmethod
+    async def store_flags(
+        self,
+        mailbox_id: int,
+        uids: Iterable[int],
+        mode: FlagMode,
+        flags: Iterable[str],
+        *,
+        unchanged_since: int | None = None,
+        origin: object = None,
+    ) -> FlagUpdate: ...
+
+    @abc.abstractmethod
+    async def expunge(
+        self, mailbox_id: int, uids: Iterable[int] | None = None, origin: object = None
+    ) -> list[int]:
+        """Remove messages: the given UIDs, or (None) every message flagged \\Deleted.
+
+        With UIDs given, only those that are still there are removed; returns the UIDs
+        actually removed."""
+
+    @abc.abstractmethod
+    async def copy(
+        self,
+        src_id: int,
+        uids: Iterable[int],
+        dst_id: int,
+        *,
+        move: bool = False,
+        origin: object = None,
+    ) -> list[tuple[int, int]]:
+        """Copy (or move) messages; returns (source UID, new UID) pairs in UID order."""
+
+    # --- POP3 maildrop lock ----------------------------------------------------------
+    @abc.abstractmethod
+    def try_lock_maildrop(self, user_id: int) -> bool:
+        """Take the exclusive POP3 lock on a user's maildrop; False if held."""
+
+    @abc.abstractmethod
+    def unlock_maildrop(self, user_id: int) -> None: ...

@@ -1,0 +1,948 @@
+"""The embedded SQLite store (WAL mode): one writer thread with group commit, pooled readers.
+
+Writes are jobs queued to a single writer thread. It takes every job that is waiting,
+runs each inside its own SAVEPOINT of one transaction and commits once (one fsync for
+many deliveries), then hands results and change events back to the loop in one callback
+so the ``ChangeHub`` sees batches strictly in commit order, and only after commit.
+Reads run on a small thread pool, each thread with its own connection (WAL lets readers
+run beside the writer). Message octets, the header block and the parse result live in
+``blobs``, shared by copies of a message; ``messages`` holds per-mailbox state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..mime.parse import parse_message
+from .api import (
+    DEFAULT_MAILBOXES,
+    AlreadyExists,
+    Appended,
+    ChangeBatch,
+    Expunged,
+    FlagMode,
+    FlagsChanged,
+    FlagUpdate,
+    InvalidName,
+    Mailbox,
+    MailboxGone,
+    MailboxStatus,
+    MailStore,
+    MessageInfo,
+    NewMessage,
+    NotFound,
+    StorageFull,
+    StoreError,
+    StoreUnavailable,
+    User,
+)
+from .hub import ChangeHub
+from .names import validate_mailbox_name
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mailboxes (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL DEFAULT 1,
+    highestmodseq INTEGER NOT NULL DEFAULT 1,
+    first_recent_uid INTEGER NOT NULL DEFAULT 1,
+    special_use TEXT,
+    UNIQUE (user_id, name)
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    PRIMARY KEY (user_id, name)
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    id INTEGER PRIMARY KEY,
+    refcount INTEGER NOT NULL,
+    header BLOB NOT NULL,
+    structure TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    flags TEXT NOT NULL,
+    internaldate INTEGER NOT NULL,
+    tzoffset INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    blob_id INTEGER NOT NULL REFERENCES blobs(id),
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS expunged (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
+"""
+
+_WRITE_BATCH = 64
+
+
+def _flags_text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(set(flags)))
+
+
+def _flags_set(text: str) -> frozenset[str]:
+    return frozenset(text.split()) if text else frozenset()
+
+
+def _to_row_date(when: datetime | None) -> tuple[int, int]:
+    if when is None:
+        when = datetime.now(timezone.utc).astimezone()
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    offset = when.utcoffset() or timedelta(0)
+    return int(when.timestamp()), int(offset.total_seconds() // 60)
+
+
+def _from_row_date(ts: int, tzoffset: int) -> datetime:
+    return datetime.fromtimestamp(ts, timezone(timedelta(minutes=tzoffset)))
+
+
+def _map_error(exc: BaseException) -> BaseException:
+    """Translate SQLite failures into store errors the protocols know how to answer."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        if "full" in text:
+            return StorageFull("the mail store is full")
+        return StoreUnavailable(f"the mail store is unavailable: {exc}")
+    if isinstance(exc, sqlite3.DatabaseError):
+        return StoreUnavailable(f"the mail store failed: {exc}")
+    return exc
+
+
+# A write job runs on the writer connection and returns (result, change batches).
+WriteJob = Callable[[sqlite3.Connection], tuple[Any, list[ChangeBatch]]]
+
+
+class _Writer:
+    """The single writer thread; see the module docstring for the commit protocol."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], store: SqliteStore) -> None:
+        self._connect = connect
+        self._store = store
+        self._queue: queue.SimpleQueue[tuple[WriteJob, asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self.commits = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: WriteJob, fut: asyncio.Future[Any]) -> None:
+        self._queue.put((job, fut))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < _WRITE_BATCH:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                self._run_batch(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _run_batch(
+        self, conn: sqlite3.Connection, batch: list[tuple[WriteJob, asyncio.Future[Any]]]
+    ) -> None:
+        outcomes: list[tuple[asyncio.Future[Any], Any, list[ChangeBatch], BaseException | None]]
+        outcomes = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            err = _map_error(exc)
+            self._store._complete([(fut, None, [], err) for _, fut in batch])
+            return
+        for job, fut in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                result, changes = job(conn)
+            except BaseException as exc:  # the job failed: undo only its part
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((fut, None, [], _map_error(exc)))
+            else:
+                conn.execute("RELEASE job")
+                outcomes.append((fut, result, changes, None))
+        try:
+            conn.execute("COMMIT")
+            self.commits += 1
+        except Exception as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            err = _map_error(exc)
+            outcomes = [(fut, None, [], err) for fut, _, _, _ in outcomes]
+        self._store._complete(outcomes)
+
+
+class SqliteStore(MailStore):
+    """``MailStore`` on one SQLite database file in WAL mode."""
+
+    def __init__(
+        self, path: str | Path, hub: ChangeHub | None = None, *, fsync: bool = True
+    ) -> None:
+        self.path = Path(path)
+        self.hub = hub or ChangeHub()
+        self._fsync = fsync
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: _Writer | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._all_readers: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+        self._maildrop_locks: set[int] = set()
+
+    # --- connections ---------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=30, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._reader_lock:
+                self._all_readers.append(conn)
+        return conn
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def init() -> None:
+            conn = self._connect()
+            try:
+                conn.executescript(SCHEMA)
+            finally:
+                conn.close()
+
+        try:
+            await self._loop.run_in_executor(None, init)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open the mail store {self.path}: {exc}") from None
+        self._writer = _Writer(self._connect, self)
+        self._writer.start()
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.get_running_loop().run_in_executor(None, writer.stop)
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+        with self._reader_lock:
+            for conn in self._all_readers:
+                conn.close()
+            self._all_readers.clear()
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits if self._writer else 0
+
+    # --- plumbing ------------------------------------------------------------------
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None or self._loop is None:
+            raise StoreUnavailable("the mail store is closed")
+
+        def run() -> T:
+            conn = self._reader()
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        try:
+            return await self._loop.run_in_executor(self._readers, run)
+        except sqlite3.Error as exc:
+            raise _map_error(exc) from None
+
+    async def _write(self, job: WriteJob) -> Any:
+        if self._writer is None or self._loop is None:
+            raise StoreUnavailable("the mail store is closed")
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._writer.submit(job, fut)
+        return await fut
+
+    def _complete(
+        self,
+        outcomes: list[tuple[asyncio.Future[Any], Any, list[ChangeBatch], BaseException | None]],
+    ) -> None:
+        """Called on the writer thread after commit; hops to the loop exactly once."""
+        assert self._loop is not None
+
+        def finish() -> None:
+            for fut, result, changes, err in outcomes:
+                for change in changes:
+                    self.hub.publish(change)
+                if fut.cancelled():
+                    continue
+                if err is not None:
+                    fut.set_exception(err)
+                else:
+                    fut.set_result(result)
+
+        try:
+            self._loop.call_soon_threadsafe(finish)
+        except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
+            pass
+
+    # --- users -----------------------------------------------------------------------
+    async def create_user(self, name: str, password_hash: str) -> User:
+        name = name.strip()
+        if not name or any(ord(c) < 0x21 or c in '"\\()' for c in name) or len(name) > 255:
+            raise InvalidName(f"invalid user name {name!r}")
+
+        def job(conn: sqlite3.Connection) -> tuple[User, list[ChangeBatch]]:
+            if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                raise AlreadyExists(f"user {name} already exists")
+            cur = conn.execute(
+                "INSERT INTO users (name, password_hash, created) VALUES (?, ?, ?)",
+                (name, password_hash, int(time.time())),
+            )
+            user_id = cur.lastrowid
+            assert user_id is not None
+            for mbox, special in DEFAULT_MAILBOXES:
+                self._insert_mailbox(conn, user_id, mbox, special)
+                conn.execute(
+                    "INSERT OR IGNORE INTO subscriptions (user_id, name) VALUES (?, ?)",
+                    (user_id, mbox),
+                )
+            return User(user_id, name, password_hash), []
+
+        return await self._write(job)
+
+    async def get_user(self, name: str) -> User | None:
+        def q(conn: sqlite3.Connection) -> User | None:
+            row = conn.execute(
+                "SELECT id, name, password_hash FROM users WHERE name = ?", (name.strip(),)
+            ).fetchone()
+            return User(*row) if row else None
+
+        return await self._read(q)
+
+    async def list_users(self) -> list[User]:
+        def q(conn: sqlite3.Connection) -> list[User]:
+            rows = conn.execute("SELECT id, name, password_hash FROM users ORDER BY name")
+            return [User(*row) for row in rows]
+
+        return await self._read(q)
+
+    async def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        def job(conn: sqlite3.Connection) -> tuple[None, list[ChangeBatch]]:
+            cur = conn.execute(
+                "UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)
+            )
+            if cur.rowcount == 0:
+                raise NotFound("no such user")
+            return None, []
+
+        await self._write(job)
+
+    async def delete_user(self, name: str) -> bool:
+        def job(conn: sqlite3.Connection) -> tuple[bool, list[ChangeBatch]]:
+            row = conn.execute("SELECT id FROM users WHERE name = ?", (name.strip(),)).fetchone()
+            if row is None:
+                return False, []
+            changes = []
+            for (mbox_id,) in conn.execute(
+                "SELECT id FROM mailboxes WHERE user_id = ?", (row[0],)
+            ).fetchall():
+                changes.append(self._drop_mailbox(conn, mbox_id))
+            conn.execute("DELETE FROM users WHERE id = ?", (row[0],))
+            return True, changes
+
+        return await self._write(job)
+
+    # --- mailboxes -------------------------------------------------------------------
+    def _next_uidvalidity(self, conn: sqlite3.Connection) -> int:
+        """Strictly increasing across the store, so a recreated mailbox never reuses one."""
+        row = conn.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
+        value = max(int(time.time()), (row[0] + 1) if row else 1) & 0xFFFFFFFF or 1
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('uidvalidity', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (value,),
+        )
+        return value
+
+    def _insert_mailbox(
+        self, conn: sqlite3.Connection, user_id: int, name: str, special: str | None
+    ) -> int:
+        cur = conn.execute(
+            "INSERT INTO mailboxes (user_id, name, uidvalidity, special_use) VALUES (?, ?, ?, ?)",
+            (user_id, name, self._next_uidvalidity(conn), special),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    @staticmethod
+    def _mailbox_row(row: Sequence[Any]) -> Mailbox:
+        return Mailbox(*row)
+
+    _MAILBOX_COLS = "id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use"
+
+    async def list_mailboxes(self, user_id: int) -> list[Mailbox]:
+        def q(conn: sqlite3.Connection) -> list[Mailbox]:
+            rows = conn.execute(
+                f"SELECT {self._MAILBOX_COLS} FROM mailboxes WHERE user_id = ? ORDER BY name",
+                (user_id,),
+            )
+            return [self._mailbox_row(r) for r in rows]
+
+        return await self._read(q)
+
+    async def get_mailbox(self, user_id: int, name: str) -> Mailbox | None:
+        def q(conn: sqlite3.Connection) -> Mailbox | None:
+            row = conn.execute(
+                f"SELECT {self._MAILBOX_COLS} FROM mailboxes WHERE user_id = ? AND name = ?",
+                (user_id, name),
+            ).fetchone()
+            return self._mailbox_row(row) if row else None
+
+        return await self._read(q)
+
+    async def create_mailbox(
+        self, user_id: int, name: str, special_use: str | None = None
+    ) -> Mailbox:
+        validate_mailbox_name(name)
+
+        def job(conn: sqlite3.Connection) -> tuple[Mailbox, list[ChangeBatch]]:
+            if conn.execute(
+                "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, name)
+            ).fetchone():
+                raise AlreadyExists(f"mailbox {name} already exists")
+            if special_use and conn.execute(
+                "SELECT 1 FROM mailboxes WHERE user_id = ? AND special_use = ?",
+                (user_id, special_use),
+            ).fetchone():
+                raise AlreadyExists(f"a mailbox with {special_use} already exists")
+            mbox_id = self._insert_mailbox(conn, user_id, name, special_use)
+            row = conn.execute(
+                f"SELECT {self._MAILBOX_COLS} FROM mailboxes WHERE id = ?", (mbox_id,)
+            ).fetchone()
+            return self._mailbox_row(row), []
+
+        return await self._write(job)
+
+    def _drop_mailbox(self, conn: sqlite3.Connection, mbox_id: int) -> ChangeBatch:
+        """Delete a mailbox row and release its messages' blobs."""
+        conn.execute(
+            "UPDATE blobs SET refcount = refcount - c.n FROM "
+            "(SELECT blob_id, COUNT(*) AS n FROM messages WHERE mailbox_id = ? GROUP BY blob_id)"
+            " AS c WHERE blobs.id = c.blob_id",
+            (mbox_id,),
+        )
+        conn.execute("DELETE FROM messages WHERE mailbox_id = ?", (mbox_id,))
+        conn.execute("DELETE FROM blobs WHERE refcount <= 0")
+        conn.execute("DELETE FROM expunged WHERE mailbox_id = ?", (mbox_id,))
+        modseq = conn.execute(
+            "SELECT highestmodseq FROM mailboxes WHERE id = ?", (mbox_id,)
+        ).fetchone()[0]
+        conn.execute("DELETE FROM mailboxes WHERE id = ?", (mbox_id,))
+        return ChangeBatch(mbox_id, (MailboxGone(modseq + 1),))
+
+    async def delete_mailbox(self, user_id: int, name: str, origin: object = None) -> None:
+        def job(conn: sqlite3.Connection) -> tuple[None, list[ChangeBatch]]:
+            row = conn.execute(
+                "SELECT id FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, name)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"mailbox {name} does not exist")
+            return None, [self._drop_mailbox(conn, row[0])]
+
+        await self._write(job)
+
+    async def rename_mailbox(
+        self, user_id: int, old: str, new: str, origin: object = None
+    ) -> None:
+        validate_mailbox_name(new)
+
+        def job(conn: sqlite3.Connection) -> tuple[None, list[ChangeBatch]]:
+            src = conn.execute(
+                "SELECT id FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, old)
+            ).fetchone()
+            if src is None:
+                raise NotFound(f"mailbox {old} does not exist")
+            if conn.execute(
+                "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, new)
+            ).fetchone():
+                raise AlreadyExists(f"mailbox {new} already exists")
+            if new.startswith(old + "/"):
+                raise InvalidName("cannot rename a mailbox into its own hierarchy")
+            if old == "INBOX":
+                # RFC 3501 §6.3.5: INBOX's messages move to the new name, INBOX stays.
+                dst_id = self._insert_mailbox(conn, user_id, new, None)
+                changes = self._move_all(conn, src[0], dst_id)
+                return None, changes
+            changes = []
+            rows = conn.execute(
+                "SELECT id, name FROM mailboxes WHERE user_id = ? AND (name = ? OR "
+                "substr(name, 1, ?) = ?)",
+                (user_id, old, len(old) + 1, old + "/"),
+            ).fetchall()
+            for mbox_id, name in rows:
+                target = new + name[len(old):]
+                if conn.execute(
+                    "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, target)
+                ).fetchone():
+                    raise AlreadyExists(f"mailbox {target} already exists")
+                # A new UIDVALIDITY: clients caching by name must resynchronise.
+                conn.execute(
+                    "UPDATE mailboxes SET name = ?, uidvalidity = ? WHERE id = ?",
+                    (target, self._next_uidvalidity(conn), mbox_id),
+                )
+                modseq = self._bump(conn, mbox_id)
+                changes.append(ChangeBatch(mbox_id, (MailboxGone(modseq),), origin))
+            return None, changes
+
+        await self._write(job)
+
+    def _move_all(self, conn: sqlite3.Connection, src_id: int, dst_id: int) -> list[ChangeBatch]:
+        uids = [r[0] for r in conn.execute(
+            "SELECT uid FROM messages WHERE mailbox_id = ? ORDER BY uid", (src_id,)
+        )]
+        pairs, dst_events = self._copy_rows(conn, src_id, uids, dst_id)
+        src_events = self._expunge_rows(conn, src_id, uids)
+        out = []
+        if src_events:
+            out.append(ChangeBatch(src_id, tuple(src_events)))
+        if dst_events:
+            out.append(ChangeBatch(dst_id, tuple(dst_events)))
+        return out
+
+    async def list_subscriptions(self, user_id: int) -> list[str]:
+        def q(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT name FROM subscriptions WHERE user_id = ? ORDER BY name", (user_id,)
+            )
+            return [r[0] for r in rows]
+
+        return await self._read(q)
+
+    async def set_subscribed(self, user_id: int, name: str, subscribed: bool) -> None:
+        if subscribed:
+            validate_mailbox_name(name)
+
+        def job(conn: sqlite3.Connection) -> tuple[None, list[ChangeBatch]]:
+            if subscribed:
+                conn.execute(
+                    "INSERT OR IGNORE INTO subscriptions (user_id, name) VALUES (?, ?)",
+                    (user_id, name),
+                )
+            else:
+                conn.execute(
+                    "DELETE FROM subscriptions WHERE user_id = ? AND name = ?", (user_id, name)
+                )
+            return None, []
+
+        await self._write(job)
+
+    async def mailbox_status(self, mailbox_id: int) -> MailboxStatus:
+        def q(conn: sqlite3.Connection) -> MailboxStatus:
+            mb = conn.execute(
+                "SELECT name, uidvalidity, uidnext, highestmodseq, first_recent_uid "
+                "FROM mailboxes WHERE id = ?",
+                (mailbox_id,),
+            ).fetchone()
+            if mb is None:
+                raise NotFound("mailbox does not exist")
+            name, uidvalidity, uidnext, highestmodseq, first_recent = mb
+            count, size, unseen, recent = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0), "
+                "COALESCE(SUM(instr(flags, '\\Seen') = 0), 0), "
+                "COALESCE(SUM(uid >= ?), 0) FROM messages WHERE mailbox_id = ?",
+                (first_recent, mailbox_id),
+            ).fetchone()
+            first_unseen = conn.execute(
+                "SELECT MIN(uid) FROM messages WHERE mailbox_id = ? AND instr(flags, '\\Seen') = 0",
+                (mailbox_id,),
+            ).fetchone()[0]
+            return MailboxStatus(
+                name, count, unseen, recent, uidvalidity, uidnext, highestmodseq, size,
+                first_unseen,
+            )
+
+        return await self._read(q)
+
+    async def claim_recent(self, mailbox_id: int) -> int:
+        def job(conn: sqlite3.Connection) -> tuple[int, list[ChangeBatch]]:
+            row = conn.execute(
+                "SELECT first_recent_uid, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound("mailbox does not exist")
+            conn.execute(
+                "UPDATE mailboxes SET first_recent_uid = uidnext WHERE id = ?", (mailbox_id,)
+            )
+            return row[0], []
+
+        return await self._write(job)
+
+    # --- messages --------------------------------------------------------------------
+    def _bump(self, conn: sqlite3.Connection, mailbox_id: int) -> int:
+        """Advance the mailbox modseq once for this transaction-job and return it."""
+        row = conn.execute(
+            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ? "
+            "RETURNING highestmodseq",
+            (mailbox_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound("mailbox does not exist")
+        return row[0]
+
+    def _insert_blob(self, conn: sqlite3.Connection, data: bytes, refs: int) -> tuple[int, int]:
+        parsed = parse_message(data)
+        header = data[: parsed.root.header_end]
+        cur = conn.execute(
+            "INSERT INTO blobs (refcount, header, structure, data) VALUES (?, ?, ?, ?)",
+            (refs, header, parsed.to_json(), data),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid, len(data)
+
+    def _insert_message(
+        self,
+        conn: sqlite3.Connection,
+        mailbox_id: int,
+        modseq: int,
+        blob_id: int,
+        size: int,
+        flags: Iterable[str],
+        internaldate: tuple[int, int],
+    ) -> Appended:
+        uid = conn.execute(
+            "UPDATE mailboxes SET uidnext = uidnext + 1 WHERE id = ? RETURNING uidnext - 1",
+            (mailbox_id,),
+        ).fetchone()[0]
+        fl = frozenset(flags)
+        conn.execute(
+            "INSERT INTO messages (mailbox_id, uid, modseq, flags, internaldate, tzoffset, "
+            "size, blob_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (mailbox_id, uid, modseq, _flags_text(fl), *internaldate, size, blob_id),
+        )
+        return Appended(uid, modseq, fl)
+
+    async def append(
+        self, mailbox_id: int, messages: Sequence[NewMessage], origin: object = None
+    ) -> list[int]:
+        def job(conn: sqlite3.Connection) -> tuple[list[int], list[ChangeBatch]]:
+            modseq = self._bump(conn, mailbox_id)
+            events = []
+            for msg in messages:
+                blob_id, size = self._insert_blob(conn, msg.data, 1)
+                events.append(
+                    self._insert_message(
+                        conn, mailbox_id, modseq, blob_id, size, msg.flags,
+                        _to_row_date(msg.internaldate),
+                    )
+                )
+            return [e.uid for e in events], [ChangeBatch(mailbox_id, tuple(events), origin)]
+
+        return await self._write(job)
+
+    async def deliver(self, mailbox_ids: Sequence[int], data: bytes) -> list[int]:
+        def job(conn: sqlite3.Connection) -> tuple[list[int], list[ChangeBatch]]:
+            blob_id, size = self._insert_blob(conn, data, len(mailbox_ids))
+            when = _to_row_date(None)
+            uids, changes = [], []
+            for mailbox_id in mailbox_ids:
+                modseq = self._bump(conn, mailbox_id)
+                ev = self._insert_message(conn, mailbox_id, modseq, blob_id, size, (), when)
+                uids.append(ev.uid)
+                changes.append(ChangeBatch(mailbox_id, (ev,)))
+            return uids, changes
+
+        return await self._write(job)
+
+    @staticmethod
+    def _info(row: Sequence[Any]) -> MessageInfo:
+        uid, modseq, flags, ts, tz, size = row
+        return MessageInfo(uid, modseq, _flags_set(flags), _from_row_date(ts, tz), size)
+
+    _INFO_COLS = "uid, modseq, flags, internaldate, tzoffset, size"
+
+    async def list_messages(self, mailbox_id: int) -> list[MessageInfo]:
+        def q(conn: sqlite3.Connection) -> list[MessageInfo]:
+            rows = conn.execute(
+                f"SELECT {self._INFO_COLS} FROM messages WHERE mailbox_id = ? ORDER BY uid",
+                (mailbox_id,),
+            )
+            return [self._info(r) for r in rows]
+
+        return await self._read(q)
+
+    @staticmethod
+    def _chunks(uids: Iterable[int], size: int = 500) -> Iterable[list[int]]:
+        it = iter(sorted(set(uids)))
+        while chunk := list(itertools.islice(it, size)):
+            yield chunk
+
+    async def get_messages(self, mailbox_id: int, uids: Iterable[int]) -> list[MessageInfo]:
+        wanted = list(uids)
+
+        def q(conn: sqlite3.Connection) -> list[MessageInfo]:
+            out = []
+            for chunk in self._chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT {self._INFO_COLS} FROM messages WHERE mailbox_id = ? "
+                    f"AND uid IN ({marks}) ORDER BY uid",
+                    (mailbox_id, *chunk),
+                )
+                out.extend(self._info(r) for r in rows)
+            return out
+
+        return await self._read(q)
+
+    async def read_message(self, mailbox_id: int, uid: int) -> bytes | None:
+        def q(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT b.data FROM messages m JOIN blobs b ON b.id = m.blob_id "
+                "WHERE m.mailbox_id = ? AND m.uid = ?",
+                (mailbox_id, uid),
+            ).fetchone()
+            return bytes(row[0]) if row else None
+
+        return await self._read(q)
+
+    async def _blob_column(
+        self, column: str, mailbox_id: int, uids: Iterable[int]
+    ) -> dict[int, Any]:
+        wanted = list(uids)
+
+        def q(conn: sqlite3.Connection) -> dict[int, Any]:
+            out: dict[int, Any] = {}
+            for chunk in self._chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT m.uid, b.{column} FROM messages m JOIN blobs b ON b.id = m.blob_id "
+                    f"WHERE m.mailbox_id = ? AND m.uid IN ({marks})",
+                    (mailbox_id, *chunk),
+                )
+                out.update(rows)
+            return out
+
+        return await self._read(q)
+
+    async def read_headers(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
+        return await self._blob_column("header", mailbox_id, uids)
+
+    async def read_structures(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, str]:
+        return await self._blob_column("structure", mailbox_id, uids)
+
+    async def store_flags(
+        self,
+        mailbox_id: int,
+        uids: Iterable[int],
+        mode: FlagMode,
+        flags: Iterable[str],
+        *,
+        unchanged_since: int | None = None,
+        origin: object = None,
+    ) -> FlagUpdate:
+        wanted = list(uids)
+        given = frozenset(flags)
+
+        def job(conn: sqlite3.Connection) -> tuple[FlagUpdate, list[ChangeBatch]]:
+            result = FlagUpdate()
+            modseq: int | None = None
+            for chunk in self._chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ? "
+                    f"AND uid IN ({marks}) ORDER BY uid",
+                    (mailbox_id, *chunk),
+                ).fetchall()
+                for uid, old_modseq, text in rows:
+                    old = _flags_set(text)
+                    if unchanged_since is not None and old_modseq > unchanged_since:
+                        result.failed_uids.append(uid)
+                        continue
+                    if mode is FlagMode.ADD:
+                        new = old | given
+                    elif mode is FlagMode.REMOVE:
+                        new = old - given
+                    else:
+                        new = given
+                    if new == old:
+                        result.unchanged.append(FlagsChanged(uid, old_modseq, old))
+                        continue
+                    if modseq is None:
+                        modseq = self._bump(conn, mailbox_id)
+                    conn.execute(
+                        "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? "
+                        "AND uid = ?",
+                        (_flags_text(new), modseq, mailbox_id, uid),
+                    )
+                    result.changed.append(FlagsChanged(uid, modseq, new))
+            changes = (
+                [ChangeBatch(mailbox_id, tuple(result.changed), origin)] if result.changed else []
+            )
+            return result, changes
+
+        return await self._write(job)
+
+    def _expunge_rows(
+        self, conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int]
+    ) -> list[Expunged]:
+        if not uids:
+            return []
+        modseq = self._bump(conn, mailbox_id)
+        events = []
+        for chunk in self._chunks(uids):
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"DELETE FROM messages WHERE mailbox_id = ? AND uid IN ({marks}) "
+                "RETURNING uid, blob_id",
+                (mailbox_id, *chunk),
+            ).fetchall()
+            for uid, blob_id in sorted(rows):
+                conn.execute("UPDATE blobs SET refcount = refcount - 1 WHERE id = ?", (blob_id,))
+                conn.execute(
+                    "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+                    (mailbox_id, uid, modseq),
+                )
+                events.append(Expunged(uid, modseq))
+        conn.execute("DELETE FROM blobs WHERE refcount <= 0")
+        return events
+
+    async def expunge(
+        self, mailbox_id: int, uids: Iterable[int] | None = None, origin: object = None
+    ) -> list[int]:
+        wanted = None if uids is None else sorted(set(uids))
+
+        def job(conn: sqlite3.Connection) -> tuple[list[int], list[ChangeBatch]]:
+            if wanted is None:
+                targets = [r[0] for r in conn.execute(
+                    "SELECT uid FROM messages WHERE mailbox_id = ? AND "
+                    "instr(flags, '\\Deleted') > 0 ORDER BY uid",
+                    (mailbox_id,),
+                )]
+            else:
+                targets = wanted
+            events = self._expunge_rows(conn, mailbox_id, targets)
+            changes = [ChangeBatch(mailbox_id, tuple(events), origin)] if events else []
+            return [e.uid for e in events], changes
+
+        return await self._write(job)
+
+    def _copy_rows(
+        self, conn: sqlite3.Connection, src_id: int, uids: Sequence[int], dst_id: int
+    ) -> tuple[list[tuple[int, int]], list[Appended]]:
+        pairs: list[tuple[int, int]] = []
+        events: list[Appended] = []
+        modseq: int | None = None
+        for chunk in self._chunks(uids):
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT uid, flags, internaldate, tzoffset, size, blob_id FROM messages "
+                f"WHERE mailbox_id = ? AND uid IN ({marks}) ORDER BY uid",
+                (src_id, *chunk),
+            ).fetchall()
+            for uid, flags, ts, tz, size, blob_id in rows:
+                if modseq is None:
+                    modseq = self._bump(conn, dst_id)
+                conn.execute("UPDATE blobs SET refcount = refcount + 1 WHERE id = ?", (blob_id,))
+                ev = self._insert_message(
+                    conn, dst_id, modseq, blob_id, size, _flags_set(flags), (ts, tz)
+                )
+                pairs.append((uid, ev.uid))
+                events.append(ev)
+        return pairs, events
+
+    async def copy(
+        self,
+        src_id: int,
+        uids: Iterable[int],
+        dst_id: int,
+        *,
+        move: bool = False,
+        origin: object = None,
+    ) -> list[tuple[int, int]]:
+        wanted = sorted(set(uids))
+
+        def job(conn: sqlite3.Connection) -> tuple[list[tuple[int, int]], list[ChangeBatch]]:
+            if conn.execute("SELECT 1 FROM mailboxes WHERE id = ?", (dst_id,)).fetchone() is None:
+                raise NotFound("destination mailbox does not exist")
+            pairs, dst_events = self._copy_rows(conn, src_id, wanted, dst_id)
+            changes = []
+            if move and pairs:
+                src_events = self._expunge_rows(conn, src_id, [p[0] for p in pairs])
+                changes.append(ChangeBatch(src_id, tuple(src_events), origin))
+            if dst_events:
+                changes.append(ChangeBatch(dst_id, tuple(dst_events), None))
+            return pairs, changes
+
+        return await self._write(job)
+
+    # --- POP3 maildrop lock ----------------------------------------------------------
+    # One server process owns an SQLite store, so an in-memory set is the whole truth.
+    def try_lock_maildrop(self, user_id: int) -> bool:
+        if user_id in self._maildrop_locks:
+            return False
+        self._maildrop_locks.add(user_id)
+        return True
+
+    def unlock_maildrop(self, user_id: int) -> None:
+        self._maildrop_locks.discard(user_id)
