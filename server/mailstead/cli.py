@@ -56,6 +56,9 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel({"warn": "WARNING"}.get(level, level.upper()))
+    # aiosmtpd logs every connection at INFO; our handlers log what matters.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    logging.getLogger("twisted").setLevel(logging.WARNING)
 
 
 def _load(args: argparse.Namespace) -> Config:

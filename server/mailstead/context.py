@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .auth.users import Authenticator
 from .config import Config
@@ -62,6 +62,8 @@ class ServerContext:
     loop: asyncio.AbstractEventLoop
     sessions: SessionRegistry = field(default_factory=SessionRegistry)
     counters: dict[str, int] = field(default_factory=dict)
+    # State shared by listeners of one kind (e.g. IMAP's \Recent tracker, per-IP counts).
+    shared: dict[str, Any] = field(default_factory=dict)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
 
     def count(self, name: str, n: int = 1) -> None:

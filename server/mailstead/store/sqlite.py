@@ -522,7 +522,11 @@ class SqliteStore(MailStore):
             src = conn.execute(
                 "SELECT id FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, old)
             ).fetchone()
-            if src is None:
+            has_children = conn.execute(
+                "SELECT 1 FROM mailboxes WHERE user_id = ? AND substr(name, 1, ?) = ?",
+                (user_id, len(old) + 1, old + "/"),
+            ).fetchone()
+            if src is None and not has_children:
                 raise NotFound(f"mailbox {old} does not exist")
             if conn.execute(
                 "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, new)
@@ -530,12 +534,11 @@ class SqliteStore(MailStore):
                 raise AlreadyExists(f"mailbox {new} already exists")
             if new.startswith(old + "/"):
                 raise InvalidName("cannot rename a mailbox into its own hierarchy")
-            if old == "INBOX":
+            if old == "INBOX" and src is not None:
                 # RFC 3501 §6.3.5: INBOX's messages move to the new name, INBOX stays.
                 dst_id = self._insert_mailbox(conn, user_id, new, None)
                 changes = self._move_all(conn, src[0], dst_id)
                 return None, changes
-            changes = []
             rows = conn.execute(
                 "SELECT id, name FROM mailboxes WHERE user_id = ? AND (name = ? OR "
                 "substr(name, 1, ?) = ?)",
@@ -547,14 +550,13 @@ class SqliteStore(MailStore):
                     "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, target)
                 ).fetchone():
                     raise AlreadyExists(f"mailbox {target} already exists")
-                # A new UIDVALIDITY: clients caching by name must resynchronise.
+                # Same mailbox, same UIDs: UIDVALIDITY stays and selected sessions go on.
+                conn.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (target, mbox_id))
                 conn.execute(
-                    "UPDATE mailboxes SET name = ?, uidvalidity = ? WHERE id = ?",
-                    (target, self._next_uidvalidity(conn), mbox_id),
+                    "UPDATE subscriptions SET name = ? WHERE user_id = ? AND name = ?",
+                    (target, user_id, name),
                 )
-                modseq = self._bump(conn, mbox_id)
-                changes.append(ChangeBatch(mbox_id, (MailboxGone(modseq),), origin))
-            return None, changes
+            return None, []
 
         await self._write(job)
 

@@ -1,0 +1,30 @@
+"""IMAPFactory: builds an IMAPProtocol per connection for one listener."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.protocol import ServerFactory
+
+from ..net import ConnectionLimiter
+from . import mailboxes, messages  # noqa: F401  (importing them registers their handlers)
+from .protocol import IMAPProtocol
+from .selected import RecentTracker
+
+if TYPE_CHECKING:
+    from ..context import ServerContext
+
+
+class IMAPFactory(ServerFactory):
+    protocol = IMAPProtocol
+    noisy = False
+
+    def __init__(self, ctx: ServerContext, *, implicit_tls: bool) -> None:
+        self.ctx = ctx
+        self.implicit_tls = implicit_tls
+        # Shared by every IMAP listener: \Recent goes to exactly one session in the
+        # process, and the per-IP limit counts IMAP connections on all ports.
+        self.recent: RecentTracker = ctx.shared.setdefault("imap_recent", RecentTracker())
+        self.limiter: ConnectionLimiter = ctx.shared.setdefault(
+            "imap_limiter", ConnectionLimiter()
+        )

@@ -1,0 +1,200 @@
+"""FETCH: turn data items into response bytes from what the store precomputed.
+
+Only what the items need is read: flags come from the session's view, sizes and dates
+from the message listing, ENVELOPE/BODYSTRUCTURE from the parse stored at delivery,
+header sections from the stored header block, and the full octets only for body
+sections. Section bytes are always the stored octets, never a re-serialisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from ..mime.parse import BodyPart, ParsedMessage, header_fields, part_by_number
+from ..store.api import MailStore, MessageInfo
+from . import wire
+from .commands import FetchAttribute, FetchSection
+from .dates import format_internaldate
+from .selected import SelectedMailbox
+from .structure import format_bodystructure, format_envelope
+
+CHUNK = 200
+
+
+@dataclass(frozen=True, slots=True)
+class FetchNeeds:
+    info: bool
+    structure: bool
+    headers: bool
+    full: bool
+
+    @classmethod
+    def of(cls, attrs: Sequence[FetchAttribute]) -> FetchNeeds:
+        info = structure = headers = full = False
+        for a in attrs:
+            if a.name in ("INTERNALDATE", "RFC822.SIZE"):
+                info = True
+            elif a.name in ("ENVELOPE", "BODYSTRUCTURE") or (a.name == "BODY" and not a.section):
+                structure = True
+            elif a.name == "RFC822.HEADER":
+                headers = True
+            elif a.name == "RFC822":
+                full = True
+            elif a.name == "RFC822.TEXT":
+                full = structure = True
+            elif a.section is not None:
+                sec = a.section
+                if not sec.parts and sec.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+                    headers = True
+                else:
+                    full = True
+                    structure = True
+        return cls(info, structure, headers, full)
+
+
+def section_bytes(raw: bytes, root: BodyPart, section: FetchSection) -> bytes | None:
+    """The octets of ``BODY[section]`` (None when the part does not exist)."""
+    if not section.parts:
+        target: BodyPart | None = root
+    else:
+        target = part_by_number(root, section.parts)
+        if target is None:
+            return None
+    assert target is not None
+    text = section.text
+    if text is None:
+        if not section.parts:
+            return raw
+        return raw[target.body_start : target.body_end]
+    if text == "MIME":
+        return raw[target.header_start : target.header_end]
+    if section.parts:
+        # HEADER/TEXT below a part number apply to an encapsulated message only.
+        if not target.is_message:
+            return b""
+        target = target.parts[0]
+    if text == "TEXT":
+        return raw[target.body_start : target.body_end]
+    header = raw[target.header_start : target.header_end]
+    if text == "HEADER":
+        return header
+    names = [h.encode("utf-8", "replace") for h in section.headers]
+    return header_fields(header, names, exclude=text == "HEADER.FIELDS.NOT")
+
+
+def header_section(header: bytes, section: FetchSection) -> bytes:
+    if section.text == "HEADER":
+        return header
+    names = [h.encode("utf-8", "replace") for h in section.headers]
+    return header_fields(header, names, exclude=section.text == "HEADER.FIELDS.NOT")
+
+
+def _partial(data: bytes, attr: FetchAttribute) -> bytes:
+    if attr.partial is None:
+        return data
+    origin, count = attr.partial
+    return data[origin : origin + count]
+
+
+async def fetch_responses(
+    store: MailStore,
+    view: SelectedMailbox,
+    uids: Sequence[int],
+    attrs: Sequence[FetchAttribute],
+    *,
+    with_uid: bool,
+    flags_for: set[int],
+) -> AsyncIterator[tuple[int, bytes | None]]:
+    """Yield ``(uid, line)`` per message, or ``(uid, None)`` when it vanished meanwhile.
+
+    ``flags_for`` are UIDs whose FLAGS must be included even when not asked for (an
+    implicit \\Seen was just set on them).
+    """
+    needs = FetchNeeds.of(attrs)
+    mbox = view.mailbox.id
+    for start in range(0, len(uids), CHUNK):
+        chunk = uids[start : start + CHUNK]
+        infos: dict[int, MessageInfo] = {}
+        structures: dict[int, str] = {}
+        headers: dict[int, bytes] = {}
+        if needs.info:
+            infos = {i.uid: i for i in await store.get_messages(mbox, chunk)}
+        if needs.structure:
+            structures = await store.read_structures(mbox, chunk)
+        if needs.headers:
+            headers = await store.read_headers(mbox, chunk)
+        for uid in chunk:
+            raw: bytes | None = None
+            if needs.full:
+                raw = await store.read_message(mbox, uid)
+                if raw is None:
+                    yield uid, None
+                    continue
+            if (needs.info and uid not in infos) or (needs.structure and uid not in structures) \
+                    or (needs.headers and uid not in headers):
+                yield uid, None
+                continue
+            parsed = ParsedMessage.from_json(structures[uid]) if needs.structure else None
+            items: list[bytes] = []
+            if with_uid:
+                items.append(b"UID %d" % uid)
+            for attr in attrs:
+                items.append(_item(attr, uid, view, infos, parsed, headers, raw, with_uid))
+            if uid in flags_for and not any(a.name == "FLAGS" for a in attrs):
+                items.append(b"FLAGS " + view.format_flags(uid))
+            items = [i for i in items if i]
+            msn = view.msn(uid)
+            if msn is None:
+                yield uid, None
+                continue
+            yield uid, b"* %d FETCH (%s)" % (msn, b" ".join(items))
+
+
+def _item(
+    attr: FetchAttribute,
+    uid: int,
+    view: SelectedMailbox,
+    infos: dict[int, MessageInfo],
+    parsed: ParsedMessage | None,
+    headers: dict[int, bytes],
+    raw: bytes | None,
+    with_uid: bool,
+) -> bytes:
+    name = attr.name
+    if name == "UID":
+        return b"" if with_uid else b"UID %d" % uid
+    if name == "FLAGS":
+        return b"FLAGS " + view.format_flags(uid)
+    if name == "INTERNALDATE":
+        return b"INTERNALDATE " + wire.string(format_internaldate(infos[uid].internaldate))
+    if name == "RFC822.SIZE":
+        return b"RFC822.SIZE %d" % infos[uid].size
+    if name == "MODSEQ":
+        return b"MODSEQ (%d)" % view.modseqs.get(uid, 0)
+    if name == "ENVELOPE":
+        assert parsed is not None
+        return b"ENVELOPE " + format_envelope(parsed.envelope)
+    if name == "BODYSTRUCTURE":
+        assert parsed is not None
+        return b"BODYSTRUCTURE " + format_bodystructure(parsed.root, extensible=True)
+    if name == "BODY" and attr.section is None:
+        assert parsed is not None
+        return b"BODY " + format_bodystructure(parsed.root, extensible=False)
+    if name == "RFC822":
+        assert raw is not None
+        return b"RFC822 " + wire.literal(raw)
+    if name == "RFC822.HEADER":
+        return b"RFC822.HEADER " + wire.literal(headers[uid])
+    if name == "RFC822.TEXT":
+        assert raw is not None and parsed is not None
+        return b"RFC822.TEXT " + wire.literal(raw[parsed.root.body_start :])
+    section = attr.section
+    assert section is not None
+    if raw is not None and parsed is not None:
+        data = section_bytes(raw, parsed.root, section)
+    else:
+        data = header_section(headers[uid], section)
+    if data is None:
+        return attr.response_name() + b" NIL"
+    return attr.response_name() + b" " + wire.literal(_partial(data, attr))

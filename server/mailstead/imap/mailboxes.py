@@ -1,0 +1,304 @@
+"""Mailbox commands: SELECT/EXAMINE, CREATE, DELETE, RENAME, (UN)SUBSCRIBE, LIST, LSUB, STATUS."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from ..store.api import SYSTEM_FLAGS, AlreadyExists, InvalidName, Mailbox, NotFound
+from ..store.names import DELIMITER
+from . import commands as c
+from . import wire
+from .selected import SelectedMailbox
+from .session import (
+    AUTH_STATES,
+    IMAPSession,
+    Result,
+    State,
+    bad,
+    no,
+    ok,
+    register,
+)
+from .utf7 import encode_mailbox
+
+
+def mailbox_name(name: str) -> bytes:
+    """A mailbox name as sent to clients: modified UTF-7, quoted."""
+    return wire.string(encode_mailbox(name))
+
+
+async def get_mailbox(s: IMAPSession, name: str) -> Mailbox | None:
+    assert s.user is not None
+    return await s.ctx.store.get_mailbox(s.user.id, name)
+
+
+def format_flag_list(flags: Iterable[str]) -> bytes:
+    return wire.plist(f.encode("utf-8") for f in flags)
+
+
+# --- SELECT / EXAMINE --------------------------------------------------------------------
+@register(c.Select, AUTH_STATES)
+async def h_select(s: IMAPSession, cmd: c.Select) -> Result:
+    verb = "EXAMINE" if cmd.readonly else "SELECT"
+    s.unselect()
+    if cmd.qresync is not None:
+        return bad("QRESYNC is not enabled")
+    mbox = await get_mailbox(s, cmd.mailbox)
+    if mbox is None:
+        return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
+    store = s.ctx.store
+    view = SelectedMailbox(mbox, readonly=cmd.readonly, origin=s, recent=s.recent_tracker)
+    # Subscribe before reading the snapshot so no change can fall between the two.
+    sub = s.ctx.hub.subscribe(mbox.id, view.on_change)
+    try:
+        first_recent = None if cmd.readonly else await store.claim_recent(mbox.id)
+        infos = await store.list_messages(mbox.id)
+        fresh = await store.get_mailbox(mbox.user_id, mbox.name)
+    except BaseException:
+        sub.close()
+        raise
+    if fresh is None:
+        sub.close()
+        return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
+    view.load(infos, first_recent)
+    if cmd.condstore:
+        s.condstore = True
+    view.condstore = s.condstore
+    s.select(view, sub)
+    keywords = sorted({f for flags in view.flags.values() for f in flags if f[:1] != "\\"})
+    flags = list(SYSTEM_FLAGS) + keywords
+    s.send(b"* FLAGS " + format_flag_list(flags))
+    if cmd.readonly:
+        s.send(b"* OK [PERMANENTFLAGS ()] No permanent flags permitted")
+    else:
+        s.send(b"* OK [PERMANENTFLAGS " + format_flag_list([*flags, "\\*"])
+               + b"] Flags permitted")
+    s.send(b"* %d EXISTS" % view.exists)
+    s.send(b"* %d RECENT" % len(view.recent))
+    first_unseen = next((i for i, u in enumerate(view.uids, 1)
+                         if "\\Seen" not in view.flags[u]), None)
+    if first_unseen is not None:
+        s.send(b"* OK [UNSEEN %d] First unseen" % first_unseen)
+    s.send(b"* OK [UIDVALIDITY %d] UIDs valid" % fresh.uidvalidity)
+    uidnext = max(fresh.uidnext, (view.uids[-1] + 1) if view.uids else 1)
+    s.send(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
+    s.send(b"* OK [HIGHESTMODSEQ %d] Highest" % max(fresh.highestmodseq, view.highestmodseq))
+    code = "READ-ONLY" if cmd.readonly else "READ-WRITE"
+    return ok(f"{verb} completed", code)
+
+
+# --- CREATE / DELETE / RENAME ------------------------------------------------------------
+@register(c.Create, AUTH_STATES)
+async def h_create(s: IMAPSession, cmd: c.Create) -> Result:
+    assert s.user is not None
+    name = cmd.mailbox.rstrip(DELIMITER)  # "foo/" asks for a name with inferiors
+    if name.upper() == "INBOX":
+        return no("INBOX already exists", "ALREADYEXISTS")
+    if len(cmd.special_use) > 1:
+        return no("Only one special-use attribute per mailbox", "USEATTR")
+    special = cmd.special_use[0] if cmd.special_use else None
+    if special is not None and special not in (
+        "\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"
+    ):
+        return no(f"Unsupported special-use attribute {special}", "USEATTR")
+    try:
+        await s.ctx.store.create_mailbox(s.user.id, name, special)
+    except AlreadyExists as exc:
+        code = "USEATTR" if special and "with" in str(exc) else "ALREADYEXISTS"
+        return no(str(exc), code)
+    except InvalidName as exc:
+        return no(f"Invalid mailbox name: {exc}", "CANNOT")
+    return ok("CREATE completed")
+
+
+@register(c.Delete, AUTH_STATES)
+async def h_delete(s: IMAPSession, cmd: c.Delete) -> Result:
+    assert s.user is not None
+    if cmd.mailbox == "INBOX":
+        return no("INBOX cannot be deleted", "CANNOT")
+    if s.selected is not None and s.selected.mailbox.name == cmd.mailbox:
+        s.unselect()  # deleting our own selected mailbox is allowed; no BYE for us
+    try:
+        await s.ctx.store.delete_mailbox(s.user.id, cmd.mailbox, origin=s)
+    except NotFound:
+        return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
+    return ok("DELETE completed")
+
+
+@register(c.Rename, AUTH_STATES)
+async def h_rename(s: IMAPSession, cmd: c.Rename) -> Result:
+    assert s.user is not None
+    new = cmd.new.rstrip(DELIMITER)
+    if new == "INBOX":
+        return no("INBOX already exists", "ALREADYEXISTS")
+    try:
+        await s.ctx.store.rename_mailbox(s.user.id, cmd.old, new, origin=s)
+    except NotFound:
+        return no(f"Mailbox does not exist: {cmd.old}", "NONEXISTENT")
+    except AlreadyExists as exc:
+        return no(str(exc), "ALREADYEXISTS")
+    except InvalidName as exc:
+        return no(f"Invalid mailbox name: {exc}", "CANNOT")
+    if s.selected is not None and s.selected.mailbox.name == cmd.old:
+        fresh = await get_mailbox(s, new)
+        if fresh is not None:
+            s.selected.mailbox = fresh
+    return ok("RENAME completed")
+
+
+@register(c.Subscribe, AUTH_STATES)
+async def h_subscribe(s: IMAPSession, cmd: c.Subscribe) -> Result:
+    assert s.user is not None
+    if await get_mailbox(s, cmd.mailbox) is None:
+        return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
+    await s.ctx.store.set_subscribed(s.user.id, cmd.mailbox, True)
+    return ok("SUBSCRIBE completed")
+
+
+@register(c.Unsubscribe, AUTH_STATES)
+async def h_unsubscribe(s: IMAPSession, cmd: c.Unsubscribe) -> Result:
+    assert s.user is not None
+    await s.ctx.store.set_subscribed(s.user.id, cmd.mailbox, False)
+    return ok("UNSUBSCRIBE completed")
+
+
+# --- LIST / LSUB -------------------------------------------------------------------------
+def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """``*`` matches anything, ``%`` anything but the delimiter; INBOX case-insensitive."""
+    if pattern[:5].upper() == "INBOX" and (len(pattern) == 5 or pattern[5] in "/*%"):
+        pattern = "INBOX" + pattern[5:]
+    parts = []
+    for ch in pattern:
+        if ch == "*":
+            parts.append(".*")
+        elif ch == "%":
+            parts.append(f"[^{re.escape(DELIMITER)}]*")
+        else:
+            parts.append(re.escape(ch))
+    return re.compile("".join(parts) + r"\Z", re.DOTALL)
+
+
+def _parents(name: str) -> list[str]:
+    levels = name.split(DELIMITER)
+    return [DELIMITER.join(levels[:i]) for i in range(1, len(levels))]
+
+
+def _sort_key(name: str) -> tuple[int, str]:
+    return (0 if name == "INBOX" else 1, name)
+
+
+def _list_line(verb: bytes, attrs: list[str], name: str, extra: bytes = b"") -> bytes:
+    return (b"* " + verb + b" " + format_flag_list(attrs) + b' "' + DELIMITER.encode()
+            + b'" ' + mailbox_name(name) + extra)
+
+
+@register(c.List, AUTH_STATES)
+async def h_list(s: IMAPSession, cmd: c.List) -> Result:
+    assert s.user is not None
+    verb = b"LSUB" if cmd.lsub else b"LIST"
+    if not cmd.lsub and cmd.patterns == ("",):
+        # The delimiter and root of the reference (RFC 3501 §6.3.8).
+        root = cmd.reference.split(DELIMITER, 1)[0] + DELIMITER if DELIMITER in \
+            cmd.reference else ""
+        s.send(b'* LIST (\\Noselect) "' + DELIMITER.encode() + b'" '
+               + wire.string(encode_mailbox(root)))
+        return ok("LIST completed")
+    store = s.ctx.store
+    boxes = {m.name: m for m in await store.list_mailboxes(s.user.id)}
+    subscribed = set(await store.list_subscriptions(s.user.id))
+    regexes = [pattern_regex(cmd.reference + p) for p in cmd.patterns]
+
+    def matches(name: str) -> bool:
+        return any(r.match(name) for r in regexes)
+
+    has_children = {p for name in boxes for p in _parents(name)}
+    sel = set(cmd.selection_options)
+    ret = set(cmd.return_options)
+    lines: list[tuple[str, list[str], bytes]] = []
+
+    if cmd.lsub:
+        sub_parents = {p for name in subscribed for p in _parents(name)}
+        for name in sorted(subscribed | sub_parents, key=_sort_key):
+            if not matches(name):
+                continue
+            attrs = [] if name in subscribed else ["\\Noselect"]
+            lines.append((name, attrs, b""))
+    elif "SUBSCRIBED" in sel:
+        candidates = set(subscribed)
+        if "RECURSIVEMATCH" in sel:
+            candidates |= {p for name in subscribed for p in _parents(name)}
+        for name in sorted(candidates, key=_sort_key):
+            if not matches(name):
+                continue
+            attrs: list[str] = []
+            extra = b""
+            if name in subscribed:
+                attrs.append("\\Subscribed")
+            elif "RECURSIVEMATCH" in sel:
+                extra = b' ("CHILDINFO" ("SUBSCRIBED"))'
+            if name not in boxes:
+                attrs.append("\\NonExistent")
+            elif boxes[name].special_use:
+                attrs.append(boxes[name].special_use or "")
+            lines.append((name, attrs, extra))
+    else:
+        universe = set(boxes) | has_children
+        for name in sorted(universe, key=_sort_key):
+            if not matches(name):
+                continue
+            mbox = boxes.get(name)
+            if "SPECIAL-USE" in sel and (mbox is None or not mbox.special_use):
+                continue
+            attrs = []
+            if mbox is None:
+                attrs.append("\\NonExistent" if cmd.extended else "\\Noselect")
+            attrs.append("\\HasChildren" if name in has_children else "\\HasNoChildren")
+            if mbox is not None and mbox.special_use:
+                attrs.append(mbox.special_use)
+            if "SUBSCRIBED" in ret and name in subscribed:
+                attrs.append("\\Subscribed")
+            lines.append((name, attrs, b""))
+
+    for name, attrs, extra in lines:
+        s.send(_list_line(verb, attrs, name, extra))
+        if cmd.status_items and not cmd.lsub and name in boxes:
+            status = await store.mailbox_status(boxes[name].id)
+            s.send(b"* STATUS " + mailbox_name(name) + b" "
+                   + status_items(s, status, cmd.status_items))
+    return ok(f"{verb.decode()} completed")
+
+
+# --- STATUS ------------------------------------------------------------------------------
+def status_items(s: IMAPSession, status: object, items: Iterable[str]) -> bytes:
+    values = {
+        "MESSAGES": getattr(status, "messages", 0),
+        "RECENT": getattr(status, "recent", 0),
+        "UIDNEXT": getattr(status, "uidnext", 1),
+        "UIDVALIDITY": getattr(status, "uidvalidity", 0),
+        "UNSEEN": getattr(status, "unseen", 0),
+        "HIGHESTMODSEQ": getattr(status, "highestmodseq", 0),
+        "SIZE": getattr(status, "size", 0),
+        "APPENDLIMIT": s.ctx.config["limits"]["max_message_size"],
+    }
+    out = []
+    for item in items:
+        if item in values:
+            out.append(item.encode() + b" %d" % values[item])
+    return wire.plist(out)
+
+
+@register(c.Status, AUTH_STATES)
+async def h_status(s: IMAPSession, cmd: c.Status) -> Result:
+    mbox = await get_mailbox(s, cmd.mailbox)
+    if mbox is None:
+        return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
+    unknown = [i for i in cmd.items if i == "DELETED"]
+    if unknown:
+        return bad(f"Unsupported STATUS item {unknown[0]}")
+    status = await s.ctx.store.mailbox_status(mbox.id)
+    s.send(b"* STATUS " + mailbox_name(mbox.name) + b" " + status_items(s, status, cmd.items))
+    return ok("STATUS completed")
+
+
+__all__ = ["State", "h_list", "h_select", "mailbox_name"]

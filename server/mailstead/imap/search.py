@@ -1,0 +1,199 @@
+"""SEARCH: evaluate a search-key tree against the messages of a selected mailbox.
+
+Only the data the keys need is loaded: flags and numbers come from the view, sizes and
+dates from the listing, header keys from the stored header blocks, and BODY/TEXT from
+the full message decoded (transfer encoding and charset) by ``mime.search``. Text
+matching is a case-insensitive substring match over the decoded text, as RFC 3501 asks.
+Decoding is CPU work, so chunks that need it are matched in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from ..mime.parse import parse_message
+from ..mime.search import header_values, search_text
+from ..store.api import MailStore, MessageInfo
+from .commands import (
+    AllKey,
+    AndKey,
+    DateKey,
+    FlagKey,
+    HeaderKey,
+    ModSeqKey,
+    NotKey,
+    OrKey,
+    SearchKey,
+    SequenceKey,
+    SizeKey,
+    TextKey,
+)
+from .selected import SelectedMailbox
+
+CHUNK = 200
+
+
+@dataclass(slots=True)
+class _Needs:
+    info: bool = False
+    headers: bool = False
+    text: bool = False
+
+
+def _needs(key: SearchKey, out: _Needs) -> _Needs:
+    if isinstance(key, (DateKey,)):
+        if key.sent:
+            out.headers = True
+        else:
+            out.info = True
+    elif isinstance(key, SizeKey):
+        out.info = True
+    elif isinstance(key, HeaderKey):
+        out.headers = True
+    elif isinstance(key, TextKey):
+        out.text = True
+        if key.scope == "TEXT":
+            out.headers = True
+    elif isinstance(key, NotKey):
+        _needs(key.key, out)
+    elif isinstance(key, OrKey):
+        _needs(key.left, out)
+        _needs(key.right, out)
+    elif isinstance(key, AndKey):
+        for k in key.keys:
+            _needs(k, out)
+    return out
+
+
+@dataclass(slots=True)
+class _Message:
+    uid: int
+    msn: int
+    flags: frozenset[str]
+    recent: bool
+    modseq: int
+    info: MessageInfo | None = None
+    header: bytes | None = None
+    raw: bytes | None = None
+    _text: tuple[str, str] | None = field(default=None)
+    _headers_folded: dict[str, list[str]] = field(default_factory=dict)
+
+    def body_text(self) -> tuple[str, str]:
+        if self._text is None:
+            raw = self.raw or b""
+            self._text = search_text(raw, parse_message(raw))
+            self._text = (self._text[0].casefold(), self._text[1].casefold())
+        return self._text
+
+    def header_values(self, name: str) -> list[str]:
+        if name not in self._headers_folded:
+            self._headers_folded[name] = [
+                v.casefold() for v in header_values(self.header or b"", name)
+            ]
+        return self._headers_folded[name]
+
+
+def _sent_date(msg: _Message) -> date | None:
+    values = header_values(msg.header or b"", "date")
+    if not values:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(values[0]).date()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _compare_date(op: str, day: date | None, value: date) -> bool:
+    if day is None:
+        return False
+    if op == "BEFORE":
+        return day < value
+    if op == "ON":
+        return day == value
+    return day >= value  # SINCE
+
+
+def matches(key: SearchKey, msg: _Message, max_msn: int, max_uid: int) -> bool:
+    if isinstance(key, AllKey):
+        return True
+    if isinstance(key, FlagKey):
+        has = msg.recent if key.flag == "\\Recent" else key.flag in msg.flags
+        return has == key.present
+    if isinstance(key, SequenceKey):
+        if key.uid:
+            return key.seqset.contains(msg.uid, max_uid)
+        return key.seqset.contains(msg.msn, max_msn)
+    if isinstance(key, SizeKey):
+        assert msg.info is not None
+        return msg.info.size > key.size if key.op == "LARGER" else msg.info.size < key.size
+    if isinstance(key, DateKey):
+        if key.sent:
+            return _compare_date(key.op, _sent_date(msg), key.value)
+        assert msg.info is not None
+        return _compare_date(key.op, msg.info.internaldate.date(), key.value)
+    if isinstance(key, HeaderKey):
+        values = msg.header_values(key.field)
+        needle = key.value.casefold()
+        return any(needle in v for v in values)
+    if isinstance(key, TextKey):
+        headers, body = msg.body_text()
+        needle = key.value.casefold()
+        return needle in body or (key.scope == "TEXT" and needle in headers)
+    if isinstance(key, ModSeqKey):
+        return msg.modseq >= key.modseq
+    if isinstance(key, NotKey):
+        return not matches(key.key, msg, max_msn, max_uid)
+    if isinstance(key, OrKey):
+        return matches(key.left, msg, max_msn, max_uid) or matches(
+            key.right, msg, max_msn, max_uid
+        )
+    if isinstance(key, AndKey):
+        return all(matches(k, msg, max_msn, max_uid) for k in key.keys)
+    raise ValueError(f"unsupported search key {type(key).__name__}")
+
+
+async def search(store: MailStore, view: SelectedMailbox, key: SearchKey) -> list[int]:
+    """UIDs of the messages in the view that match, ascending."""
+    needs = _needs(key, _Needs())
+    candidates = [u for u in view.uids if view.is_live(u)]
+    max_msn = view.exists
+    max_uid = view.uids[-1] if view.uids else 0
+    found: list[int] = []
+    mbox = view.mailbox.id
+    for start in range(0, len(candidates), CHUNK):
+        chunk = candidates[start : start + CHUNK]
+        infos: dict[int, MessageInfo] = {}
+        headers: dict[int, bytes] = {}
+        if needs.info:
+            infos = {i.uid: i for i in await store.get_messages(mbox, chunk)}
+        if needs.headers:
+            headers = await store.read_headers(mbox, chunk)
+        msgs: list[_Message] = []
+        for uid in chunk:
+            if (needs.info and uid not in infos) or (needs.headers and uid not in headers):
+                continue  # expunged while we looked
+            msn = view.msn(uid)
+            assert msn is not None
+            msg = _Message(uid, msn, view.flags.get(uid, frozenset()), uid in view.recent,
+                           view.modseqs.get(uid, 0), infos.get(uid), headers.get(uid))
+            if needs.text:
+                msg.raw = await store.read_message(mbox, uid)
+                if msg.raw is None:
+                    continue
+            msgs.append(msg)
+        if needs.text or needs.headers:
+            hits = await asyncio.to_thread(_match_all, key, msgs, max_msn, max_uid)
+        else:
+            hits = _match_all(key, msgs, max_msn, max_uid)
+        found.extend(hits)
+    return found
+
+
+def _match_all(key: SearchKey, msgs: Sequence[_Message], max_msn: int, max_uid: int) -> list[int]:
+    return [m.uid for m in msgs if matches(key, m, max_msn, max_uid)]
+
+
