@@ -48,7 +48,10 @@ async def h_select(s: IMAPSession, cmd: c.Select) -> Result:
     if mbox is None:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
     store = s.ctx.store
-    view = SelectedMailbox(mbox, readonly=cmd.readonly, origin=s, recent=s.recent_tracker)
+    view = SelectedMailbox(
+        mbox, readonly=cmd.readonly, origin=s, recent=s.recent_tracker,
+        on_recent=lambda: s.spawn(store.claim_recent(mbox.id)),
+    )
     # Subscribe before reading the snapshot so no change can fall between the two.
     sub = s.ctx.hub.subscribe(mbox.id, view.on_change)
     try:

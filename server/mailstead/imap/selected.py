@@ -61,12 +61,14 @@ class SelectedMailbox:
         origin: object,
         recent: RecentTracker,
         notify: Callable[[], None] | None = None,
+        on_recent: Callable[[], None] | None = None,
     ) -> None:
         self.mailbox = mailbox
         self.readonly = readonly
         self.origin = origin
         self._recent_tracker = recent
         self.notify = notify  # called when updates arrive (the session may be idling)
+        self.on_recent = on_recent  # called when this session took \Recent of new mail
         self.uids: list[int] = []
         self.flags: dict[int, frozenset[str]] = {}
         self.modseqs: dict[int, int] = {}
@@ -108,15 +110,19 @@ class SelectedMailbox:
 
     # --- hub subscriber --------------------------------------------------------------
     def on_change(self, batch: ChangeBatch) -> None:
+        claimed = False
         for ev in batch.events:
             if isinstance(ev, MailboxGone):
                 self.gone = True
                 continue
-            if isinstance(ev, Appended) and not self.readonly:
-                if self._recent_tracker.claim(self.mailbox.id, ev.uid):
-                    self.recent.add(ev.uid)
+            if (isinstance(ev, Appended) and not self.readonly
+                    and self._recent_tracker.claim(self.mailbox.id, ev.uid)):
+                self.recent.add(ev.uid)
+                claimed = True
             self.pending.append((batch.origin, ev))
             self.highestmodseq = max(self.highestmodseq, ev.modseq)
+        if claimed and self.on_recent is not None:
+            self.on_recent()
         if self.notify is not None:
             self.notify()
 

@@ -269,6 +269,17 @@ class IMAPSession:
             return "No mailbox selected"
         return "Not authenticated: log in first"
 
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run store work that nobody waits for (e.g. recording \\Recent) and log failures."""
+
+        async def run() -> None:
+            try:
+                await coro
+            except Exception as exc:
+                log.warning("IMAP %s background store call failed: %s", self.peer, exc)
+
+        self.ctx.loop.create_task(run())
+
     # --- output helpers --------------------------------------------------------------
     def send(self, line: bytes) -> None:
         self.out.write(line + b"\r\n")

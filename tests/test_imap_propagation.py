@@ -1,0 +1,307 @@
+"""Live propagation: every change reaches every session that has the mailbox selected.
+
+Two and three raw IMAP sessions on one mailbox, with and without IDLE, against a real
+server: deliveries, flag changes, expunges (deferred during FETCH/STORE/SEARCH, RFC 3501
+§7.4.1), \\Recent to exactly one session, and sessions never disagreeing about UIDs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import smtplib
+import socket
+import time
+
+import pytest
+
+from conftest import ServerProcess
+
+
+class Session:
+    """A minimal line-level IMAP client that keeps every untagged response."""
+
+    _tags = itertools.count(1)
+
+    def __init__(self, port: int, user: str, password: str = "secret") -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        self._exists = 0
+        assert self.line().startswith(b"* OK")
+        self.ok(f"LOGIN {user} {password}")
+
+    def line(self, timeout: float = 10.0) -> bytes:
+        self.sock.settimeout(timeout)
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        m = re.search(rb"\{(\d+)\}$", line)
+        if m:  # a literal: take its octets and the rest of the line
+            n = int(m.group(1))
+            while len(self.buf) < n:
+                self.buf += self.sock.recv(65536)
+            lit, self.buf = self.buf[:n], self.buf[n:]
+            return line + b"\r\n" + lit + self.line(timeout)
+        m = re.match(rb"\* (\d+) (EXISTS|EXPUNGE)$", line)
+        if m:  # track the mailbox size the way a client must
+            n = int(m.group(1))
+            self._exists = n if m.group(2) == b"EXISTS" else self._exists - 1
+        return line
+
+    def command(self, text: str) -> tuple[list[bytes], bytes]:
+        tag = f"t{next(self._tags)}".encode()
+        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
+        untagged = []
+        while True:
+            line = self.line()
+            if line.startswith(tag + b" "):
+                return untagged, line
+            untagged.append(line)
+
+    def ok(self, text: str) -> list[bytes]:
+        untagged, done = self.command(text)
+        assert b" OK" in done[:20], (text, done)
+        return untagged
+
+    def idle(self) -> None:
+        self.idle_tag = f"t{next(self._tags)}".encode()
+        self.sock.sendall(self.idle_tag + b" IDLE\r\n")
+        assert self.line().startswith(b"+ ")
+
+    def done(self) -> list[bytes]:
+        self.sock.sendall(b"DONE\r\n")
+        untagged = []
+        while True:
+            line = self.line()
+            if line.startswith(self.idle_tag + b" "):
+                assert b"OK" in line
+                return untagged
+            untagged.append(line)
+
+    def wait_for(self, pattern: bytes, timeout: float = 5.0) -> tuple[bytes, float]:
+        """The first untagged line matching ``pattern`` and how long it took."""
+        start = time.perf_counter()
+        while True:
+            left = timeout - (time.perf_counter() - start)
+            if left <= 0:
+                raise TimeoutError(pattern)
+            line = self.line(left)
+            if re.search(pattern, line):
+                return line, time.perf_counter() - start
+
+    def uid_map(self) -> list[int]:
+        lines = self.ok("UID FETCH 1:* (UID)") if self.exists() else []
+        out = {}
+        for line in lines:
+            m = re.match(rb"\* (\d+) FETCH \(.*UID (\d+)", line)
+            if m:
+                out[int(m.group(1))] = int(m.group(2))
+        return [out[k] for k in sorted(out)]
+
+    def exists(self) -> int:
+        self.ok("NOOP")
+        return self._exists
+
+    def select(self, mailbox: str = "INBOX") -> list[bytes]:
+        return self.ok(f"SELECT {mailbox}")
+
+    def close(self) -> None:
+        try:
+            self.sock.sendall(b"z LOGOUT\r\n")
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def deliver(server: ServerProcess, user: str, subject: str = "hi") -> None:
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=10) as smtp:
+        smtp.sendmail("a@x.net", [f"{user}@example.org"],
+                      f"Subject: {subject}\r\n\r\nbody {subject}\r\n".encode())
+
+
+def append(s: Session, n: int) -> None:
+    for i in range(n):
+        s.ok(f"APPEND INBOX {{{len(f'Subject: m{i}') + 4}+}}\r\nSubject: m{i}\r\n\r\n")
+
+
+@pytest.fixture
+def sessions(server: ServerProcess, user: str):
+    opened: list[Session] = []
+
+    def open_session() -> Session:
+        s = Session(server.port("imap"), user)
+        opened.append(s)
+        return s
+
+    yield open_session
+    for s in opened:
+        s.close()
+
+
+def test_idle_session_gets_exists_within_milliseconds_of_delivery(
+    server: ServerProcess, user: str, sessions
+) -> None:
+    a = sessions()
+    a.select()
+    a.idle()
+    deliver(server, user, "pushed")
+    line, _ = a.wait_for(rb"^\* 1 EXISTS")
+    assert line == b"* 1 EXISTS"
+    assert a.wait_for(rb"RECENT")[0] == b"* 1 RECENT"
+    a.done()
+
+
+def test_flags_from_another_session_reach_idle_and_non_idle_sessions(
+    server: ServerProcess, user: str, sessions
+) -> None:
+    a, b, c = sessions(), sessions(), sessions()
+    append(a, 3)
+    for s in (a, b, c):
+        s.select()
+    a.idle()
+    untagged = b.ok("STORE 2 +FLAGS (\\Flagged $Forwarded)")
+    # The storing session is answered once, with the new flags.
+    assert [x for x in untagged if b"FETCH" in x] == [b"* 2 FETCH (FLAGS ($Forwarded \\Flagged))"]
+    line, latency = a.wait_for(rb"FETCH")
+    # A selected first, so the messages are \Recent in its session.
+    assert line == b"* 2 FETCH (FLAGS ($Forwarded \\Flagged \\Recent))"
+    assert latency < 1.0
+    a.done()
+    # The third session learns it with its next command.
+    assert b"* 2 FETCH (FLAGS ($Forwarded \\Flagged))" in c.ok("NOOP")
+    # And the storer hears nothing twice.
+    assert not [x for x in b.ok("NOOP") if b"FETCH" in x]
+
+
+def test_expunge_is_deferred_during_fetch_store_search(
+    server: ServerProcess, user: str, sessions
+) -> None:
+    a, b = sessions(), sessions()
+    append(a, 4)
+    a.select()
+    b.select()
+    b.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    assert b.ok("EXPUNGE") == [b"* 2 EXPUNGE"]
+    # A may not hear of it while answering FETCH, STORE or SEARCH ...
+    for cmd in ("FETCH 1:4 (UID)", "STORE 1 +FLAGS (\\Seen)", "SEARCH ALL"):
+        untagged, done = a.command(cmd)
+        assert not [x for x in untagged if b"EXPUNGE" in x], (cmd, untagged)
+    # ... and its sequence numbers stay valid meanwhile: 4 is still UID 4.
+    untagged, _ = a.command("FETCH 4 (UID)")
+    assert b"* 4 FETCH (UID 4)" in untagged
+    # The expunged message no longer matches anything, but keeps its number.
+    assert a.ok("SEARCH ALL")[-1] == b"* SEARCH 1 3 4"
+    # A UID command may carry it, and so does NOOP.
+    assert b"* 2 EXPUNGE" in a.ok("NOOP")
+    assert a.ok("SEARCH ALL")[-1] == b"* SEARCH 1 2 3"
+    assert a.uid_map() == b.uid_map() == [1, 3, 4]
+
+
+def test_uid_fetch_may_carry_the_expunge(server: ServerProcess, user: str, sessions) -> None:
+    a, b = sessions(), sessions()
+    append(a, 3)
+    a.select()
+    b.select()
+    b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    b.ok("EXPUNGE")
+    untagged = a.ok("UID FETCH 1:* (FLAGS)")
+    assert b"* 1 EXPUNGE" in untagged
+    assert untagged.index(b"* 1 EXPUNGE") == len(untagged) - 1
+
+
+def test_fetch_of_a_message_expunged_elsewhere_says_expungeissued(
+    server: ServerProcess, user: str, sessions
+) -> None:
+    a, b = sessions(), sessions()
+    append(a, 2)
+    a.select()
+    b.select()
+    b.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    b.ok("EXPUNGE")
+    untagged, done = a.command("FETCH 2 (BODY.PEEK[])")
+    assert b"NO [EXPUNGEISSUED]" in done
+    assert not [x for x in untagged if b"EXPUNGE" in x and b"ISSUED" not in x]
+
+
+def test_recent_goes_to_exactly_one_session(server: ServerProcess, user: str, sessions) -> None:
+    a, b = sessions(), sessions()
+    a.select()
+    b.select()
+    deliver(server, user, "r1")
+    time.sleep(0.2)
+    recents = []
+    for s in (a, b):
+        lines = s.ok("NOOP")
+        assert b"* 1 EXISTS" in lines
+        recents.append(b"* 1 RECENT" in lines)
+    assert sorted(recents) == [False, True]
+    # A later SELECT elsewhere does not see it as recent either.
+    c = sessions()
+    assert b"* 0 RECENT" in c.select()
+
+
+def test_delivery_while_selected_appears_with_next_command(
+    server: ServerProcess, user: str, sessions
+) -> None:
+    a = sessions()
+    a.select()
+    deliver(server, user, "one")
+    deliver(server, user, "two")
+    time.sleep(0.2)
+    lines = a.ok("NOOP")
+    assert b"* 2 EXISTS" in lines
+    assert a.uid_map() == [1, 2]
+
+
+def test_three_sessions_agree_after_random_changes(
+    server: ServerProcess, user: str, sessions
+) -> None:
+    rng = random.Random(7)
+    trio = [sessions() for _ in range(3)]
+    append(trio[0], 12)
+    for s in trio:
+        s.select()
+    for _ in range(30):
+        s = rng.choice(trio)
+        n = s.exists()
+        op = rng.random()
+        if op < 0.3 and n:
+            s.ok(f"STORE {rng.randint(1, n)} +FLAGS (\\Deleted)")
+            s.ok("EXPUNGE")
+        elif op < 0.5:
+            deliver(server, user, f"d{rng.randrange(1000)}")
+        elif op < 0.8 and n:
+            s.ok(f"STORE {rng.randint(1, n)}:{n} {rng.choice('+-')}FLAGS (\\Seen $x)")
+        else:
+            s.ok(f"FETCH 1:* (FLAGS)" if n else "NOOP")
+    time.sleep(0.2)
+    maps = [s.uid_map() for s in trio]
+    assert maps[0] == maps[1] == maps[2]
+    def without_recent(line: bytes) -> bytes:  # \Recent is per session by design
+        return line.replace(b" \\Recent", b"").replace(b"\\Recent", b"")
+
+    flags = [sorted(without_recent(x) for x in s.ok("FETCH 1:* (UID FLAGS)") if b"FETCH" in x)
+             for s in trio if maps[0]]
+    assert all(f == flags[0] for f in flags)
+
+
+def test_idle_latency_of_expunge_from_another_session(
+    server: ServerProcess, user: str, sessions
+) -> None:
+    a, b = sessions(), sessions()
+    append(a, 3)
+    a.select()
+    b.select()
+    a.idle()
+    b.ok("STORE 3 +FLAGS.SILENT (\\Deleted)")
+    start = time.perf_counter()
+    b.sock.sendall(b"x EXPUNGE\r\n")
+    line, _ = a.wait_for(rb"EXPUNGE")
+    latency = time.perf_counter() - start
+    assert line == b"* 3 EXPUNGE"
+    assert latency < 1.0  # generous bound; the real figure is in scripts/bench
+    a.done()
