@@ -42,13 +42,20 @@ def body_of(stored: bytes) -> bytes:
     return b"\r\n".join(lines[i:])
 
 
-def make_message(subject: str = "hello", body: str = "Hi there.\n") -> EmailMessage:
-    msg = EmailMessage()
+def make_message(subject: str = "hello", body: str = "Hi there.\n") -> CRLFMessage:
+    msg = CRLFMessage()
     msg["From"] = "alice@example.net"
     msg["To"] = "bob@example.org"
     msg["Subject"] = subject
     msg.set_content(body)
     return msg
+
+
+class CRLFMessage(EmailMessage):
+    """An EmailMessage whose bytes have CRLF line ends, as on the wire."""
+
+    def as_bytes(self, *args, **kwargs) -> bytes:  # type: ignore[override]
+        return super().as_bytes(*args, **kwargs).replace(b"\n", b"\r\n")
 
 
 class RawSMTP:
@@ -96,8 +103,7 @@ def test_smtp_delivery_stores_exact_message_with_trace_headers(
     assert stored.startswith(b"Return-Path: <alice@example.net>\r\n")
     assert f"Delivered-To: {user}@example.org".encode() in stored
     assert b"Received: from " in stored and b"by mail.test (Mailstead) with ESMTP" in stored
-    expected = msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    assert body_of(stored) == expected
+    assert body_of(stored) == msg.as_bytes()
 
 
 def test_plus_tag_and_mail_domain_deliver_to_the_user(server: ServerProcess, user: str) -> None:
@@ -121,14 +127,21 @@ def test_unknown_user_and_foreign_domain_are_refused(server: ServerProcess, user
 
 def test_oversized_message_gets_552_534(server: ServerProcess, user: str) -> None:
     big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 1100  # > 1 MB limit
+    # Declared up front with SIZE (as smtplib does): refused at MAIL FROM.
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=10) as smtp, pytest.raises(
-        smtplib.SMTPDataError
+        smtplib.SMTPSenderRefused
     ) as err:
         smtp.sendmail("a@x.net", [f"{user}@example.org"], big)
     assert err.value.smtp_code == 552 and err.value.smtp_error.startswith(b"5.3.4")
+    # Not declared: refused after the data, and the session goes on.
     c = RawSMTP(server.port("smtp"))
     c.cmd(b"EHLO x")
-    assert c.cmd(b"MAIL FROM:<a@x.net> SIZE=99999999")[0].startswith(b"552 5.3.4")
+    assert c.cmd(b"MAIL FROM:<a@x.net>")[0].startswith(b"250")
+    assert c.cmd(f"RCPT TO:<{user}@example.org>".encode())[0].startswith(b"250")
+    assert c.cmd(b"DATA")[0].startswith(b"354")
+    c.send(big + b".\r\n")
+    assert c.reply()[0].startswith(b"552 5.3.4")
+    assert c.cmd(b"NOOP")[0].startswith(b"250")
     c.close()
     assert inbox_messages(server, user) == []
 
@@ -236,5 +249,5 @@ def test_acknowledged_message_survives_sigkill(fresh_server: ServerProcess) -> N
         fresh_server.kill()  # SIGKILL straight after the 250
     fresh_server.start()
     [stored] = inbox_messages(fresh_server, "dora")
-    assert body_of(stored) == msg.as_bytes().replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n")
+    assert body_of(stored) == msg.as_bytes()
     fresh_server.stop()
