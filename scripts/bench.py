@@ -43,10 +43,31 @@ listen = ["127.0.0.1:0"]
 level = "warn"
 """
 
-WORDS = (
-    "mail server store message sync client folder invoice meeting report update project "
-    "team review draft schedule budget quarterly release notes question answer thanks"
-).split()
+WORDS = [
+    "mail",
+    "server",
+    "store",
+    "message",
+    "sync",
+    "client",
+    "folder",
+    "invoice",
+    "meeting",
+    "report",
+    "update",
+    "project",
+    "team",
+    "review",
+    "draft",
+    "schedule",
+    "budget",
+    "quarterly",
+    "release",
+    "notes",
+    "question",
+    "answer",
+    "thanks",
+]
 
 
 def realistic_message(i: int, rng: random.Random) -> bytes:
@@ -66,11 +87,17 @@ def realistic_message(i: int, rng: random.Random) -> bytes:
     msg.set_content(text)
     kind = i % 4
     if kind == 1:
-        msg.add_alternative("<html><body>" + "".join(f"<p>{p}</p>" for p in paragraphs)
-                            + "</body></html>", subtype="html")
+        msg.add_alternative(
+            "<html><body>" + "".join(f"<p>{p}</p>" for p in paragraphs) + "</body></html>",
+            subtype="html",
+        )
     elif kind == 2:
-        msg.add_attachment(rng.randbytes(rng.randint(2000, 40000)), maintype="application",
-                           subtype="octet-stream", filename=f"file{i}.bin")
+        msg.add_attachment(
+            rng.randbytes(rng.randint(2000, 40000)),
+            maintype="application",
+            subtype="octet-stream",
+            filename=f"file{i}.bin",
+        )
     return msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
@@ -81,11 +108,19 @@ def own_server() -> Iterator[tuple[dict[tuple[str, bool], int], Path]]:
         (root / "mailstead.toml").write_text(CONFIG)
         env = dict(os.environ, PYTHONPATH=str(ROOT / "server"))
         cmd = [sys.executable, "-m", "mailstead"]
-        subprocess.run(cmd + ["user", "add", "bench", "--password-stdin", "-c",
-                              str(root / "mailstead.toml")],
-                       input="bench\n", text=True, check=True, env=env, capture_output=True)
-        proc = subprocess.Popen(cmd + ["serve", "-c", str(root / "mailstead.toml")], env=env,
-                                stderr=(root / "log").open("wb"))
+        subprocess.run(
+            [*cmd, "user", "add", "bench", "--password-stdin", "-c", str(root / "mailstead.toml")],
+            input="bench\n",
+            text=True,
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        proc = subprocess.Popen(
+            [*cmd, "serve", "-c", str(root / "mailstead.toml")],
+            env=env,
+            stderr=(root / "log").open("wb"),
+        )
         listeners = root / "data" / "listeners.json"
         deadline = time.monotonic() + 30
         while not listeners.exists():
@@ -100,8 +135,9 @@ def own_server() -> Iterator[tuple[dict[tuple[str, bool], int], Path]]:
             proc.wait(30)
 
 
-async def lmtp_deliver(host: str, port: int, rcpt: str, messages: list[bytes],
-                       concurrency: int) -> float:
+async def lmtp_deliver(
+    host: str, port: int, rcpt: str, messages: list[bytes], concurrency: int
+) -> float:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for m in messages:
         queue.put_nowait(m)
@@ -149,8 +185,11 @@ def cmd_deliver(args: argparse.Namespace) -> dict[str, object]:
     def run(host: str, port: int, rcpt: str) -> dict[str, object]:
         elapsed = asyncio.run(lmtp_deliver(host, port, rcpt, messages, args.concurrency))
         return {
-            "benchmark": "deliver", "messages": args.n, "bytes": total,
-            "concurrency": args.concurrency, "seconds": round(elapsed, 3),
+            "benchmark": "deliver",
+            "messages": args.n,
+            "bytes": total,
+            "concurrency": args.concurrency,
+            "seconds": round(elapsed, 3),
             "messages_per_second": round(args.n / elapsed, 1),
             "mb_per_second": round(total / elapsed / 1e6, 2),
         }

@@ -34,7 +34,9 @@ def test_user_commands_round_trip(fresh_server: ServerProcess) -> None:
     res = run_cli(srv, "user", "add", "dave")  # no terminal, no --password-stdin
     assert res.returncode == 1 and "--password-stdin" in res.stderr
     assert run_cli(srv, "user", "list").stdout.split() == ["Carol"]
-    assert run_cli(srv, "user", "passwd", "carol", "--password-stdin", input="pw2\n").returncode == 0
+    assert (
+        run_cli(srv, "user", "passwd", "carol", "--password-stdin", input="pw2\n").returncode == 0
+    )
     res = run_cli(srv, "user", "passwd", "nobody", "--password-stdin", input="pw\n")
     assert res.returncode == 1 and "no such user" in res.stderr
     assert run_cli(srv, "user", "del", "CAROL").returncode == 0
@@ -55,7 +57,13 @@ def test_user_add_while_running_then_delivery_shows_in_status(
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].split() == [
-        "MAILBOX", "MESSAGES", "UNSEEN", "UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ", "BYTES"
+        "MAILBOX",
+        "MESSAGES",
+        "UNSEEN",
+        "UIDVALIDITY",
+        "UIDNEXT",
+        "HIGHESTMODSEQ",
+        "BYTES",
     ]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert set(rows) == {"INBOX", "Drafts", "Sent", "Trash", "Junk", "Archive"}
@@ -71,8 +79,10 @@ def test_user_add_while_running_then_delivery_shows_in_status(
 
 
 def test_check_prints_effective_listeners(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path, BASE_CONFIG.replace(
-        '[lmtp]\nlisten = ["127.0.0.1:0"]', '[lmtp]\nlisten = ["[::1]:2424"]'))
+    srv = ServerProcess(
+        tmp_path,
+        BASE_CONFIG.replace('[lmtp]\nlisten = ["127.0.0.1:0"]', '[lmtp]\nlisten = ["[::1]:2424"]'),
+    )
     res = run_cli(srv, "check")
     assert res.returncode == 0, res.stderr
     assert "configuration OK" in res.stdout
@@ -109,14 +119,24 @@ def test_config_errors_name_the_key(tmp_path: Path, text: str, message: str) -> 
 
 def test_env_override_and_missing_file(tmp_path: Path, monkeypatch) -> None:
     srv = ServerProcess(tmp_path, BASE_CONFIG)
-    env = srv.env | {"MAILSTEAD_SERVER__HOSTNAME": "env.test", "MAILSTEAD_IMAP__LISTEN":
-                     '["127.0.0.1:1443"]'}
-    res = subprocess.run([sys.executable, "-m", "mailstead", "check", "-c", str(srv.config)],
-                         capture_output=True, text=True, env=env)
+    env = srv.env | {
+        "MAILSTEAD_SERVER__HOSTNAME": "env.test",
+        "MAILSTEAD_IMAP__LISTEN": '["127.0.0.1:1443"]',
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "mailstead", "check", "-c", str(srv.config)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert "hostname: env.test" in res.stdout and "imap  plain 127.0.0.1:1443" in res.stdout
     env = srv.env | {"MAILSTEAD_SERVER__NOPE": "1"}
-    res = subprocess.run([sys.executable, "-m", "mailstead", "check", "-c", str(srv.config)],
-                         capture_output=True, text=True, env=env)
+    res = subprocess.run(
+        [sys.executable, "-m", "mailstead", "check", "-c", str(srv.config)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert res.returncode == 1 and "MAILSTEAD_SERVER__NOPE" in res.stderr
     res = run_cli(srv, "check", "-c", str(tmp_path / "missing.toml"), config=False)
     assert res.returncode == 1 and "does not exist" in res.stderr
@@ -128,11 +148,18 @@ def test_port_in_use_exits_with_one_clear_line(tmp_path: Path) -> None:
     blocker.listen()
     port = blocker.getsockname()[1]
     try:
-        srv = ServerProcess(tmp_path, BASE_CONFIG.replace(
-            '[pop3]\nlisten = ["127.0.0.1:0"]', f'[pop3]\nlisten = ["127.0.0.1:{port}"]'))
+        srv = ServerProcess(
+            tmp_path,
+            BASE_CONFIG.replace(
+                '[pop3]\nlisten = ["127.0.0.1:0"]', f'[pop3]\nlisten = ["127.0.0.1:{port}"]'
+            ),
+        )
         res = subprocess.run(
             [sys.executable, "-m", "mailstead", "serve", "-c", str(srv.config)],
-            capture_output=True, text=True, env=srv.env, timeout=60,
+            capture_output=True,
+            text=True,
+            env=srv.env,
+            timeout=60,
         )
     finally:
         blocker.close()
@@ -159,8 +186,9 @@ def test_sigterm_stops_gracefully_and_sighup_reloads(fresh_server: ServerProcess
 def test_cert_self_signed_writes_a_ca_chain(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path)
     out = tmp_path / "certs"
-    res = run_cli(srv, "cert", "self-signed", "--hostname", "mx.example.org", "--out", str(out),
-                  config=False)
+    res = run_cli(
+        srv, "cert", "self-signed", "--hostname", "mx.example.org", "--out", str(out), config=False
+    )
     assert res.returncode == 0, res.stderr
     chain = x509.load_pem_x509_certificates((out / "cert.pem").read_bytes())
     leaf, ca = chain

@@ -188,7 +188,7 @@ def test_expunge_is_deferred_during_fetch_store_search(
     assert b.ok("EXPUNGE") == [b"* 2 EXPUNGE"]
     # A may not hear of it while answering FETCH, STORE or SEARCH ...
     for cmd in ("FETCH 1:4 (UID)", "STORE 1 +FLAGS (\\Seen)", "SEARCH ALL"):
-        untagged, done = a.command(cmd)
+        untagged, _done = a.command(cmd)
         assert not [x for x in untagged if b"EXPUNGE" in x], (cmd, untagged)
     # ... and its sequence numbers stay valid meanwhile: 4 is still UID 4.
     untagged, _ = a.command("FETCH 4 (UID)")
@@ -277,7 +277,7 @@ def test_three_sessions_agree_after_random_changes(
         elif op < 0.8 and n:
             s.ok(f"STORE {rng.randint(1, n)}:{n} {rng.choice('+-')}FLAGS (\\Seen $x)")
         else:
-            s.ok(f"FETCH 1:* (FLAGS)" if n else "NOOP")
+            s.ok("FETCH 1:* (FLAGS)" if n else "NOOP")
     time.sleep(0.2)
     maps = [s.uid_map() for s in trio]
     assert maps[0] == maps[1] == maps[2]

@@ -63,7 +63,7 @@ async def test_new_user_gets_special_use_mailboxes_subscribed(store: SqliteStore
 async def test_append_assigns_uids_and_modseqs_and_publishes_after_commit(
     store: SqliteStore,
 ) -> None:
-    user, inbox = await inbox_of(store)
+    _user, inbox = await inbox_of(store)
     seen: list[ChangeBatch] = []
     store.hub.subscribe(inbox.id, seen.append)
     when = datetime(2026, 3, 5, 9, 3, 1, tzinfo=timezone(timedelta(hours=2)))
@@ -90,7 +90,7 @@ async def test_append_assigns_uids_and_modseqs_and_publishes_after_commit(
 async def test_failed_job_publishes_nothing_and_does_not_spoil_the_batch(
     store: SqliteStore,
 ) -> None:
-    user, inbox = await inbox_of(store)
+    _user, inbox = await inbox_of(store)
     seen: list[ChangeBatch] = []
     store.hub.subscribe(inbox.id, seen.append)
     store.hub.subscribe(999_999, seen.append)
@@ -107,7 +107,7 @@ async def test_failed_job_publishes_nothing_and_does_not_spoil_the_batch(
 
 
 async def test_concurrent_appends_group_commit_without_loss(store: SqliteStore) -> None:
-    user, inbox = await inbox_of(store)
+    _user, inbox = await inbox_of(store)
     before = store.commits
     results = await asyncio.gather(*(store.deliver([inbox.id], MSG) for _ in range(100)))
     uids = sorted(u for r in results for u in r)
@@ -117,7 +117,7 @@ async def test_concurrent_appends_group_commit_without_loss(store: SqliteStore) 
 
 
 async def test_flags_replace_add_remove_and_unchangedsince(store: SqliteStore) -> None:
-    user, inbox = await inbox_of(store)
+    _user, inbox = await inbox_of(store)
     await store.append(inbox.id, [NewMessage(MSG), NewMessage(MSG), NewMessage(MSG)])
     seen: list[ChangeBatch] = []
     store.hub.subscribe(inbox.id, seen.append)
@@ -143,7 +143,7 @@ async def test_flags_replace_add_remove_and_unchangedsince(store: SqliteStore) -
 
 
 async def test_expunge_deleted_and_by_uid(store: SqliteStore) -> None:
-    user, inbox = await inbox_of(store)
+    _user, inbox = await inbox_of(store)
     await store.append(inbox.id, [NewMessage(MSG) for _ in range(4)])
     await store.store_flags(inbox.id, [2, 3], FlagMode.ADD, ["\\Deleted"])
     seen: list[ChangeBatch] = []
@@ -172,7 +172,7 @@ async def test_copy_and_move_share_the_blob(store: SqliteStore) -> None:
 
 
 async def test_mailbox_create_rename_delete(store: SqliteStore) -> None:
-    user, inbox = await inbox_of(store)
+    user, _inbox = await inbox_of(store)
     a = await store.create_mailbox(user.id, "Projects")
     await store.create_mailbox(user.id, "Projects/2026")
     await store.append(a.id, [NewMessage(MSG)])
@@ -213,7 +213,7 @@ async def test_rename_inbox_moves_messages_and_keeps_inbox(store: SqliteStore) -
 
 
 async def test_recent_is_claimed_once(store: SqliteStore) -> None:
-    user, inbox = await inbox_of(store)
+    _user, inbox = await inbox_of(store)
     await store.append(inbox.id, [NewMessage(MSG), NewMessage(MSG)])
     assert (await store.mailbox_status(inbox.id)).recent == 2
     assert await store.claim_recent(inbox.id) == 1
@@ -242,7 +242,7 @@ async def test_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
     st = SqliteStore(path)
     await st.open()
-    user, inbox = await inbox_of(st)
+    _user, inbox = await inbox_of(st)
     await st.append(inbox.id, [NewMessage(MSG)])
     await st.close()
     st2 = SqliteStore(path)

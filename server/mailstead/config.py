@@ -161,18 +161,18 @@ class Config:
 def parse_listen(value: str, where: str) -> Listen:
     """``host:port`` or ``[v6]:port``; the host must be a literal address or a name."""
     if not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a \"host:port\" string, got {value!r}")
+        raise ConfigError(f'{where}: expected a "host:port" string, got {value!r}')
     text = value.strip()
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or not rest.startswith(":"):
-            raise ConfigError(f"{where}: {value!r} is not \"[address]:port\"")
+            raise ConfigError(f'{where}: {value!r} is not "[address]:port"')
         port_text = rest[1:]
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep or ":" in host:
             raise ConfigError(
-                f"{where}: {value!r} is not \"host:port\" (write IPv6 addresses as [::1]:143)"
+                f'{where}: {value!r} is not "host:port" (write IPv6 addresses as [::1]:143)'
             )
     if not host:
         raise ConfigError(f"{where}: {value!r} has no host (use 0.0.0.0 or :: for all)")
@@ -210,7 +210,7 @@ def _coerce(section: str, key: str, kind: Any, value: Any, base: Path) -> Any:
         return [v.lower() for v in value] if key == "domains" else list(value)
     if kind == _ListOfAddr:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list of \"host:port\" strings, got {value!r}")
+            raise ConfigError(f'{where}: expected a list of "host:port" strings, got {value!r}')
         return [parse_listen(v, where) for v in value]
     if kind == _Path:
         if not isinstance(value, str):
@@ -234,7 +234,9 @@ def _env_value(raw: str, kind: Any) -> Any:
         return raw
 
 
-def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+) -> Config:
     """Read, validate and resolve a config file (None = defaults relative to cwd)."""
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
@@ -267,7 +269,7 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
     for name, value in env.items():
         if not name.startswith("MAILSTEAD_") or "__" not in name:
             continue
-        section, _, key = name[len("MAILSTEAD_"):].lower().partition("__")
+        section, _, key = name[len("MAILSTEAD_") :].lower().partition("__")
         if section not in SCHEMA or key not in SCHEMA[section]:
             raise ConfigError(f"environment variable {name}: no such key [{section}] {key}")
         raw.setdefault(section, {})[key] = _env_value(value, SCHEMA[section][key][0])

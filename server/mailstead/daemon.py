@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .config import Config, Listen
@@ -68,7 +67,9 @@ class ListenerService:
 
         if tls_creator is not None:
             factory = TLSMemoryBIOFactory(tls_creator, False, factory)
-        cls = endpoints.TCP6ServerEndpoint if ":" in self.addr.host else endpoints.TCP4ServerEndpoint
+        cls = (
+            endpoints.TCP6ServerEndpoint if ":" in self.addr.host else endpoints.TCP4ServerEndpoint
+        )
         endpoint = cls(reactor, self.addr.port, interface=self.addr.host, backlog=128)
         loop = asyncio.get_running_loop()
         try:
@@ -82,8 +83,12 @@ class ListenerService:
         loop = asyncio.get_running_loop()
         try:
             server = await loop.create_server(
-                protocol_factory, host=self.addr.host, port=self.addr.port, ssl=ssl_context,
-                reuse_address=True, backlog=128,
+                protocol_factory,
+                host=self.addr.host,
+                port=self.addr.port,
+                ssl=ssl_context,
+                reuse_address=True,
+                backlog=128,
             )
         except OSError as exc:
             raise _bind_error(self.proto, self.addr, exc) from None
@@ -123,7 +128,9 @@ class Mailstead:
         try:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StartupError(f"cannot create data folder {cfg.data_dir}: {exc.strerror}") from None
+            raise StartupError(
+                f"cannot create data folder {cfg.data_dir}: {exc.strerror}"
+            ) from None
         tls = None
         cert, key = cfg.tls_paths()
         try:
@@ -149,8 +156,12 @@ class Mailstead:
                 listener = ListenerService(proto, kind, addr)
                 await self._start_listener(listener, reactor)
                 self.listeners.append(listener)
-                log.info("listening for %s%s on %s", proto, " (TLS)" if kind == "tls" else "",
-                         listener.bound)
+                log.info(
+                    "listening for %s%s on %s",
+                    proto,
+                    " (TLS)" if kind == "tls" else "",
+                    listener.bound,
+                )
         except BaseException:
             await self._stop_listeners()
             await store.close()
@@ -166,11 +177,15 @@ class Mailstead:
             from .smtp.delivery import DeliveryHandler, smtp_factory
 
             handler = DeliveryHandler(
-                ctx.store, hostname=self.config.hostname, domains=self.config.domains,
-                lmtp=proto == "lmtp", counters=ctx.counters,
+                ctx.store,
+                hostname=self.config.hostname,
+                domains=self.config.domains,
+                lmtp=proto == "lmtp",
+                counters=ctx.counters,
             )
             factory = smtp_factory(
-                handler, hostname=self.config.hostname,
+                handler,
+                hostname=self.config.hostname,
                 max_size=self.config["limits"]["max_message_size"],
             )
             await listener.start_asyncio(factory, ctx.tls.stdlib if tls else None)
@@ -182,9 +197,14 @@ class Mailstead:
         """Where each listener actually bound (port 0 picks one): for scripts and tests."""
         path = self.config.data_dir / "listeners.json"
         data = [
-            {"protocol": lst.proto, "tls": lst.kind == "tls", "host": lst.bound.host,
-             "port": lst.bound.port}
-            for lst in self.listeners if lst.bound
+            {
+                "protocol": lst.proto,
+                "tls": lst.kind == "tls",
+                "host": lst.bound.host,
+                "port": lst.bound.port,
+            }
+            for lst in self.listeners
+            if lst.bound
         ]
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
@@ -307,5 +327,3 @@ def _route_twisted_logs() -> None:
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
     globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
-
-

@@ -48,7 +48,7 @@ def generate_self_signed(
     cert_path: Path, key_path: Path, hostname: str, *, days: int = 825
 ) -> Path:
     """Write a leaf certificate chain (leaf + CA) and key; returns the CA certificate path."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(f"Mailstead local CA for {hostname}")
     ca_cert = (
@@ -172,7 +172,7 @@ class _ConnectionCreator:
     def __init__(self, owner: TLSContexts) -> None:
         self._owner = owner
 
-    def serverConnectionForTLS(self, protocol):  # type: ignore[no-untyped-def]  # noqa: N802
+    def serverConnectionForTLS(self, protocol):  # type: ignore[no-untyped-def]
         from OpenSSL import SSL
 
         return SSL.Connection(self._owner.openssl_context, None)

@@ -156,9 +156,18 @@ class IMAPSession:
             else:
                 caps.append("LOGINDISABLED")
             return caps
-        return caps + [
-            "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE", "CREATE-SPECIAL-USE",
-            "LIST-EXTENDED", "LIST-STATUS", "CHILDREN", "ESEARCH", "CONDSTORE",
+        return [
+            *caps,
+            "UNSELECT",
+            "UIDPLUS",
+            "MOVE",
+            "SPECIAL-USE",
+            "CREATE-SPECIAL-USE",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
+            "CHILDREN",
+            "ESEARCH",
+            "CONDSTORE",
             f"APPENDLIMIT={self.ctx.config['limits']['max_message_size']}",
         ]
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -116,9 +116,9 @@ def _flags_set(text: str) -> frozenset[str]:
 
 def _to_row_date(when: datetime | None) -> tuple[int, int]:
     if when is None:
-        when = datetime.now(timezone.utc).astimezone()
+        when = datetime.now(UTC).astimezone()
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     offset = when.utcoffset() or timedelta(0)
     return int(when.timestamp()), int(offset.total_seconds() // 60)
 
@@ -564,7 +564,7 @@ class SqliteStore(MailStore):
         uids = [r[0] for r in conn.execute(
             "SELECT uid FROM messages WHERE mailbox_id = ? ORDER BY uid", (src_id,)
         )]
-        pairs, dst_events = self._copy_rows(conn, src_id, uids, dst_id)
+        _pairs, dst_events = self._copy_rows(conn, src_id, uids, dst_id)
         src_events = self._expunge_rows(conn, src_id, uids)
         out = []
         if src_events:
