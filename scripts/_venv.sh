@@ -1,5 +1,5 @@
 # Shared by scripts/run and scripts/test: make .venv and install Mailstead into it.
-# Usage: . scripts/_venv.sh [extras]
+# Usage: EXTRAS=test . scripts/_venv.sh   (EXTRAS: optional pip extras to install)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
@@ -14,7 +14,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     exit 1
   }
 fi
-want="${1:-}"
+want="${EXTRAS:-}"
 stamp="$VENV/.mailstead-installed${want:+-$want}"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true

@@ -200,6 +200,155 @@ def cmd_deliver(args: argparse.Namespace) -> dict[str, object]:
         return run("127.0.0.1", ports[("lmtp", False)], "bench@bench.test")
 
 
+class ImapClient:
+    """A small pipelining-free IMAP client on asyncio streams, for timing."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.n = 0
+
+    @classmethod
+    async def connect(cls, host: str, port: int, user: str, password: str) -> ImapClient:
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 24)
+        client = cls(reader, writer)
+        await reader.readline()
+        await client.command(f'LOGIN "{user}" "{password}"')
+        return client
+
+    async def read_response(self) -> bytes:
+        """One response line with its literals inlined."""
+        line = await self.reader.readline()
+        if not line:
+            raise ConnectionError("server closed the connection")
+        out = [line]
+        while line.endswith(b"}\r\n"):
+            size = int(line[line.rindex(b"{") + 1 : -3].rstrip(b"+"))
+            out.append(await self.reader.readexactly(size))
+            line = await self.reader.readline()
+            out.append(line)
+        return b"".join(out)
+
+    async def command(self, text: str, literal: bytes | None = None) -> list[bytes]:
+        self.n += 1
+        tag = f"b{self.n}".encode()
+        if literal is None:
+            self.writer.write(tag + b" " + text.encode() + b"\r\n")
+        else:
+            self.writer.write(tag + b" " + text.encode() + b" {%d+}\r\n" % len(literal)
+                              + literal + b"\r\n")
+        lines = []
+        while True:
+            line = await self.read_response()
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(f"{text[:60]!r} failed: {line!r}")
+                return lines
+            lines.append(line)
+
+    async def close(self) -> None:
+        try:
+            self.writer.write(b"z LOGOUT\r\n")
+            await self.writer.drain()
+        finally:
+            self.writer.close()
+
+
+HEADER_FIELDS = "From To Cc Subject Date Message-ID References In-Reply-To Content-Type"
+
+
+async def imap_sync(host: str, port: int, user: str, password: str) -> dict[str, object]:
+    client = await ImapClient.connect(host, port, user, password)
+    steps: dict[str, float] = {}
+
+    async def timed(name: str, coro: object) -> object:
+        start = time.perf_counter()
+        result = await coro  # type: ignore[misc]
+        steps[name] = round(time.perf_counter() - start, 4)
+        return result
+
+    await timed("select", client.command("SELECT INBOX"))
+    flags = await timed("uid_fetch_flags", client.command("UID FETCH 1:* (FLAGS)"))
+    uids = [int(line.split(b"UID ")[1].split()[0].rstrip(b")")) for line in flags  # type: ignore[union-attr]
+            if b" FETCH " in line]
+    await timed("uid_fetch_headers", client.command(
+        f"UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})])"))
+
+    async def bodies() -> None:
+        for uid in uids[-100:]:
+            await client.command(f"UID FETCH {uid} (BODY.PEEK[])")
+
+    await timed("fetch_100_bodies", bodies())
+    await timed("uid_search_unseen", client.command("UID SEARCH UNSEEN"))
+    await timed("uid_store_seen", client.command("UID STORE 1:* +FLAGS.SILENT (\\Seen)"))
+    await client.close()
+    return {"messages": len(uids), "steps": steps,
+            "sync_seconds": round(sum(steps.values()), 4)}
+
+
+async def idle_latency(host: str, port: int, user: str, password: str,
+                       rounds: int = 50) -> dict[str, float]:
+    """Time from another session's STORE being sent to the IDLE session's FETCH."""
+    idler = await ImapClient.connect(host, port, user, password)
+    actor = await ImapClient.connect(host, port, user, password)
+    await idler.command("SELECT INBOX")
+    await actor.command("SELECT INBOX")
+    idler.writer.write(b"i IDLE\r\n")
+    while not (await idler.read_response()).startswith(b"+"):
+        pass
+    samples = []
+    for i in range(rounds):
+        sign = "+" if i % 2 == 0 else "-"
+        start = time.perf_counter()
+        actor.n += 1
+        actor.writer.write(f"a{i} STORE 1 {sign}FLAGS.SILENT (\\Flagged)\r\n".encode())
+        while True:
+            line = await asyncio.wait_for(idler.read_response(), 10)
+            if b"FETCH" in line:
+                break
+        samples.append((time.perf_counter() - start) * 1000)
+        while not (await actor.read_response()).startswith(f"a{i} ".encode()):
+            pass
+    idler.writer.write(b"DONE\r\n")
+    await idler.read_response()
+    await idler.close()
+    await actor.close()
+    samples.sort()
+    return {"idle_latency_ms_median": round(samples[len(samples) // 2], 3),
+            "idle_latency_ms_p95": round(samples[int(len(samples) * 0.95) - 1], 3),
+            "idle_rounds": rounds}
+
+
+async def imap_append(host: str, port: int, user: str, password: str,
+                      messages: list[bytes]) -> None:
+    client = await ImapClient.connect(host, port, user, password)
+    for data in messages:
+        await client.command("APPEND INBOX", data)
+    await client.close()
+
+
+def cmd_imap_sync(args: argparse.Namespace) -> dict[str, object]:
+    rng = random.Random(args.seed)
+
+    def run(imap_port: int, lmtp_port: int | None, user: str, password: str) -> dict[str, object]:
+        if not args.no_deliver:
+            messages = [realistic_message(i, rng) for i in range(args.n)]
+            if lmtp_port is not None:
+                asyncio.run(lmtp_deliver("127.0.0.1" if not args.host else args.host, lmtp_port,
+                                         args.rcpt, messages, args.concurrency))
+            else:
+                asyncio.run(imap_append(args.host, imap_port, user, password, messages))
+        host = args.host or "127.0.0.1"
+        result: dict[str, object] = {"benchmark": "imap-sync", "server": args.label}
+        result.update(asyncio.run(imap_sync(host, imap_port, user, password)))
+        result.update(asyncio.run(idle_latency(host, imap_port, user, password)))
+        return result
+
+    if args.host:
+        return run(args.port, args.lmtp_port, args.user, args.password)
+    with own_server() as (ports, _):
+        return run(ports[("imap", False)], ports[("lmtp", False)], "bench", "bench")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -211,6 +360,19 @@ def main() -> None:
     p.add_argument("--port", type=int, default=24)
     p.add_argument("--rcpt", default="bench@bench.test")
     p.set_defaults(func=cmd_deliver)
+    p = sub.add_parser("imap-sync", help="Thunderbird-like first sync and IDLE latency")
+    p.add_argument("-n", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--host", help="measure this server instead of starting our own")
+    p.add_argument("--port", type=int, default=143)
+    p.add_argument("--user", default="bench")
+    p.add_argument("--password", default="bench")
+    p.add_argument("--lmtp-port", type=int, help="deliver over LMTP (else IMAP APPEND)")
+    p.add_argument("--rcpt", default="bench@bench.test")
+    p.add_argument("--no-deliver", action="store_true", help="sync what is there already")
+    p.add_argument("--label", default="mailstead")
+    p.set_defaults(func=cmd_imap_sync)
     args = parser.parse_args()
     print(json.dumps(args.func(args)))
 
