@@ -522,7 +522,7 @@ _WORD_RE = re.compile(rb'[^\x00-\x20\x7f()"{\\\]\[<]+')
 _FETCH_NAME_RE = re.compile(rb"[A-Za-z0-9.]+")
 _QUOTED_RE = re.compile(rb'"((?:[^"\\\r\n\x00]|\\["\\])*)"')
 _UNESCAPE_RE = re.compile(rb'\\(["\\])')
-_PARTIAL_RE = re.compile(rb"([0-9]{1,10})\.([0-9]{1,10})>")
+_PARTIAL_RE = re.compile(rb"<([0-9]{1,10})\.([0-9]{1,10})>")
 
 
 class _Fail(Exception):
@@ -543,12 +543,12 @@ def _show(token: bytes, limit: int = 40) -> str:
 class _Parser:
     """A cursor over a RawCommand's lines, stepping into literals between them."""
 
-    def __init__(self, raw: RawCommand) -> None:
+    def __init__(self, raw: RawCommand, start: int = 0) -> None:
         self._lines = raw.lines or (b"",)
         self._literals = raw.literals
         self._seg = 0
         self._buf = self._lines[0]
-        self._pos = 0
+        self._pos = start
         self._depth = 0
         self._tokens = 0
 
@@ -557,7 +557,7 @@ class _Parser:
     def fail(self, message: str, code: str | None = None, status: str = "BAD") -> NoReturn:
         raise _Fail(message, code, status)
 
-    def _count(self) -> None:
+    def count(self) -> None:
         self._tokens += 1
         if self._tokens > MAX_TOKENS:
             self.fail("Too many arguments")
@@ -571,14 +571,27 @@ class _Parser:
     def peek(self) -> int | None:
         return self._buf[self._pos] if self._pos < len(self._buf) else None
 
-    def _match(self, pattern: re.Pattern[bytes]) -> bytes:
-        match = pattern.match(self._buf, self._pos)
-        if match is None:
-            return b""
-        self._pos = match.end()
-        return match.group()
+    def match(self, pattern: re.Pattern[bytes]) -> re.Match[bytes] | None:
+        """Consume ``pattern`` if it matches here."""
+        found = pattern.match(self._buf, self._pos)
+        if found is not None:
+            self._pos = found.end()
+        return found
 
-    def _bad(self, what: str) -> NoReturn:
+    def run(self, pattern: re.Pattern[bytes]) -> bytes:
+        """Consume a run of ``pattern`` (possibly empty)."""
+        found = self.match(pattern)
+        return found.group() if found else b""
+
+    def token(self, pattern: re.Pattern[bytes], what: str) -> bytes:
+        """A non-empty run of ``pattern``, counted as an argument."""
+        self.count()
+        token = self.run(pattern)
+        if not token:
+            self.bad(what)
+        return token
+
+    def bad(self, what: str) -> NoReturn:
         if self.at_end():
             self.fail(f"Missing {what}")
         if self.literal_next():
@@ -625,7 +638,7 @@ class _Parser:
 
     def open(self, what: str) -> None:
         if self.peek() != _LPAREN:
-            self._bad(what)
+            self.bad(what)
         self._pos += 1
         self.enter()
 
@@ -633,12 +646,15 @@ class _Parser:
         if self.peek() != _RPAREN:
             self.fail(f"Expected ')' to end {what}")
         self._pos += 1
-        self._depth -= 1
+        self.leave()
 
     def enter(self) -> None:
         self._depth += 1
         if self._depth > MAX_DEPTH:
             self.fail("Too deeply nested")
+
+    def leave(self) -> None:
+        self._depth -= 1
 
     def items(self, what: str, item: Callable[[], object], *, empty_ok: bool) -> None:
         """``(item SP item ...)``, calling ``item`` for each; depth is tracked."""
@@ -654,10 +670,7 @@ class _Parser:
     # -- tokens -------------------------------------------------------------
 
     def atom(self, what: str) -> bytes:
-        self._count()
-        token = self._match(_ATOM_RE)
-        if not token:
-            self._bad(what)
+        token = self.token(_ATOM_RE, what)
         if len(token) > MAX_ATOM:
             self.fail(f"{what[:1].upper()}{what[1:]} too long")
         return token
@@ -666,26 +679,21 @@ class _Parser:
         return self.atom(what).decode("ascii").upper()
 
     def word(self, what: str) -> bytes:
-        self._count()
-        token = self._match(_WORD_RE)
-        if not token:
-            self._bad(what)
-        return token
+        return self.token(_WORD_RE, what)
 
     def peek_word(self) -> bytes:
         match = _WORD_RE.match(self._buf, self._pos)
         return match.group().upper() if match else b""
 
     def quoted(self, what: str) -> bytes:
-        match = _QUOTED_RE.match(self._buf, self._pos)
-        if match is None:
+        found = self.match(_QUOTED_RE)
+        if found is None:
             self.fail(f"Invalid quoted string for {what}")
-        self._pos = match.end()
-        return _UNESCAPE_RE.sub(rb"\1", match.group(1))
+        return _UNESCAPE_RE.sub(rb"\1", found.group(1))
 
     def literal(self, what: str) -> Literal:
         if not self.literal_next():
-            self._bad(what)
+            self.bad(what)
         lit = self._literals[self._seg]
         self._seg += 1
         self._buf = self._lines[self._seg]
@@ -699,21 +707,18 @@ class _Parser:
         return lit.data
 
     def string(self, what: str) -> bytes:
-        self._count()
+        self.count()
         if self.peek() == _DQUOTE:
             return self.quoted(what)
         return self._text_literal(what)
 
     def astring(self, what: str, pattern: re.Pattern[bytes] = _ASTRING_RE) -> bytes:
-        self._count()
+        self.count()
         if self.peek() == _DQUOTE:
             return self.quoted(what)
         if self.literal_next():
             return self._text_literal(what)
-        token = self._match(pattern)
-        if not token:
-            self._bad(what)
-        return token
+        return self.token(pattern, what)
 
     def nstring(self, what: str) -> bytes | None:
         if self.peek() not in (_DQUOTE, None) and self._buf[self._pos] in ATOM_CHARS:
@@ -761,10 +766,10 @@ class _Parser:
         except ValueError as exc:
             self.fail(f"Invalid {what}: {exc}")
 
-    def flag(self, *, store: bool = True) -> str:
+    def flag(self) -> str:
         """A flag for STORE/APPEND: system flags canonicalised, keywords as atoms."""
         if self.peek() == _BACKSLASH:
-            self._pos += 1
+            self.expect(_BACKSLASH, "")
             name = "\\" + self.atom("flag").decode("ascii")
             canonical = canonical_system_flag(name)
             if canonical == "\\Recent":
@@ -872,9 +877,7 @@ def _parse_create(p: _Parser, tag: bytes, uid: bool) -> Command:
     if p.params_follow("mailbox name"):
 
         def use_attr() -> None:
-            if p.peek() != _BACKSLASH:
-                p.fail("Invalid special-use attribute")
-            p._pos += 1
+            p.expect(_BACKSLASH, "Invalid special-use attribute")
             attr = "\\" + p.atom("special-use attribute").decode("ascii")
             known = _SPECIAL_USE_BY_LOWER.get(attr.lower())
             if known is None:
@@ -897,7 +900,7 @@ def _parse_create(p: _Parser, tag: bytes, uid: bool) -> Command:
     return Create(tag, mailbox, tuple(uses))
 
 
-def _one_mailbox(cls: type[Delete] | type[Subscribe] | type[Unsubscribe]) -> _CommandParser:
+def _one_mailbox(cls: type[Delete | Subscribe | Unsubscribe]) -> _CommandParser:
     def parse(p: _Parser, tag: bytes, uid: bool) -> Command:
         p.sp("mailbox name")
         mailbox = p.mailbox()
@@ -1030,7 +1033,7 @@ def _parse_expunge(p: _Parser, tag: bytes, uid: bool) -> Command:
     return Expunge(tag, uids)
 
 
-def _copy_or_move(cls: type[Copy] | type[Move]) -> _CommandParser:
+def _copy_or_move(cls: type[Copy | Move]) -> _CommandParser:
     def parse(p: _Parser, tag: bytes, uid: bool) -> Command:
         p.sp("sequence set")
         seqset = p.seqset()
@@ -1050,7 +1053,7 @@ def _parse_section(p: _Parser, *, binary: bool) -> FetchSection:
     parts: list[int] = []
     text: str | None = None
     headers: list[str] = []
-    spec = p._match(_FETCH_NAME_RE)
+    spec = p.run(_FETCH_NAME_RE)
     if spec:
         pieces = spec.split(b".")
         if any(not piece for piece in pieces):
@@ -1085,22 +1088,17 @@ def _parse_section(p: _Parser, *, binary: bool) -> FetchSection:
 def _parse_partial(p: _Parser) -> tuple[int, int] | None:
     if p.peek() != ord("<"):
         return None
-    p._pos += 1
-    match = _PARTIAL_RE.match(p._buf, p._pos)
-    if match is None:
+    found = p.match(_PARTIAL_RE)
+    if found is None:
         p.fail("Invalid partial range, expected <origin.count>")
-    origin, count = int(match.group(1)), int(match.group(2))
+    origin, count = int(found.group(1)), int(found.group(2))
     if origin > MAX_NUMBER or not 0 < count <= MAX_NUMBER:
         p.fail("Invalid partial range")
-    p._pos = match.end()
     return origin, count
 
 
 def _fetch_attribute(p: _Parser) -> FetchAttribute:
-    p._count()
-    token = p._match(_FETCH_NAME_RE)
-    if not token:
-        p._bad("fetch attribute")
+    token = p.token(_FETCH_NAME_RE, "fetch attribute")
     name = token.decode("ascii").upper()
     has_section = p.peek() == ord("[")
     if name in FETCH_SIMPLE and not (name == "BODY" and has_section):
@@ -1219,7 +1217,7 @@ def _search_key(p: _Parser) -> SearchKey:
     try:
         return _search_key_inner(p)
     finally:
-        p._depth -= 1
+        p.leave()
 
 
 def _search_key_inner(p: _Parser) -> SearchKey:
@@ -1442,8 +1440,7 @@ def parse_command(raw: RawCommand | bytes) -> Command | ParseError:
     if match is None or (match.end() < len(first) and first[match.end()] != _SP):
         return ParseError(b"*", "Missing or invalid tag")
     tag = match.group()
-    parser = _Parser(raw)
-    parser._pos = match.end()
+    parser = _Parser(raw, start=match.end())
     try:
         return _parse(parser, tag)
     except _Fail as exc:
