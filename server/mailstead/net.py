@@ -23,6 +23,11 @@ class TransportOutput:
 
     def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport
+        self._loop = loop
+        # Writes made in one loop iteration go out in one transport.write: a FETCH of
+        # thousands of lines costs one system call per batch, not one per line.
+        self._pending: list[bytes] = []
+        self._flush_scheduled = False
         self._writable = asyncio.Event()
         self._writable.set()
         self._closed = False
@@ -40,17 +45,30 @@ class TransportOutput:
             self._paused_bytes += len(data)
             if self._paused_bytes > MAX_BUFFERED_WHILE_PAUSED:
                 log.warning("dropping a client that does not read its responses")
+                self._pending.clear()
                 self.transport.abortConnection()
                 self.lost()
                 return
-        self.transport.write(data)
+        self._pending.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self._pending and not self._closed:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self.transport.write(data)
 
     async def drain(self) -> None:
+        self.flush()
         if not self._closed:
             await self._writable.wait()
 
     def close(self) -> None:
         if not self._closed:
+            self.flush()
             self._closed = True
             self.transport.loseConnection()
             self._writable.set()

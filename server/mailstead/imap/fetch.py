@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..mime.parse import BodyPart, ParsedMessage, header_fields, part_by_number
 from ..store.api import MailStore, MessageInfo
@@ -47,10 +48,23 @@ class FetchNeeds:
                 sec = a.section
                 if not sec.parts and sec.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
                     headers = True
+                elif not sec.parts and sec.text is None:
+                    full = True  # BODY[] is the stored octets: no structure needed
                 else:
                     full = True
                     structure = True
         return cls(info, structure, headers, full)
+
+
+@lru_cache(maxsize=256)
+def _response_name(attr: FetchAttribute) -> bytes:
+    # Formatting a section spec per message was the top cost of a header sync.
+    return attr.response_name()
+
+
+@lru_cache(maxsize=256)
+def _field_names(section: FetchSection) -> tuple[bytes, ...]:
+    return tuple(h.encode("utf-8", "replace") for h in section.headers)
 
 
 def section_bytes(raw: bytes, root: BodyPart, section: FetchSection) -> bytes | None:
@@ -76,18 +90,13 @@ def section_bytes(raw: bytes, root: BodyPart, section: FetchSection) -> bytes | 
         target = target.parts[0]
     if text == "TEXT":
         return raw[target.body_start : target.body_end]
-    header = raw[target.header_start : target.header_end]
-    if text == "HEADER":
-        return header
-    names = [h.encode("utf-8", "replace") for h in section.headers]
-    return header_fields(header, names, exclude=text == "HEADER.FIELDS.NOT")
+    return header_section(raw[target.header_start : target.header_end], section)
 
 
 def header_section(header: bytes, section: FetchSection) -> bytes:
     if section.text == "HEADER":
         return header
-    names = [h.encode("utf-8", "replace") for h in section.headers]
-    return header_fields(header, names, exclude=section.text == "HEADER.FIELDS.NOT")
+    return header_fields(header, _field_names(section), exclude=section.text == "HEADER.FIELDS.NOT")
 
 
 def _partial(data: bytes, attr: FetchAttribute) -> bytes:
@@ -191,10 +200,13 @@ def _item(
         return b"RFC822.TEXT " + wire.literal(raw[parsed.root.body_start :])
     section = attr.section
     assert section is not None
-    if raw is not None and parsed is not None:
+    if not section.parts and section.text is None:
+        assert raw is not None
+        data: bytes | None = raw
+    elif raw is not None and parsed is not None:
         data = section_bytes(raw, parsed.root, section)
     else:
         data = header_section(headers[uid], section)
     if data is None:
-        return attr.response_name() + b" NIL"
-    return attr.response_name() + b" " + wire.literal(_partial(data, attr))
+        return _response_name(attr) + b" NIL"
+    return _response_name(attr) + b" " + wire.literal(_partial(data, attr))

@@ -29,6 +29,7 @@ class SessionOutput(TransportOutput):
     def start_tls(self) -> None:
         ctx = self._proto.factory.ctx
         assert ctx.tls is not None
+        self.flush()  # the OK to STARTTLS goes out in the clear, before the handshake
         self.transport.startTLS(ctx.tls.creator())
 
 

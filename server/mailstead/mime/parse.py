@@ -32,6 +32,7 @@ Conventions (all offsets index the full message bytes):
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -315,6 +316,13 @@ def _field_map(header_block: bytes) -> dict[bytes, bytes]:
     return fields
 
 
+@functools.lru_cache(maxsize=128)
+def _wanted_names(names: tuple[bytes | str, ...]) -> frozenset[bytes]:
+    return frozenset(
+        (n.encode("latin-1") if isinstance(n, str) else bytes(n)).lower() for n in names
+    )
+
+
 def header_fields(header_block: bytes, names: Iterable[bytes], *, exclude: bool) -> bytes:
     """BODY[HEADER.FIELDS (...)] / HEADER.FIELDS.NOT: matching (or non-matching) fields.
 
@@ -322,7 +330,7 @@ def header_fields(header_block: bytes, names: Iterable[bytes], *, exclude: bool)
     by the blank line (RFC 3501 includes it). Name matching is ASCII case-insensitive.
     With ``exclude=True`` unparseable lines are returned too, as they match no name.
     """
-    wanted = {(n.encode("latin-1") if isinstance(n, str) else bytes(n)).lower() for n in names}
+    wanted = _wanted_names(tuple(names))
     out = [unit for name, unit in header_units(header_block) if (name in wanted) != exclude]
     out.append(_CRLF)
     return b"".join(out)
