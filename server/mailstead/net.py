@@ -89,6 +89,24 @@ class TransportOutput:
         self.lost()
 
 
+def set_nodelay(transport: Any) -> None:
+    """Disable Nagle: a response must not wait for the client's delayed ACK of the last one.
+
+    With TLS the TCP transport sits below the TLS protocol, so walk down to it.
+    """
+    for _ in range(3):
+        setter = getattr(transport, "setTcpNoDelay", None)
+        if setter is not None:
+            try:
+                setter(True)
+            except OSError:
+                pass
+            return
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return
+
+
 class ConnectionLimiter:
     """Counts connections per remote IP across every listener that shares it."""
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from ..net import IdleTimer, TransportOutput
+from ..net import IdleTimer, TransportOutput, set_nodelay
 from .session import IMAPSession
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class IMAPProtocol(Protocol):
     def connectionMade(self) -> None:
         ctx = self.factory.ctx
         self.ip = self.transport.getPeer().host
+        set_nodelay(self.transport)
         self.out = SessionOutput(self)
         limit = ctx.config["limits"]["max_connections_per_ip"]
         if not self.factory.limiter.acquire(self.ip, limit):

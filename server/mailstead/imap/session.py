@@ -26,6 +26,7 @@ from ..auth.sasl import (
     encode_base64,
 )
 from ..config import is_loopback
+from ..net import ConnectionLimiter
 from ..store.api import StorageFull, StoreError, User
 from . import commands as c
 from .codec import CommandReader, Continue, Fatal, RawCommand, RawLine, Reject, parse_command
@@ -137,6 +138,7 @@ class IMAPSession:
         self._task: asyncio.Task[None] | None = None
         self._line_waiter: asyncio.Future[RawLine] | None = None
         self._shutdown_reason: str | None = None
+        self._user_slot: ConnectionLimiter | None = None
         self.busy = False
 
     # --- capabilities --------------------------------------------------------------
@@ -344,6 +346,9 @@ class IMAPSession:
     def connection_lost(self) -> None:
         self.state = State.LOGOUT
         self.unselect()
+        if self._user_slot is not None and self.user is not None:
+            self._user_slot.release(str(self.user.id))
+            self._user_slot = None
         if self._line_waiter is not None and not self._line_waiter.done():
             self._line_waiter.cancel()
 
@@ -361,6 +366,11 @@ class IMAPSession:
                 self.out.write(b"* BYE Too many failed logins\r\n")
                 self.close()
             return no("Authentication failed", "AUTHENTICATIONFAILED")
+        limiter = self.ctx.shared.setdefault("user_sessions", ConnectionLimiter())
+        if not limiter.acquire(str(user.id), self.ctx.config["limits"]["max_sessions_per_user"]):
+            log.info("IMAP login %s from %s refused: too many sessions", user.name, self.peer)
+            return no("Too many sessions for this user", "LIMIT")
+        self._user_slot = limiter
         self.user = user
         self.state = State.AUTHENTICATED
         self.ctx.count("imap_logins_ok")
