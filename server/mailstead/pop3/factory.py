@@ -1,0 +1,44 @@
+"""``POP3Factory``: what the daemon binds to each POP3 listener (plain or implicit TLS)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.protocol import ServerFactory
+
+from ..net import ConnectionLimiter
+from .protocol import POP3Protocol
+from .settings import POP3Settings
+
+if TYPE_CHECKING:
+    from ..context import ServerContext
+
+
+class POP3Factory(ServerFactory):
+    """Builds one ``POP3Protocol`` per connection, all sharing the server context.
+
+    ``implicit_tls`` tells the sessions that the daemon has wrapped this factory in a
+    ``TLSMemoryBIOFactory`` (POP3S), so TLS is active from the first octet and STLS is
+    refused. Shared by every POP3 listener of one server (through ``ctx.shared``):
+    ``last_login`` (user id → monotonic time of the last successful login), which enforces
+    ``[pop3] login_delay``, and the per-IP connection counts for
+    ``[limits] max_connections_per_ip``.
+    """
+
+    noisy = False  # no "Starting factory" log lines; the daemon logs its listeners
+
+    def __init__(self, ctx: ServerContext, implicit_tls: bool = False) -> None:
+        self.ctx = ctx
+        self.implicit_tls = implicit_tls
+        self.settings = POP3Settings.from_config(ctx.config)
+        self.last_login: dict[int, float] = ctx.shared.setdefault("pop3_last_login", {})
+        self.limiter: ConnectionLimiter = ctx.shared.setdefault(
+            "pop3_limiter", ConnectionLimiter()
+        )
+        self.max_per_ip: int = ctx.config["limits"]["max_connections_per_ip"]
+
+    def buildProtocol(self, addr: Any) -> POP3Protocol:
+        proto = POP3Protocol(self)
+        proto.factory = self
+        return proto
+

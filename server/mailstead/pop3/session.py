@@ -1,0 +1,497 @@
+"""The POP3 state machine (RFC 1939, RFC 2449, RFC 2595 STLS, RFC 5034 AUTH).
+
+A ``POP3Session`` receives one line at a time from its connection, strictly in order, and
+answers through a ``Channel``; it knows nothing about Twisted. Each command runs to
+completion (including any store call it awaits) before the next line is handed in, so
+pipelined commands are answered in order. Every failure becomes an ``-ERR`` and the
+session goes on; unexpected ones are logged and answered ``-ERR [SYS/TEMP]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from ..auth.sasl import (
+    MECHANISMS,
+    SaslCancelled,
+    SaslError,
+    SaslExchange,
+    decode_initial_response,
+    decode_response,
+    encode_base64,
+)
+from ..config import is_loopback
+from ..store.api import FlagMode, NotFound, StoreError, User
+from .maildrop import Entry, Maildrop, NoSuchMessage
+from .settings import POP3Settings, capabilities
+from .wire import (
+    CRLF,
+    MAX_COMMAND_LINE,
+    Command,
+    CommandSyntaxError,
+    Line,
+    Overlong,
+    err,
+    multiline,
+    ok,
+    parse_command,
+    parse_number,
+    top,
+)
+
+if TYPE_CHECKING:
+    from ..context import ServerContext
+
+log = logging.getLogger("mailstead.pop3")
+
+
+class State(enum.Enum):
+    AUTHORIZATION = "AUTHORIZATION"
+    TRANSACTION = "TRANSACTION"
+    UPDATE = "UPDATE"
+
+
+class Channel(Protocol):
+    """What a session needs from its connection (implemented by ``POP3Protocol``)."""
+
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the client, for logs."""
+
+    @property
+    def peer_host(self) -> str: ...
+
+    @property
+    def tls_active(self) -> bool: ...
+
+    @property
+    def tls_available(self) -> bool:
+        """True when STLS could start TLS now."""
+
+    def send(self, data: bytes) -> None: ...
+
+    async def send_large(self, data: bytes) -> None:
+        """Send a (possibly huge) response, waiting while the client is not reading."""
+
+    def start_tls(self, reply: bytes) -> None:
+        """Drop all buffered input, send ``reply`` in plaintext, then start TLS."""
+
+    def close(self) -> None: ...
+
+
+class CommandError(Exception):
+    """Answer ``-ERR [code] text`` and go on."""
+
+    def __init__(self, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+
+
+AUTH, TRANS = frozenset({State.AUTHORIZATION}), frozenset({State.TRANSACTION})
+BOTH = AUTH | TRANS
+PLAINTEXT_REFUSED = "Plaintext authentication is only allowed over TLS: use STLS first"
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    method: str
+    states: frozenset[State]
+    min_args: int
+    max_args: int
+
+
+_COMMANDS: dict[str, _Spec] = {
+    "CAPA": _Spec("_capa", BOTH, 0, 0),
+    "QUIT": _Spec("_quit", BOTH, 0, 0),
+    "USER": _Spec("_user", AUTH, 1, 1),
+    "PASS": _Spec("_pass", AUTH, 1, 1_000),  # the password is the rest of the line
+    "AUTH": _Spec("_auth", AUTH, 0, 2),
+    "STLS": _Spec("_stls", AUTH, 0, 0),
+    "STAT": _Spec("_stat", TRANS, 0, 0),
+    "LIST": _Spec("_list", TRANS, 0, 1),
+    "UIDL": _Spec("_uidl", TRANS, 0, 1),
+    "RETR": _Spec("_retr", TRANS, 1, 1),
+    "TOP": _Spec("_top", TRANS, 2, 2),
+    "DELE": _Spec("_dele", TRANS, 1, 1),
+    "RSET": _Spec("_rset", TRANS, 0, 0),
+    "NOOP": _Spec("_noop", TRANS, 0, 0),
+}
+
+
+def _safe(name: str) -> str:
+    """A client-chosen name fit for one log line."""
+    return repr(name[:64])
+
+
+class POP3Session:
+    """One client's POP3 conversation, from greeting to QUIT or disconnect."""
+
+    def __init__(
+        self,
+        ctx: ServerContext,
+        settings: POP3Settings,
+        channel: Channel,
+        last_login: dict[int, float] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.channel = channel
+        self.state = State.AUTHORIZATION
+        self.user: User | None = None
+        self.maildrop: Maildrop | None = None
+        self.failures = 0
+        self._last_login = last_login if last_login is not None else {}
+        self._pending_user: str | None = None
+        self._sasl: SaslExchange | None = None
+        self._locked: int | None = None  # user id whose maildrop lock we hold
+        self._seen_pending: list[int] = []  # UIDs retrieved whose \Seen is not yet stored
+        self._seen_task: asyncio.Task[None] | None = None
+
+    # --- entry points ------------------------------------------------------------------
+    def greeting(self) -> bytes:
+        return ok(f"{self.settings.hostname} Mailstead POP3 server ready")
+
+    async def handle(self, line: Line) -> None:
+        """Process one received line completely; never raises."""
+        try:
+            if self._sasl is not None:
+                await self._sasl_answer(line)
+            else:
+                await self._command(line)
+        except CommandError as exc:
+            self.channel.send(err(exc.text, exc.code))
+        except StoreError as exc:
+            log.error("pop3 store error for %s: %s", self.channel.peer, exc)
+            self.channel.send(err("Temporary server failure, try again later", "SYS/TEMP"))
+        except Exception:
+            log.exception("pop3 command failed for %s", self.channel.peer)
+            self.channel.send(err("Internal server error, try again later", "SYS/TEMP"))
+
+    def release(self) -> None:
+        """Give the maildrop lock back; safe to call any number of times."""
+        if self._locked is not None:
+            user_id, self._locked = self._locked, None
+            self.ctx.store.unlock_maildrop(user_id)
+
+    @property
+    def login_allowed(self) -> bool:
+        """Whether passwords may be sent on this connection now."""
+        ch = self.channel
+        return ch.tls_active or (
+            self.settings.plaintext_on_loopback and is_loopback(ch.peer_host)
+        )
+
+    # --- dispatch ----------------------------------------------------------------------
+    async def _command(self, line: Line) -> None:
+        # AUTH may carry a long initial response; it gets the SASL line cap (LineBuffer's).
+        if isinstance(line, Overlong) or (
+            len(line) > MAX_COMMAND_LINE and line[:5].upper() != b"AUTH "
+        ):
+            self._pending_user = None
+            raise CommandError("Line too long")
+        try:
+            cmd = parse_command(line)
+        except CommandSyntaxError as exc:
+            self._pending_user = None
+            raise CommandError(str(exc)) from None
+        spec = _COMMANDS.get(cmd.name)
+        if cmd.name != "PASS":
+            self._pending_user = None  # PASS must follow USER immediately (RFC 1939 §7)
+        if spec is None:
+            raise CommandError(f"Unknown command {cmd.name}")
+        if self.state not in spec.states:
+            if self.state is State.TRANSACTION:
+                raise CommandError(f"{cmd.name} is not valid after login")
+            raise CommandError(f"{cmd.name} is only valid after login")
+        if len(cmd.args) < spec.min_args:
+            raise CommandError(f"Missing argument to {cmd.name}")
+        if len(cmd.args) > spec.max_args:
+            raise CommandError(f"Too many arguments to {cmd.name}")
+        handler: Callable[[Command], Awaitable[None]] = getattr(self, spec.method)
+        await handler(cmd)
+
+    # --- any state ---------------------------------------------------------------------
+    async def _capa(self, cmd: Command) -> None:
+        ch = self.channel
+        caps = capabilities(
+            self.settings,
+            login_allowed=self.login_allowed,
+            stls=self.state is State.AUTHORIZATION and ch.tls_available and not ch.tls_active,
+        )
+        ch.send(ok("Capability list follows") + multiline(CRLF.join(c.encode() for c in caps)))
+
+    async def _quit(self, cmd: Command) -> None:
+        if self.state is State.AUTHORIZATION:
+            self.channel.send(ok("Bye"))
+            self.channel.close()
+            return
+        assert self.maildrop is not None
+        self.state = State.UPDATE
+        uids = self.maildrop.deleted_uids()
+        gone = set(uids)
+        self._seen_pending = [uid for uid in self._seen_pending if uid not in gone]
+        await self.flush_seen()
+        removed: list[int] = []
+        if uids:
+            try:
+                removed = await self.ctx.store.expunge(self.maildrop.mailbox_id, uids, origin=self)
+            except Exception as exc:
+                log.error("pop3 QUIT of %s could not delete %d messages: %s",
+                          self._who(), len(uids), exc)
+                self.release()
+                self.channel.send(err("Could not delete messages; none were deleted",
+                                      "SYS/TEMP"))
+                self.channel.close()
+                return
+        self.ctx.count("pop3_deleted", len(removed))
+        self.release()
+        log.info("pop3 logout of %s from %s (%d deleted)", self._who(), self.channel.peer,
+                 len(removed))
+        self.channel.send(ok(f"Bye ({len(uids)} messages deleted)"))
+        self.channel.close()
+
+    # --- AUTHORIZATION -----------------------------------------------------------------
+    def _require_login_allowed(self) -> None:
+        if not self.login_allowed:
+            raise CommandError(PLAINTEXT_REFUSED, "AUTH")
+
+    async def _user(self, cmd: Command) -> None:
+        self._require_login_allowed()
+        self._pending_user = cmd.args[0]
+        self.channel.send(ok("Send your password"))
+
+    async def _pass(self, cmd: Command) -> None:
+        login, self._pending_user = self._pending_user, None
+        self._require_login_allowed()
+        if login is None:
+            raise CommandError("Send USER first")
+        await self._login(login, cmd.rest)
+
+    async def _stls(self, cmd: Command) -> None:
+        if self.channel.tls_active:
+            raise CommandError("TLS is already active")
+        if not self.channel.tls_available:
+            raise CommandError("TLS is not available")
+        self.channel.start_tls(ok("Begin TLS negotiation"))
+
+    async def _auth(self, cmd: Command) -> None:
+        if not cmd.args:  # the RFC 1734-era mechanism listing many clients still probe
+            mechs = MECHANISMS if self.login_allowed else ()
+            body = CRLF.join(m.encode() for m in mechs)
+            self.channel.send(ok("Supported SASL mechanisms") + multiline(body))
+            return
+        self._require_login_allowed()
+        try:
+            initial = decode_initial_response(cmd.args[1]) if len(cmd.args) > 1 else None
+            self._sasl = SaslExchange.start(cmd.args[0], initial)
+        except SaslError as exc:
+            raise CommandError(str(exc)) from None
+        await self._sasl_step()
+
+    async def _sasl_answer(self, line: Line) -> None:
+        if isinstance(line, Overlong):
+            self._sasl = None
+            raise CommandError("Line too long; authentication aborted")
+        assert self._sasl is not None
+        try:
+            self._sasl.feed(decode_response(line))
+        except SaslCancelled:
+            self._sasl = None
+            raise CommandError("Authentication cancelled") from None
+        except SaslError as exc:
+            self._sasl = None
+            raise CommandError(str(exc)) from None
+        await self._sasl_step()
+
+    async def _sasl_step(self) -> None:
+        assert self._sasl is not None
+        try:
+            step = self._sasl.next_step()
+        except SaslError as exc:
+            self._sasl = None
+            raise CommandError(str(exc)) from None
+        if isinstance(step, bytes):
+            self.channel.send(b"+ " + encode_base64(step) + CRLF)
+            return
+        self._sasl = None
+        await self._login(step.authcid, step.password, step.authzid)
+
+    async def _login(self, login: str, password: str, authzid: str = "") -> None:
+        auth = self.ctx.auth
+        user = await auth.check(login, password)
+        if user is not None and authzid:  # acting as someone else is not supported
+            target = await auth.find_user(authzid)
+            if target is None or target.id != user.id:
+                user = None
+        if user is None:
+            await self._login_failed(login)
+            return
+        delay = self.settings.login_delay
+        if delay > 0:
+            last = self._last_login.get(user.id)
+            wait = 0.0 if last is None else last + delay - time.monotonic()
+            if wait > 0:
+                log.info("pop3 login of %s from %s refused: LOGIN-DELAY", _safe(user.name),
+                         self.channel.peer)
+                raise CommandError(f"Wait {int(wait) + 1} more seconds before logging in again",
+                                   "LOGIN-DELAY")
+        store = self.ctx.store
+        if not store.try_lock_maildrop(user.id):
+            self.ctx.count("pop3_in_use")
+            log.info("pop3 login of %s from %s refused: maildrop in use", _safe(user.name),
+                     self.channel.peer)
+            raise CommandError("Maildrop already locked", "IN-USE")
+        self._locked = user.id
+        try:
+            inbox = await store.get_mailbox(user.id, "INBOX")
+            if inbox is None:
+                raise NotFound("INBOX does not exist")
+            infos = await store.list_messages(inbox.id)
+        except NotFound:
+            self.release()
+            log.error("pop3 login of %s: INBOX does not exist", _safe(user.name))
+            raise CommandError("Your INBOX does not exist", "SYS/PERM") from None
+        except BaseException:
+            self.release()
+            raise
+        self.user = user
+        self.maildrop = Maildrop(inbox.id, inbox.uidvalidity, infos)
+        self.state = State.TRANSACTION
+        self._last_login[user.id] = time.monotonic()
+        self.ctx.count("pop3_logins_ok")
+        count, size = self.maildrop.stat()
+        log.info("pop3 login ok for %s from %s (%d messages)", _safe(user.name),
+                 self.channel.peer, count)
+        self.channel.send(ok(f"Maildrop locked and ready, {count} messages ({size} octets)"))
+
+    async def _login_failed(self, login: str) -> None:
+        self.failures += 1
+        self.ctx.count("pop3_logins_failed")
+        log.warning("pop3 login failed for %s from %s (failure %d)", _safe(login),
+                    self.channel.peer, self.failures)
+        await asyncio.sleep(self.settings.failure_delay(self.failures))
+        if self.failures >= self.settings.max_failures:
+            self.channel.send(err("Authentication failed; too many failures, goodbye", "AUTH"))
+            self.channel.close()
+            return
+        raise CommandError("Authentication failed", "AUTH")
+
+    # --- TRANSACTION -------------------------------------------------------------------
+    @property
+    def _drop(self) -> Maildrop:
+        assert self.maildrop is not None
+        return self.maildrop
+
+    def _who(self) -> str:
+        return _safe(self.user.name) if self.user else "(nobody)"
+
+    def _entry(self, text: str) -> Entry:
+        try:
+            return self._drop.get(text)
+        except NoSuchMessage as exc:
+            raise CommandError(str(exc)) from None
+
+    async def _stat(self, cmd: Command) -> None:
+        count, size = self._drop.stat()
+        self.channel.send(ok(f"{count} {size}"))
+
+    async def _list(self, cmd: Command) -> None:
+        drop = self._drop
+        if cmd.args:
+            entry = self._entry(cmd.args[0])
+            self.channel.send(ok(f"{entry.number} {entry.size}"))
+            return
+        count, size = drop.stat()
+        body = b"".join(b"%d %d\r\n" % (e.number, e.size) for e in drop.live())
+        self.channel.send(ok(f"{count} messages ({size} octets)") + multiline(body))
+
+    async def _uidl(self, cmd: Command) -> None:
+        drop = self._drop
+        if cmd.args:
+            entry = self._entry(cmd.args[0])
+            self.channel.send(ok(f"{entry.number} {drop.unique_id(entry)}"))
+            return
+        body = "".join(f"{e.number} {drop.unique_id(e)}\r\n" for e in drop.live())
+        self.channel.send(ok("Unique-id listing follows") + multiline(body.encode()))
+
+    async def _read(self, number_text: str) -> tuple[int, int, bytes]:
+        entry = self._entry(number_text)
+        data = await self.ctx.store.read_message(self._drop.mailbox_id, entry.uid)
+        if data is None:
+            raise CommandError(f"Message {entry.number} no longer exists")
+        return entry.number, entry.uid, data
+
+    async def _retr(self, cmd: Command) -> None:
+        number, uid, data = await self._read(cmd.args[0])
+        entry = self._drop.entries[number - 1]
+        self.ctx.count("pop3_retr")
+        await self.channel.send_large(ok(f"{len(data)} octets") + multiline(data))
+        if self.settings.retr_sets_seen and not entry.seen:
+            entry.seen = True
+            self._seen_pending.append(uid)
+
+    # --- \Seen flags of retrieved messages ------------------------------------------------
+    # RETR only notes the UID; the flags are written in the background, one store call per
+    # burst, so the next command never waits for a flag transaction (and its fsync).
+
+    @property
+    def seen_busy(self) -> bool:
+        """True while \\Seen flags are waiting to be written or being written."""
+        return bool(self._seen_pending) or self._seen_task is not None
+
+    def schedule_seen(self) -> None:
+        """Start writing the pending \\Seen flags in the background (no-op if running)."""
+        if self._seen_pending and self._seen_task is None:
+            self._seen_task = self.ctx.loop.create_task(self._write_seen())
+
+    async def flush_seen(self) -> None:
+        """Wait until every pending \\Seen flag is written (or has failed); never raises."""
+        self.schedule_seen()
+        task = self._seen_task
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _write_seen(self) -> None:
+        try:
+            while self._seen_pending and self.maildrop is not None:
+                uids, self._seen_pending = self._seen_pending, []
+                try:
+                    await self.ctx.store.store_flags(
+                        self.maildrop.mailbox_id, uids, FlagMode.ADD, ["\\Seen"], origin=self
+                    )
+                except Exception as exc:  # the messages went out; only the flags are lost
+                    failed = set(uids)
+                    for entry in self.maildrop.entries:
+                        if entry.uid in failed:
+                            entry.seen = False
+                    log.warning("pop3 could not set \\Seen on %d messages of %s: %s",
+                                len(uids), self._who(), exc)
+        finally:
+            self._seen_task = None
+
+    async def _top(self, cmd: Command) -> None:
+        lines = parse_number(cmd.args[1])
+        if lines is None:
+            raise CommandError(f"Invalid line count {cmd.args[1][:20]!r}")
+        _, _, data = await self._read(cmd.args[0])
+        await self.channel.send_large(ok("Top of message follows") + multiline(top(data, lines)))
+
+    async def _dele(self, cmd: Command) -> None:
+        entry = self._entry(cmd.args[0])
+        entry.deleted = True
+        self.channel.send(ok(f"Message {entry.number} deleted"))
+
+    async def _rset(self, cmd: Command) -> None:
+        self._drop.reset()
+        count, size = self._drop.stat()
+        self.channel.send(ok(f"Maildrop has {count} messages ({size} octets)"))
+
+    async def _noop(self, cmd: Command) -> None:
+        self.channel.send(ok())
