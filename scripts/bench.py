@@ -19,10 +19,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "server"))
 
 CONFIG = """
 [server]
@@ -177,27 +180,61 @@ async def lmtp_deliver(
     return time.perf_counter() - start
 
 
-def cmd_deliver(args: argparse.Namespace) -> dict[str, object]:
+@dataclass
+class Target:
+    """A server to measure: ours (started here) or another one (e.g. Dovecot)."""
+
+    label: str
+    host: str
+    port: int  # the protocol port of the benchmark (IMAP or POP3)
+    lmtp_port: int | None
+    user: str
+    password: str
+    rcpt: str
+
+
+def targets(args: argparse.Namespace, proto: str) -> Iterator[Target]:
+    """Our own fresh server, then the one named by --host, if any."""
+    with own_server() as (ports, _):
+        yield Target("mailstead", "127.0.0.1", ports[(proto, False)] if proto else 0,
+                     ports[("lmtp", False)], "bench", "bench", "bench@bench.test")
+    if args.host:
+        yield Target(args.label, args.host, args.port, args.lmtp_port, args.user,
+                     args.password, args.rcpt)
+
+
+def compare(results: list[dict[str, Any]], key: str, higher_is_better: bool) -> dict[str, Any]:
+    """All results, and ours relative to the other on ``key`` (>1 means we are better)."""
+    out: dict[str, Any] = {r["server"]: r for r in results}
+    if len(results) == 2 and results[1].get(key):
+        ours, other = results[0][key], results[1][key]
+        out["ratio"] = {key: round(ours / other if higher_is_better else other / ours, 3),
+                        "meaning": "mailstead relative to " + results[1]["server"]
+                        + " (>1: mailstead better)"}
+    return out
+
+
+def deliver_messages(target: Target, messages: list[bytes], concurrency: int) -> float:
+    if target.lmtp_port is None:
+        raise SystemExit(f"{target.label}: --lmtp-port is needed to deliver messages")
+    return asyncio.run(lmtp_deliver(target.host, target.lmtp_port, target.rcpt, messages,
+                                    concurrency))
+
+
+def cmd_deliver(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     messages = [realistic_message(i, rng) for i in range(args.n)]
     total = sum(len(m) for m in messages)
-
-    def run(host: str, port: int, rcpt: str) -> dict[str, object]:
-        elapsed = asyncio.run(lmtp_deliver(host, port, rcpt, messages, args.concurrency))
-        return {
-            "benchmark": "deliver",
-            "messages": args.n,
-            "bytes": total,
-            "concurrency": args.concurrency,
-            "seconds": round(elapsed, 3),
+    results = []
+    for target in targets(args, ""):
+        elapsed = deliver_messages(target, messages, args.concurrency)
+        results.append({
+            "server": target.label, "benchmark": "deliver", "messages": args.n,
+            "bytes": total, "concurrency": args.concurrency, "seconds": round(elapsed, 3),
             "messages_per_second": round(args.n / elapsed, 1),
             "mb_per_second": round(total / elapsed / 1e6, 2),
-        }
-
-    if args.host:
-        return run(args.host, args.port, args.rcpt)
-    with own_server() as (ports, _):
-        return run("127.0.0.1", ports[("lmtp", False)], "bench@bench.test")
+        })
+    return compare(results, "messages_per_second", higher_is_better=True)
 
 
 class ImapClient:
@@ -326,53 +363,61 @@ async def imap_append(host: str, port: int, user: str, password: str,
     await client.close()
 
 
-def cmd_imap_sync(args: argparse.Namespace) -> dict[str, object]:
+def cmd_imap_sync(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
+    messages = [] if args.no_deliver else [realistic_message(i, rng) for i in range(args.n)]
+    results = []
+    for t in targets(args, "imap"):
+        if messages:
+            deliver_messages(t, messages, args.concurrency)
+        result: dict[str, Any] = {"server": t.label, "benchmark": "imap-sync"}
+        result.update(asyncio.run(imap_sync(t.host, t.port, t.user, t.password)))
+        result.update(asyncio.run(idle_latency(t.host, t.port, t.user, t.password)))
+        results.append(result)
+    return compare(results, "sync_seconds", higher_is_better=False)
 
-    def run(imap_port: int, lmtp_port: int | None, user: str, password: str) -> dict[str, object]:
-        if not args.no_deliver:
-            messages = [realistic_message(i, rng) for i in range(args.n)]
-            if lmtp_port is not None:
-                asyncio.run(lmtp_deliver("127.0.0.1" if not args.host else args.host, lmtp_port,
-                                         args.rcpt, messages, args.concurrency))
-            else:
-                asyncio.run(imap_append(args.host, imap_port, user, password, messages))
-        host = args.host or "127.0.0.1"
-        result: dict[str, object] = {"benchmark": "imap-sync", "server": args.label}
-        result.update(asyncio.run(imap_sync(host, imap_port, user, password)))
-        result.update(asyncio.run(idle_latency(host, imap_port, user, password)))
-        return result
 
-    if args.host:
-        return run(args.port, args.lmtp_port, args.user, args.password)
-    with own_server() as (ports, _):
-        return run(ports[("imap", False)], ports[("lmtp", False)], "bench", "bench")
+def cmd_pop3(args: argparse.Namespace) -> dict[str, Any]:
+    from mailstead.pop3.bench import bench_pop3
+
+    rng = random.Random(args.seed)
+    messages = [] if args.no_deliver else [realistic_message(i, rng) for i in range(args.n)]
+    results = []
+    for t in targets(args, "pop3"):
+        if messages:
+            deliver_messages(t, messages, args.concurrency)
+        result: dict[str, Any] = {"server": t.label, "benchmark": "pop3"}
+        result.update(asyncio.run(bench_pop3(t.host, t.port, t.user, t.password, 0)))
+        results.append(result)
+    return compare(results, "retr_msgs_per_s", higher_is_better=True)
+
+
+def add_target_options(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument("-n", type=int, default=2000, help="messages to deliver first")
+    p.add_argument("--concurrency", type=int, default=8, help="parallel LMTP connections")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--host", help="also measure this server (e.g. Dovecot) and print the ratio")
+    p.add_argument("--port", type=int, default=port)
+    p.add_argument("--user", default="bench")
+    p.add_argument("--password", default="bench")
+    p.add_argument("--lmtp-port", type=int, help="the other server's LMTP port for delivery")
+    p.add_argument("--rcpt", default="bench", help="the other server's LMTP recipient")
+    p.add_argument("--label", default="other")
+    p.add_argument("--no-deliver", action="store_true", help="measure what is there already")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
     sub = parser.add_subparsers(dest="bench", required=True)
     p = sub.add_parser("deliver", help="LMTP delivery throughput")
-    p.add_argument("-n", type=int, default=1000)
-    p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--host")
-    p.add_argument("--port", type=int, default=24)
-    p.add_argument("--rcpt", default="bench@bench.test")
+    add_target_options(p, 24)
     p.set_defaults(func=cmd_deliver)
     p = sub.add_parser("imap-sync", help="Thunderbird-like first sync and IDLE latency")
-    p.add_argument("-n", type=int, default=2000)
-    p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--host", help="measure this server instead of starting our own")
-    p.add_argument("--port", type=int, default=143)
-    p.add_argument("--user", default="bench")
-    p.add_argument("--password", default="bench")
-    p.add_argument("--lmtp-port", type=int, help="deliver over LMTP (else IMAP APPEND)")
-    p.add_argument("--rcpt", default="bench@bench.test")
-    p.add_argument("--no-deliver", action="store_true", help="sync what is there already")
-    p.add_argument("--label", default="mailstead")
+    add_target_options(p, 143)
     p.set_defaults(func=cmd_imap_sync)
+    p = sub.add_parser("pop3", help="POP3 STAT, UIDL, RETR of every message, QUIT")
+    add_target_options(p, 110)
+    p.set_defaults(func=cmd_pop3)
     args = parser.parse_args()
     print(json.dumps(args.func(args)))
 

@@ -19,6 +19,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..net import set_nodelay
 from .session import POP3Session
 from .wire import MAX_AUTH_LINE, Line, LineBuffer, err
 
@@ -107,12 +108,13 @@ class POP3Protocol(Protocol):
         if not self._lost and self.transport is not None:
             self.transport.write(data)
 
-    async def send_large(self, data: bytes) -> None:
-        if len(data) <= WRITE_CHUNK:
-            self.send(data)
+    async def send_large(self, parts: list[bytes]) -> None:
+        if self._lost or self.transport is None:
             return
-        if self._lost:
+        if sum(len(p) for p in parts) <= WRITE_CHUNK:
+            self.transport.writeSequence(parts)
             return
+        data = b"".join(parts)
         gate = self._gate = _OutputGate(self._touch)
         self.transport.registerProducer(gate, True)
         try:
@@ -125,6 +127,9 @@ class POP3Protocol(Protocol):
             self._gate = None
             if not self._lost:
                 self.transport.unregisterProducer()
+
+    def queued_lines(self) -> collections.deque[Line]:
+        return self._pending
 
     def start_tls(self, reply: bytes) -> None:
         # Nothing the client sent after STLS may be read as a command (RFC 2595 §2.2).
@@ -149,6 +154,7 @@ class POP3Protocol(Protocol):
     def connectionMade(self) -> None:
         addr = self.transport.getPeer()
         self.peer_host = str(getattr(addr, "host", ""))
+        set_nodelay(self.transport)
         port = getattr(addr, "port", None)
         host = f"[{self.peer_host}]" if ":" in self.peer_host else self.peer_host
         self.peer = f"{host}:{port}" if port is not None else host

@@ -141,21 +141,32 @@ def err(text: str, code: str | None = None) -> bytes:
     return b"-ERR " + (prefix + text).encode() + CRLF
 
 
-def multiline(data: bytes) -> bytes:
-    """A multi-line body: dot-stuffed, CRLF added if missing, ``.CRLF`` terminated.
+_DOT_LINE = re.compile(rb"\n\.")
+
+
+def multiline_parts(data: bytes) -> list[bytes]:
+    """A multi-line body as pieces to write: dot-stuffed, CRLF added if missing, ``.CRLF``.
 
     Lines are CRLF-delimited (messages are stored CRLF-normalised); every line of the
     whole body that starts with ``.`` gets another ``.`` in front. An empty body is no
-    lines at all.
+    lines at all. Returning pieces spares RETR a copy of every message.
     """
     if not data:
-        return TERMINATOR
-    stuffed = data.replace(b"\r\n.", b"\r\n..")
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
-    if not stuffed.endswith(CRLF):
-        stuffed += CRLF
-    return stuffed + TERMINATOR
+        return [TERMINATOR]
+    # A regex search is several times faster than bytes.__contains__ for this needle,
+    # and most messages have no line starting with "." at all.
+    if _DOT_LINE.search(data):
+        data = data.replace(b"\r\n.", b"\r\n..")
+    if data.startswith(b"."):
+        data = b"." + data
+    if data.endswith(CRLF):
+        return [data, TERMINATOR]
+    return [data, CRLF, TERMINATOR]
+
+
+def multiline(data: bytes) -> bytes:
+    """``multiline_parts`` joined into one bytes object."""
+    return b"".join(multiline_parts(data))
 
 
 def unstuff(body: bytes) -> bytes:

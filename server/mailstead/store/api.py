@@ -251,6 +251,10 @@ class MailStore(abc.ABC):
         """The stored octets (CRLF), or None when the message is gone."""
 
     @abc.abstractmethod
+    async def read_messages(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
+        """Several messages' octets in one call (for read-ahead); missing UIDs are absent."""
+
+    @abc.abstractmethod
     async def read_headers(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
         """Top-level header blocks (with the blank line) without reading bodies."""
 

@@ -787,6 +787,9 @@ class SqliteStore(MailStore):
 
         return await self._read(q)
 
+    async def read_messages(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
+        return await self._blob_column("data", mailbox_id, uids)
+
     async def read_headers(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
         return await self._blob_column("header", mailbox_id, uids)
 
