@@ -741,7 +741,7 @@ def test_badcharset_is_no_with_code() -> None:
 
 def test_unknown_special_use_is_no_use_attr() -> None:
     err = error(b"a CREATE x (USE (\\Bogus))")
-    assert (err.status, err.code) == ("NO", "USE-ATTR")
+    assert (err.status, err.code) == ("NO", "USEATTR")
     assert err.message == "Unsupported special-use attribute \\Bogus"
 
 

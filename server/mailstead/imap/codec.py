@@ -883,7 +883,7 @@ def _parse_create(p: _Parser, tag: bytes, uid: bool) -> Command:
             if known is None:
                 p.fail(
                     f"Unsupported special-use attribute {_show(attr.encode())}",
-                    code="USE-ATTR",
+                    code="USEATTR",
                     status="NO",
                 )
             uses.append(known)
@@ -893,10 +893,11 @@ def _parse_create(p: _Parser, tag: bytes, uid: bool) -> Command:
             if name != "USE":
                 p.fail(f"Unknown CREATE parameter {_show(name.encode())}")
             p.sp("special-use attributes")
-            p.items("special-use attributes", use_attr, empty_ok=False)
+            # RFC 6154 §6: "(" [use-attr *(SP use-attr)] ")" may be empty.
+            p.items("special-use attributes", use_attr, empty_ok=True)
 
         p.items("CREATE parameters", param, empty_ok=False)
-    p.finish("mailbox name" if not uses else "CREATE parameters")
+    p.finish("CREATE parameters")
     return Create(tag, mailbox, tuple(uses))
 
 

@@ -221,12 +221,21 @@ async def h_list(s: IMAPSession, cmd: c.List) -> Result:
     lines: list[tuple[str, list[str], bytes]] = []
 
     if cmd.lsub:
-        sub_parents = {p for name in subscribed for p in _parents(name)}
-        for name in sorted(subscribed | sub_parents, key=_sort_key):
-            if not matches(name):
-                continue
-            attrs = [] if name in subscribed else ["\\Noselect"]
-            lines.append((name, attrs, b""))
+        # RFC 3501 §6.3.9: a parent that is not subscribed itself is listed (\\Noselect)
+        # only where a "%" hid a subscribed name below it.
+        percent = [pattern_regex(cmd.reference + p) for p in cmd.patterns if "%" in p]
+        hidden_parents = {
+            parent
+            for name in subscribed
+            for parent in _parents(name)
+            if parent not in subscribed
+            and any(r.match(parent) and not r.match(name) for r in percent)
+        }
+        for name in sorted(subscribed | hidden_parents, key=_sort_key):
+            if name in subscribed and matches(name):
+                lines.append((name, [], b""))
+            elif name in hidden_parents:
+                lines.append((name, ["\\Noselect"], b""))
     elif "SUBSCRIBED" in sel:
         candidates = set(subscribed)
         if "RECURSIVEMATCH" in sel:

@@ -25,6 +25,7 @@ from ..auth.sasl import (
     decode_response,
     encode_base64,
 )
+from ..auth.users import local_part
 from ..config import is_loopback
 from ..net import ConnectionLimiter
 from ..store.api import StorageFull, StoreError, User
@@ -353,18 +354,22 @@ class IMAPSession:
             self._line_waiter.cancel()
 
     # --- authentication --------------------------------------------------------------
+    async def login_failed(self, login: str) -> None:
+        """Count, log and slow down a failed login; too many and the session ends."""
+        self.failed_logins += 1
+        self.ctx.count("imap_logins_failed")
+        log.info("IMAP login failed for %r from %s", login[:100], self.peer)
+        await asyncio.sleep(min(0.5 * 2 ** (self.failed_logins - 1), 8.0))
+        if self.failed_logins >= 5:
+            self.out.write(b"* BYE Too many failed logins\r\n")
+            self.close()
+
     async def login(self, login: str, password: str) -> Result:
         if not self.plaintext_ok:
             return no("Plaintext authentication requires TLS", "PRIVACYREQUIRED")
         user = await self.ctx.auth.check(login, password)
         if user is None:
-            self.failed_logins += 1
-            self.ctx.count("imap_logins_failed")
-            log.info("IMAP login failed for %r from %s", login[:100], self.peer)
-            await asyncio.sleep(min(0.5 * 2 ** (self.failed_logins - 1), 8.0))
-            if self.failed_logins >= 5:
-                self.out.write(b"* BYE Too many failed logins\r\n")
-                self.close()
+            await self.login_failed(login)
             return no("Authentication failed", "AUTHENTICATIONFAILED")
         limiter = self.ctx.shared.setdefault("user_sessions", ConnectionLimiter())
         if not limiter.acquire(str(user.id), self.ctx.config["limits"]["max_sessions_per_user"]):
@@ -440,7 +445,16 @@ async def h_authenticate(s: IMAPSession, cmd: c.Authenticate) -> Result:
         return bad("Authentication cancelled")
     except SaslError as exc:
         return bad(f"Invalid authentication data: {exc}")
+    if step.authzid and not _same_user(step.authzid, step.authcid, s.ctx.config.domains):
+        # Nobody may act as another user here (RFC 4616 §2: authorization is ours to deny).
+        await s.login_failed(step.authcid)
+        return no("Not authorized to act as that user", "AUTHORIZATIONFAILED")
     return await s.login(step.authcid, step.password)
+
+
+def _same_user(authzid: str, authcid: str, domains: list[str]) -> bool:
+    a, b = local_part(authzid, domains), local_part(authcid, domains)
+    return a is not None and b is not None and a.lower() == b.lower()
 
 
 async def h_enable(s: IMAPSession, cmd: c.Enable) -> Result:

@@ -122,7 +122,9 @@ def decode_mailbox_name(raw: bytes, *, normalize_inbox: bool = True) -> str:
     Pure US-ASCII is modified UTF-7. Anything with 8-bit octets is taken as UTF-8
     (RFC 6855 UTF8=ACCEPT clients) provided it is valid and has no ``&``, since a
     name mixing both encodings cannot be read unambiguously. Control characters are
-    refused either way. ``INBOX`` in any ASCII case becomes ``"INBOX"``.
+    refused either way. ``INBOX`` in any ASCII case becomes ``"INBOX"``, also as the
+    first level of a hierarchy (``inbox/sub`` is ``INBOX/sub``), so LIST patterns, which
+    match INBOX case-insensitively, find what CREATE made.
     """
     if raw.isascii():
         name = decode_mailbox(raw)
@@ -135,6 +137,7 @@ def decode_mailbox_name(raw: bytes, *, normalize_inbox: bool = True) -> str:
             raise ValueError("Mailbox name is neither modified UTF-7 nor UTF-8") from exc
     if _has_control(name):
         raise ValueError("Mailbox name contains a control character")
-    if normalize_inbox and name.isascii() and name.upper() == "INBOX":
-        return "INBOX"
+    head = name[:5]
+    if normalize_inbox and head.isascii() and head.upper() == "INBOX" and name[5:6] in ("", "/"):
+        return "INBOX" + name[5:]
     return name
