@@ -65,6 +65,16 @@ class ServerContext:
     # State shared by listeners of one kind (e.g. IMAP's \Recent tracker, per-IP counts).
     shared: dict[str, Any] = field(default_factory=dict)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # Prometheus metrics (``metrics.Metrics``), when the daemon set them up.
+    metrics: Any = None
 
     def count(self, name: str, n: int = 1) -> None:
+        """Count an event, e.g. ``imap_logins_ok`` (also exported as a metric)."""
         self.counters[name] = self.counters.get(name, 0) + n
+        if self.metrics is not None:
+            self.metrics.count(name, n)
+
+    def observe(self, name: str, seconds: float, label: str = "") -> None:
+        """Record a duration, e.g. ``imap_command`` with label ``FETCH``."""
+        if self.metrics is not None:
+            self.metrics.observe(name, seconds, label)

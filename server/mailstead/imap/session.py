@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -257,6 +258,7 @@ class IMAPSession:
             return
         name = cmd.name
         self.ctx.count(f"imap_command_{name.lower()}")
+        started = time.perf_counter()
         try:
             result = await handler(self, cmd)
         except CommandFailed as exc:
@@ -266,6 +268,7 @@ class IMAPSession:
         except StoreError as exc:
             log.warning("IMAP %s %s failed: %s", self.peer, name, exc)
             result = no(f"{exc}", "SERVERBUG")
+        self.ctx.observe("imap_command", time.perf_counter() - started, name)
         if self.out.closed or result is None:
             return
         if self.selected is not None:

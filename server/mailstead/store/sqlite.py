@@ -242,6 +242,8 @@ class SqliteStore(MailStore):
         self._all_readers: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
         self._maildrop_locks: set[int] = set()
+        # Called with ("read" | "write", seconds) per store call, for metrics.
+        self.on_latency: Callable[[str, float], None] | None = None
 
     # --- connections ---------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -312,17 +314,26 @@ class SqliteStore(MailStore):
             finally:
                 conn.execute("COMMIT")
 
+        started = time.perf_counter()
         try:
             return await self._loop.run_in_executor(self._readers, run)
         except sqlite3.Error as exc:
             raise _map_error(exc) from None
+        finally:
+            if self.on_latency is not None:
+                self.on_latency("read", time.perf_counter() - started)
 
     async def _write(self, job: WriteJob) -> Any:
         if self._writer is None or self._loop is None:
             raise StoreUnavailable("the mail store is closed")
         fut: asyncio.Future[Any] = self._loop.create_future()
+        started = time.perf_counter()
         self._writer.submit(job, fut)
-        return await fut
+        try:
+            return await fut
+        finally:
+            if self.on_latency is not None:
+                self.on_latency("write", time.perf_counter() - started)
 
     def _complete(
         self,
