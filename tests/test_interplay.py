@@ -107,7 +107,7 @@ def test_uidl_and_imap_uid_name_the_same_message_with_the_same_bytes(
         assert int(validity) == uidvalidity
         imap_line = bodies[int(uid)]
         literal = imap_line[imap_line.index(b"}\r\n") + 3 : imap_line.rindex(b")")]
-        _, lines, octets = p.retr(int(number))
+        _, lines, _octets = p.retr(int(number))
         retr = b"\r\n".join(lines) + b"\r\n"
         assert retr == literal  # poplib removed the dot-stuffing; bytes are equal
         assert int(size_entry.split()[1]) == len(literal)

@@ -164,6 +164,3 @@ def test_capabilities_follow_settings_and_connection_state() -> None:
     ]
 
 
-def test_failure_delay_grows_and_is_capped() -> None:
-    s = POP3Settings()
-    assert [s.failure_delay(n) for n in (1, 2, 3, 4, 10)] == [0.5, 1.0, 2.0, 4.0, 4.0]

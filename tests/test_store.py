@@ -19,6 +19,7 @@ from mailstead.store.api import (
     MailboxGone,
     NewMessage,
     NotFound,
+    StorageFull,
 )
 from mailstead.store.hub import ChangeHub
 from mailstead.store.sqlite import SqliteStore
@@ -249,3 +250,27 @@ async def test_survives_reopen(tmp_path: Path) -> None:
     await st2.open()
     assert await st2.read_message(inbox.id, 1) == MSG
     await st2.close()
+
+
+async def test_full_store_fails_cleanly_and_the_writer_survives(tmp_path: Path) -> None:
+    st = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), max_bytes=400_000)
+    await st.open()
+    try:
+        user, inbox = await inbox_of(st)
+        big = MSG + b"x" * 50_000 + b"\r\n"
+        results = await asyncio.gather(
+            *(st.deliver([inbox.id], big) for _ in range(20)), return_exceptions=True
+        )
+        stored = [r for r in results if isinstance(r, list)]
+        failed = [r for r in results if isinstance(r, BaseException)]
+        assert failed and all(isinstance(e, StorageFull) for e in failed)
+        # What was acknowledged is there, intact; nothing else is.
+        infos = await st.list_messages(inbox.id)
+        assert sorted(u for r in stored for u in r) == [i.uid for i in infos]
+        for info in infos:
+            assert await st.read_message(inbox.id, info.uid) == big
+        # The writer thread is still alive: freeing space makes writes work again.
+        await st.expunge(inbox.id, [i.uid for i in infos[:3]])
+        assert await st.append(inbox.id, [NewMessage(MSG)])
+    finally:
+        await st.close()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .config import Config, ConfigError, load_config
+from .migrate.cli import add_commands, add_user_commands
 
 T = TypeVar("T")
 DEFAULT_CONFIG = "config/mailstead.toml"
@@ -263,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_user)
     p = with_config(usub.add_parser("list", help="list users"))
     p.set_defaults(func=cmd_user)
+    add_user_commands(usub, with_config)
 
     mailbox = sub.add_parser("mailbox", help="inspect mailboxes")
     msub = mailbox.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -279,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/tls", help="folder for cert.pem and key.pem")
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_cert)
+    add_commands(sub, with_config)
     return parser
 
 

@@ -65,12 +65,21 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "auth": {
         "plaintext_on_loopback": (bool, True),
         "default_scheme": (str, "argon2"),
+        "failure_delay": (float, 0.5),
+        "failure_delay_max": (float, 8.0),
+        "failure_burst": (int, 10),
+        "failure_block_seconds": (int, 300),
+        "throttle_loopback": (bool, False),
     },
     "limits": {
         "max_message_size": (int, 50 * 1024 * 1024),
         "max_line_length": (int, 65536),
         "max_connections_per_ip": (int, 50),
         "max_sessions_per_user": (int, 50),
+        "max_logins_in_progress": (int, 16),
+        "max_mailboxes_per_user": (int, 1000),
+        "max_mailbox_depth": (int, 16),
+        "max_store_bytes": (int, 0),
     },
     "log": {
         "level": (str, "info"),
@@ -85,6 +94,10 @@ _CHOICES = {
     ("log", "format"): ("text", "json"),
 }
 _POSITIVE = {
+    ("auth", "failure_burst"),
+    ("limits", "max_logins_in_progress"),
+    ("limits", "max_mailboxes_per_user"),
+    ("limits", "max_mailbox_depth"),
     ("limits", "max_message_size"),
     ("limits", "max_line_length"),
     ("limits", "max_connections_per_ip"),
@@ -191,12 +204,17 @@ def _coerce(section: str, key: str, kind: Any, value: Any, base: Path) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if kind is int or kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            kind is int and not isinstance(value, int)
+        ):
+            what = "an integer" if kind is int else "a number"
+            raise ConfigError(f"{where}: expected {what}, got {value!r}")
         if (section, key) in _POSITIVE and value <= 0:
             raise ConfigError(f"{where}: must be greater than 0, got {value}")
-        return value
+        if value < 0:
+            raise ConfigError(f"{where}: must not be negative, got {value}")
+        return kind(value)
     if kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")

@@ -117,8 +117,10 @@ class Mailstead:
 
     async def start(self) -> None:
         from .auth.passwords import PasswordHasher
+        from .auth.throttle import LoginThrottle
         from .auth.users import Authenticator
         from .context import ServerContext
+        from .metrics import install_metrics
         from .store.hub import ChangeHub
         from .store.sqlite import SqliteStore
         from .tls import TLSError, ensure_tls
@@ -143,14 +145,35 @@ class Mailstead:
             raise StartupError(f"cannot create TLS certificate: {exc}") from None
 
         hub = ChangeHub()
-        store = SqliteStore(cfg.db_path, hub, fsync=cfg["store"]["fsync"])
+        limits = cfg["limits"]
+        store = SqliteStore(
+            cfg.db_path, hub, fsync=cfg["store"]["fsync"],
+            max_mailboxes=limits["max_mailboxes_per_user"],
+            max_depth=limits["max_mailbox_depth"], max_bytes=limits["max_store_bytes"],
+        )
         try:
             await store.open()
         except Exception as exc:
             raise StartupError(str(exc)) from None
-        hasher = PasswordHasher(cfg["auth"]["default_scheme"])
-        auth = Authenticator(store, hasher, cfg.domains)
+        auth_cfg = cfg["auth"]
+        hasher = PasswordHasher(auth_cfg["default_scheme"])
+        throttle = LoginThrottle(
+            base_delay=auth_cfg["failure_delay"], max_delay=auth_cfg["failure_delay_max"],
+            burst=auth_cfg["failure_burst"], block=auth_cfg["failure_block_seconds"],
+        )
+        auth = Authenticator(
+            store, hasher, cfg.domains, throttle=throttle,
+            throttle_loopback=auth_cfg["throttle_loopback"],
+            max_in_progress=limits["max_logins_in_progress"],
+        )
         self.ctx = ServerContext(cfg, store, hub, auth, tls, self.loop)
+        install_metrics(self.ctx)
+        # Where listeners really bound (port 0 picks one): autoconfig advertises these.
+        self.ctx.shared["bound_listeners"] = lambda: [
+            (lst.proto, lst.kind, lst.bound.host, lst.bound.port)
+            for lst in self.listeners
+            if lst.bound
+        ]
         try:
             for proto, kind, addr in cfg.listeners():
                 listener = ListenerService(proto, kind, addr)
@@ -181,12 +204,15 @@ class Mailstead:
                 hostname=self.config.hostname,
                 domains=self.config.domains,
                 lmtp=proto == "lmtp",
-                counters=ctx.counters,
+                count=ctx.count,
             )
             factory = smtp_factory(
                 handler,
                 hostname=self.config.hostname,
                 max_size=self.config["limits"]["max_message_size"],
+                # STARTTLS on the plain listeners (aiosmtpd drops bytes pipelined before
+                # the handshake, RFC 3207 §4.2); implicit TLS on listen_tls.
+                tls_context=ctx.tls.stdlib if ctx.tls is not None and not tls else None,
             )
             await listener.start_asyncio(factory, ctx.tls.stdlib if tls else None)
             return

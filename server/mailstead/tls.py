@@ -154,9 +154,12 @@ class TLSContexts:
 
     def reload(self) -> None:
         """Re-read certificate and key; on error keep the old ones and raise."""
-        stdlib = _stdlib_context(self.cert, self.key)
+        _stdlib_context(self.cert, self.key)  # validate the pair before touching anything
         openssl = self._make_openssl()
-        self.stdlib, self._openssl = stdlib, openssl
+        # asyncio listeners (SMTPS) hold this very SSLContext: load the new pair into it
+        # so their next handshakes use it; Twisted listeners ask for the context anew.
+        self.stdlib.load_cert_chain(str(self.cert), str(self.key))
+        self._openssl = openssl
         log.info("TLS certificate reloaded from %s", self.cert)
 
     def creator(self) -> _ConnectionCreator:

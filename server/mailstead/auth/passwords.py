@@ -1,8 +1,10 @@
 """Password hashing and verification (passlib, provided by the ``libpass`` distribution).
 
-argon2id is the default; bcrypt and sha512-crypt hashes (imported from other servers) are
-accepted and upgraded to argon2id at the next successful login. There is deliberately no
-``plaintext`` scheme: a stored string must never verify as its own password.
+argon2id is the default; bcrypt (``$2a$``/``$2b$``/``$2y$``), sha512-crypt, sha256-crypt,
+argon2i and salted SHA-512 (``{SSHA512}``, passlib's ``ldap_salted_sha512``) hashes imported
+from other servers (``mailstead user import-passwd``) are accepted and upgraded to argon2id at
+the next successful login. There is deliberately no ``plaintext`` scheme: a stored string
+must never verify as its own password.
 Verification costs ~100 ms of CPU, so the async helpers run it in a thread.
 """
 
@@ -12,7 +14,7 @@ import asyncio
 
 from passlib.context import CryptContext
 
-SCHEMES = ["argon2", "bcrypt", "sha512_crypt", "sha256_crypt"]
+SCHEMES = ["argon2", "bcrypt", "sha512_crypt", "sha256_crypt", "ldap_salted_sha512"]
 
 
 def make_context(default: str = "argon2") -> CryptContext:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+from ..config import is_loopback
 from ..store.api import MailStore, User
 from .passwords import PasswordHasher
+from .throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +27,30 @@ def local_part(login: str, domains: list[str]) -> str | None:
     return name
 
 
-class Authenticator:
-    """Checks a user name and password; upgrades old hashes after a success."""
+class LoginRefused(Exception):
+    """The login was not even tried: the address is blocked or the server is saturated."""
 
-    def __init__(self, store: MailStore, hasher: PasswordHasher, domains: list[str]) -> None:
+
+class Authenticator:
+    """Checks a user name and password; throttles failures; upgrades old hashes."""
+
+    def __init__(
+        self,
+        store: MailStore,
+        hasher: PasswordHasher,
+        domains: list[str],
+        *,
+        throttle: LoginThrottle | None = None,
+        throttle_loopback: bool = False,
+        max_in_progress: int = 16,
+    ) -> None:
         self.store = store
         self.hasher = hasher
         self.domains = domains
+        self.throttle = throttle or LoginThrottle()
+        self.throttle_loopback = throttle_loopback
+        self.max_in_progress = max_in_progress
+        self._in_progress = 0
 
     async def find_user(self, login: str) -> User | None:
         name = local_part(login, self.domains)
@@ -38,14 +58,35 @@ class Authenticator:
             return None
         return await self.store.get_user(name)
 
-    async def check(self, login: str, password: str) -> User | None:
-        """The user when the password is right, else None (same cost either way)."""
-        user = await self.find_user(login) if len(login) <= 320 else None
-        ok, new_hash = await self.hasher.verify_async(
-            password, user.password_hash if user else None
-        )
+    async def check(self, login: str, password: str, ip: str = "") -> User | None:
+        """The user when the password is right, else None after the throttling delay.
+
+        A wrong user name costs the same as a wrong password (a dummy hash is verified).
+        Raises ``LoginRefused`` without checking anything when ``ip`` is blocked after a
+        burst of failures, or when too many password checks are already running.
+        """
+        # Loopback is exempt from per-IP counting unless configured: a local admin or
+        # test client must not lock everyone on 127.0.0.1 out.
+        by_ip = ip if ip and (self.throttle_loopback or not is_loopback(ip)) else ""
+        if by_ip and self.throttle.blocked(by_ip):
+            raise LoginRefused("Too many failed logins from your address; try again later")
+        if self._in_progress >= self.max_in_progress:
+            raise LoginRefused("Too many logins in progress; try again later")
+        self._in_progress += 1
+        try:
+            user = await self.find_user(login) if len(login) <= 320 else None
+            ok, new_hash = await self.hasher.verify_async(
+                password, user.password_hash if user else None
+            )
+        finally:
+            self._in_progress -= 1
         if not ok or user is None:
+            delay = self.throttle.failure(by_ip or f"unthrottled:{ip}", login)
+            if not by_ip:
+                delay = min(delay, self.throttle.base_delay * 2)
+            await asyncio.sleep(delay)
             return None
+        self.throttle.success(by_ip, login)
         if new_hash is not None:
             try:
                 await self.store.set_password_hash(user.id, new_hash)

@@ -26,10 +26,10 @@ from ..auth.sasl import (
     decode_response,
     encode_base64,
 )
-from ..auth.users import local_part
+from ..auth.users import LoginRefused, local_part
 from ..config import is_loopback
 from ..net import ConnectionLimiter
-from ..store.api import StorageFull, StoreError, User
+from ..store.api import LimitExceeded, StorageFull, StoreError, User
 from . import commands as c
 from .codec import CommandReader, Continue, Fatal, RawCommand, RawLine, Reject, parse_command
 from .selected import RecentTracker, SelectedMailbox
@@ -264,7 +264,10 @@ class IMAPSession:
         except CommandFailed as exc:
             result = exc.result
         except StorageFull:
-            result = no("The mail store is full", "OVERQUOTA")
+            log.error("IMAP %s %s failed: the mail store is full", self.peer, name)
+            result = no("The mail store is full; nothing was changed", "SERVERBUG")
+        except LimitExceeded as exc:
+            result = no(f"Limit reached: {exc}", "LIMIT")
         except StoreError as exc:
             log.warning("IMAP %s %s failed: %s", self.peer, name, exc)
             result = no(f"{exc}", "SERVERBUG")
@@ -358,11 +361,11 @@ class IMAPSession:
 
     # --- authentication --------------------------------------------------------------
     async def login_failed(self, login: str) -> None:
-        """Count, log and slow down a failed login; too many and the session ends."""
+        """Count and log a failed login (the Authenticator already delayed it); too many
+        and the session ends."""
         self.failed_logins += 1
         self.ctx.count("imap_logins_failed")
         log.info("IMAP login failed for %r from %s", login[:100], self.peer)
-        await asyncio.sleep(min(0.5 * 2 ** (self.failed_logins - 1), 8.0))
         if self.failed_logins >= 5:
             self.out.write(b"* BYE Too many failed logins\r\n")
             self.close()
@@ -370,7 +373,11 @@ class IMAPSession:
     async def login(self, login: str, password: str) -> Result:
         if not self.plaintext_ok:
             return no("Plaintext authentication requires TLS", "PRIVACYREQUIRED")
-        user = await self.ctx.auth.check(login, password)
+        try:
+            user = await self.ctx.auth.check(login, password, self.peer)
+        except LoginRefused as exc:
+            log.info("IMAP login for %r from %s refused: %s", login[:100], self.peer, exc)
+            return no(str(exc), "UNAVAILABLE")
         if user is None:
             await self.login_failed(login)
             return no("Authentication failed", "AUTHENTICATIONFAILED")

@@ -26,6 +26,7 @@ from ..auth.sasl import (
     decode_response,
     encode_base64,
 )
+from ..auth.users import LoginRefused
 from ..config import is_loopback
 from ..store.api import FlagMode, NotFound, StoreError, User
 from .maildrop import Entry, Maildrop, NoSuchMessage
@@ -333,7 +334,12 @@ class POP3Session:
 
     async def _login(self, login: str, password: str, authzid: str = "") -> None:
         auth = self.ctx.auth
-        user = await auth.check(login, password)
+        try:
+            user = await auth.check(login, password, self.channel.peer_host)
+        except LoginRefused as exc:
+            log.warning("pop3 login for %s from %s refused: %s", _safe(login),
+                        self.channel.peer, exc)
+            raise CommandError(str(exc), "SYS/TEMP") from None
         if user is not None and authzid:  # acting as someone else is not supported
             target = await auth.find_user(authzid)
             if target is None or target.id != user.id:
@@ -384,7 +390,7 @@ class POP3Session:
         self.ctx.count("pop3_logins_failed")
         log.warning("pop3 login failed for %s from %s (failure %d)", _safe(login),
                     self.channel.peer, self.failures)
-        await asyncio.sleep(self.settings.failure_delay(self.failures))
+        # The Authenticator already waited (exponentially, per address and user).
         if self.failures >= self.settings.max_failures:
             self.channel.send(err("Authentication failed; too many failures, goodbye", "AUTH"))
             self.channel.close()

@@ -25,8 +25,6 @@ class POP3Settings:
     login_delay: int = 0  # seconds; 0 = not advertised, not enforced
     plaintext_on_loopback: bool = True
     max_failures: int = 3  # failed logins after which the session is closed
-    failure_delay_base: float = 0.5  # seconds; doubles with each failure ...
-    failure_delay_max: float = 4.0  # ... up to this
 
     @classmethod
     def from_config(cls, config: Config) -> POP3Settings:
@@ -44,10 +42,6 @@ class POP3Settings:
             login_delay=max(0, int(pop3["login_delay"])),
             plaintext_on_loopback=bool(config["auth"]["plaintext_on_loopback"]),
         )
-
-    def failure_delay(self, failures: int) -> float:
-        """Seconds to wait before answering the ``failures``-th failed login (≥ 1)."""
-        return min(self.failure_delay_base * 2 ** max(0, failures - 1), self.failure_delay_max)
 
 
 def capabilities(settings: POP3Settings, *, login_allowed: bool, stls: bool) -> list[str]:

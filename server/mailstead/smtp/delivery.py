@@ -13,6 +13,7 @@ import asyncio
 import email.utils
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,13 +42,13 @@ class DeliveryHandler:
         hostname: str,
         domains: list[str],
         lmtp: bool,
-        counters: dict[str, int] | None = None,
+        count: Callable[[str, int], None] | None = None,
     ) -> None:
         self.store = store
         self.hostname = hostname
         self.domains = [d.lower() for d in domains]
         self.lmtp = lmtp
-        self.counters = counters if counters is not None else {}
+        self.count = count or (lambda name, n: None)
 
     async def resolve(self, address: str) -> Recipient | str:
         """A local recipient, or the SMTP reply refusing it."""
@@ -125,8 +126,8 @@ class DeliveryHandler:
             except Exception:
                 log.exception("delivery to %s failed", rcpt.user.name)
                 return "451 4.3.0 Temporary failure storing the message"
-            self.counters["delivered"] = self.counters.get("delivered", 0) + 1
-            self.counters["delivered_bytes"] = self.counters.get("delivered_bytes", 0) + len(data)
+            self.count("delivered", 1)
+            self.count("delivered_bytes", len(data))
             log.info(
                 "delivered to %s (%d bytes) via %s", rcpt.user.name, len(data),
                 "LMTP" if self.lmtp else "SMTP",

@@ -14,7 +14,7 @@ MAX_NAME_LENGTH = 512
 MAX_DEPTH = 16
 
 
-def validate_mailbox_name(name: str) -> None:
+def validate_mailbox_name(name: str, max_depth: int = MAX_DEPTH) -> None:
     """Raise ``InvalidName`` with a reason when the name is not acceptable."""
     if not name:
         raise InvalidName("mailbox name is empty")
@@ -23,8 +23,8 @@ def validate_mailbox_name(name: str) -> None:
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         raise InvalidName("mailbox name contains control characters")
     levels = name.split(DELIMITER)
-    if len(levels) > MAX_DEPTH:
-        raise InvalidName(f"mailbox name is nested deeper than {MAX_DEPTH} levels")
+    if len(levels) > max_depth:
+        raise InvalidName(f"mailbox name is nested deeper than {max_depth} levels")
     for level in levels:
         if not level:
             raise InvalidName("mailbox name has an empty level")

@@ -35,6 +35,7 @@ from .api import (
     FlagsChanged,
     FlagUpdate,
     InvalidName,
+    LimitExceeded,
     Mailbox,
     MailboxGone,
     MailboxStatus,
@@ -185,11 +186,30 @@ class _Writer:
                         stop = True
                         break
                     batch.append(nxt)
-                self._run_batch(conn, batch)
+                try:
+                    self._run_batch(conn, batch)
+                except BaseException as exc:  # the writer must outlive any one batch
+                    log.exception("store writer: batch failed")
+                    self._abandon(conn, batch, exc)
                 if stop:
                     return
         finally:
             conn.close()
+
+    def _abandon(
+        self,
+        conn: sqlite3.Connection,
+        batch: list[tuple[WriteJob, asyncio.Future[Any]]],
+        exc: BaseException,
+    ) -> None:
+        """Fail every job of a batch whose transaction is lost, and leave no transaction."""
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        err = _map_error(exc)
+        self._store._complete([(fut, None, [], err) for _, fut in batch])
 
     def _run_batch(
         self, conn: sqlite3.Connection, batch: list[tuple[WriteJob, asyncio.Future[Any]]]
@@ -199,14 +219,18 @@ class _Writer:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except Exception as exc:
-            err = _map_error(exc)
-            self._store._complete([(fut, None, [], err) for _, fut in batch])
+            self._abandon(conn, batch, exc)
             return
         for job, fut in batch:
             conn.execute("SAVEPOINT job")
             try:
                 result, changes = job(conn)
             except BaseException as exc:  # the job failed: undo only its part
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back (it may on SQLITE_FULL or
+                    # IOERR): the jobs before this one are lost too, so all of them fail.
+                    self._abandon(conn, batch, exc)
+                    return
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
                 outcomes.append((fut, None, [], _map_error(exc)))
@@ -217,12 +241,8 @@ class _Writer:
             conn.execute("COMMIT")
             self.commits += 1
         except Exception as exc:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            err = _map_error(exc)
-            outcomes = [(fut, None, [], err) for fut, _, _, _ in outcomes]
+            self._abandon(conn, batch, exc)
+            return
         self._store._complete(outcomes)
 
 
@@ -230,11 +250,21 @@ class SqliteStore(MailStore):
     """``MailStore`` on one SQLite database file in WAL mode."""
 
     def __init__(
-        self, path: str | Path, hub: ChangeHub | None = None, *, fsync: bool = True
+        self,
+        path: str | Path,
+        hub: ChangeHub | None = None,
+        *,
+        fsync: bool = True,
+        max_mailboxes: int = 1000,
+        max_depth: int = 16,
+        max_bytes: int = 0,
     ) -> None:
         self.path = Path(path)
         self.hub = hub or ChangeHub()
         self._fsync = fsync
+        self.max_mailboxes = max_mailboxes
+        self.max_depth = max_depth
+        self.max_bytes = max_bytes  # 0: unlimited; else the database may not grow past it
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: _Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
@@ -254,6 +284,10 @@ class SqliteStore(MailStore):
         conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
+        if self.max_bytes:
+            # SQLite then fails writes with SQLITE_FULL, exactly as on a full disk.
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count={max(self.max_bytes // page, 16)}")
         return conn
 
     def _reader(self) -> sqlite3.Connection:
@@ -476,9 +510,14 @@ class SqliteStore(MailStore):
     async def create_mailbox(
         self, user_id: int, name: str, special_use: str | None = None
     ) -> Mailbox:
-        validate_mailbox_name(name)
+        validate_mailbox_name(name, self.max_depth)
 
         def job(conn: sqlite3.Connection) -> tuple[Mailbox, list[ChangeBatch]]:
+            count = conn.execute(
+                "SELECT COUNT(*) FROM mailboxes WHERE user_id = ?", (user_id,)
+            ).fetchone()[0]
+            if count >= self.max_mailboxes:
+                raise LimitExceeded(f"at most {self.max_mailboxes} mailboxes per user")
             if conn.execute(
                 "SELECT 1 FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, name)
             ).fetchone():
@@ -527,7 +566,7 @@ class SqliteStore(MailStore):
     async def rename_mailbox(
         self, user_id: int, old: str, new: str, origin: object = None
     ) -> None:
-        validate_mailbox_name(new)
+        validate_mailbox_name(new, self.max_depth)
 
         def job(conn: sqlite3.Connection) -> tuple[None, list[ChangeBatch]]:
             src = conn.execute(
@@ -595,7 +634,7 @@ class SqliteStore(MailStore):
 
     async def set_subscribed(self, user_id: int, name: str, subscribed: bool) -> None:
         if subscribed:
-            validate_mailbox_name(name)
+            validate_mailbox_name(name, self.max_depth)
 
         def job(conn: sqlite3.Connection) -> tuple[None, list[ChangeBatch]]:
             if subscribed:
