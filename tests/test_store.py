@@ -256,7 +256,7 @@ async def test_full_store_fails_cleanly_and_the_writer_survives(tmp_path: Path) 
     st = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), max_bytes=400_000)
     await st.open()
     try:
-        user, inbox = await inbox_of(st)
+        _user, inbox = await inbox_of(st)
         big = MSG + b"x" * 50_000 + b"\r\n"
         results = await asyncio.gather(
             *(st.deliver([inbox.id], big) for _ in range(20)), return_exceptions=True
