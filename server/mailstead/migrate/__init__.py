@@ -6,10 +6,11 @@ Shared by the importers: validation of a source message, the duplicate key, and
 Duplicates. The key of a message is the SHA-256 of its stored octets (CRLF-normalised,
 and for mbox with the mbox bookkeeping headers removed). Before importing into a mailbox
 the importer reads every message already in it through the store API and hashes it, so
-the cost of a re-run grows with the size of the target mailbox (one read and one SHA-256
-pass over its bytes, ~0.5-1 s per GB), not with the size of the store. Keys are counted,
-not just remembered: a source holding the same message twice imports it twice, and a
-re-run then skips both copies.
+the cost of a run grows with the size of the target mailbox (one read and one SHA-256
+pass over its bytes: ~0.6 GB/s measured on a cached SQLite store, about 2 s per GB), not
+with the size of the store. Keys are counted, not just remembered: a source holding the
+same message twice imports it twice, and a re-run then skips both copies. Flags of a
+skipped message are left as they are in the store.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -186,10 +186,6 @@ def prepare_data(raw: bytes, limit: int) -> tuple[bytes | None, str | None]:
     if len(data) > limit:
         return None, too_big(len(data), limit)
     return data, None
-
-
-def keywords_of(flags: Iterable[str]) -> list[str]:
-    return sorted(f for f in flags if not f.startswith("\\"))
 
 
 async def resolve_user(store: Any, name: str) -> Any:

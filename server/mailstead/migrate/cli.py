@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 WithConfig = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+EXIT_STATUS = ("exit status: 0 when everything was imported or skipped as a duplicate, 1 when "
+               "anything failed (one line each on stderr; the rest is still imported)")
 
 
 def add_commands(sub: Any, with_config: WithConfig) -> None:
@@ -24,12 +26,14 @@ def add_commands(sub: Any, with_config: WithConfig) -> None:
     imp = sub.add_parser("import", help="import mail from a Maildir++ or an mbox file")
     isub = imp.add_subparsers(dest="action", required=True, metavar="FORMAT")
     p = with_config(isub.add_parser(
-        "maildir", help="import a Maildir++ (INBOX and all its .Folders) into a user's mail"))
+        "maildir", help="import a Maildir++ (INBOX and all its .Folders) into a user's mail",
+        epilog=EXIT_STATUS))
     p.add_argument("path", help="the Maildir (the folder with cur/ and new/)")
     p.add_argument("--user", required=True, help="the user to import into")
     p.set_defaults(func=cmd_import_maildir)
 
-    p = with_config(isub.add_parser("mbox", help="import an mbox file into one mailbox"))
+    p = with_config(isub.add_parser("mbox", help="import an mbox file into one mailbox",
+                                    epilog=EXIT_STATUS))
     p.add_argument("file", help="the mbox file (mboxrd or mboxo)")
     p.add_argument("--user", required=True, help="the user to import into")
     p.add_argument("--mailbox", required=True,
@@ -58,7 +62,9 @@ def add_user_commands(usub: Any, with_config: WithConfig) -> None:
     """Add ``import-passwd`` under ``user``."""
     p = with_config(usub.add_parser(
         "import-passwd",
-        help="create or update users from a Dovecot passwd-file (hashes are kept)"))
+        help="create or update users from a Dovecot passwd-file (hashes are kept)",
+        epilog="exit status: 0 when every line was imported, 1 when any line failed (one "
+               "line each on stderr; the other lines are still imported)"))
     p.add_argument("file", help="the passwd-file ('-' for standard input)")
     p.set_defaults(func=cmd_import_passwd)
 

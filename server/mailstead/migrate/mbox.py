@@ -173,11 +173,15 @@ def iter_mbox(fh: IO[bytes], limit: int) -> Iterator[MboxEntry]:
     size = 0
     over = False
     prev_blank = True
+    last_len = 0
     pos = 0
 
     def build(end: int) -> MboxEntry:
-        if not over and lines and lines[-1] in (b"\n", b"\r\n"):
-            lines.pop()
+        nonlocal size
+        if prev_blank and size:  # the separator line is not part of the message
+            size -= last_len
+            if not over and lines:
+                lines.pop()
         assert head is not None
         return MboxEntry(number, start_line, head, None if over else b"".join(lines), size,
                          end)
@@ -199,6 +203,7 @@ def iter_mbox(fh: IO[bytes], limit: int) -> Iterator[MboxEntry]:
                 raise MigrateError(f"not an mbox file: line {lineno} is not a 'From ' line")
             continue
         prev_blank = raw in (b"\n", b"\r\n")
+        last_len = len(raw)
         if raw[:1] == b">" and _QUOTED_FROM.match(raw):
             raw = raw[1:]
         size += len(raw)

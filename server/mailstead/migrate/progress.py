@@ -54,9 +54,13 @@ class Progress:
         self._width = 0
 
     def update(self, count: int, done: int | None = None, *, force: bool = False) -> None:
-        """``count`` messages handled so far; ``done`` progress toward ``total``."""
+        """``count`` messages handled so far; ``done`` progress toward ``total`` (for
+        messages it defaults to ``count``; for bytes the last position given is kept)."""
         self.count = count
-        self.done = count if done is None else done
+        if done is not None:
+            self.done = done
+        elif self.unit != "bytes":
+            self.done = count
         if not self.enabled:
             return
         now = time.monotonic()
