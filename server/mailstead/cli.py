@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,8 @@ from .config import Config, ConfigError, load_config
 from .migrate.cli import add_commands, add_user_commands
 
 T = TypeVar("T")
-DEFAULT_CONFIG = "config/mailstead.toml"
+# MAILSTEAD_CONFIG names the config file when -c is not given (the Docker image sets it).
+DEFAULT_CONFIG = os.environ.get("MAILSTEAD_CONFIG", "config/mailstead.toml")
 
 
 class CLIError(Exception):
