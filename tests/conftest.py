@@ -135,6 +135,32 @@ class ServerProcess:
         return self.log.read_text(errors="replace")
 
 
+def stored_messages(server: ServerProcess, user: str, mailbox: str = "INBOX") -> list[bytes]:
+    """The octets of a mailbox's messages as the store keeps them, by ascending UID.
+
+    Read through the store API from the test process, as a second process would.
+    """
+    import asyncio
+
+    from mailstead.store.sqlite import SqliteStore
+
+    async def read() -> list[bytes]:
+        store = SqliteStore(server.data / "mailstead.sqlite3")
+        await store.open()
+        try:
+            u = await store.get_user(user)
+            assert u is not None
+            mbox = await store.get_mailbox(u.id, mailbox)
+            assert mbox is not None
+            infos = await store.list_messages(mbox.id)
+            found = [await store.read_message(mbox.id, i.uid) for i in infos]
+            return [m for m in found if m is not None]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the many tests that only need a running server and fresh users."""

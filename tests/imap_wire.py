@@ -65,24 +65,6 @@ def new_user(server: ServerProcess, prefix: str = "w") -> str:
     return name
 
 
-def stored_messages(server: ServerProcess, user: str, mailbox: str = "INBOX") -> list[bytes]:
-    """The octets of a mailbox's messages as the store keeps them, by ascending UID."""
-    from mailstead.store.sqlite import SqliteStore
-
-    async def read() -> list[bytes]:
-        store = SqliteStore(server.data / "mailstead.sqlite3")
-        await store.open()
-        try:
-            u = await store.get_user(user)
-            assert u is not None
-            mbox = await store.get_mailbox(u.id, mailbox)
-            assert mbox is not None
-            infos = await store.list_messages(mbox.id)
-            return [await store.read_message(mbox.id, i.uid) for i in infos]
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
 _LITERAL_END = re.compile(rb"\{(\d+)\}$")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import smtplib
 import socket
 import threading
@@ -10,27 +9,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from conftest import ServerProcess
-from mailstead.store.sqlite import SqliteStore
+from conftest import ServerProcess, stored_messages
 
-
-def inbox_messages(server: ServerProcess, user: str, mailbox: str = "INBOX") -> list[bytes]:
-    """Read a mailbox through the store API, as a second process would."""
-
-    async def read() -> list[bytes]:
-        store = SqliteStore(server.data / "mailstead.sqlite3")
-        await store.open()
-        try:
-            u = await store.get_user(user)
-            assert u is not None
-            mbox = await store.get_mailbox(u.id, mailbox)
-            assert mbox is not None
-            infos = await store.list_messages(mbox.id)
-            return [await store.read_message(mbox.id, i.uid) for i in infos]
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
+inbox_messages = stored_messages
 
 
 def body_of(stored: bytes) -> bytes:

@@ -16,8 +16,8 @@ import imapclient.imapclient as ic
 import pytest
 from imapclient import IMAPClient
 
-from conftest import ServerProcess
-from imap_wire import new_user, start_server, stored_messages
+from conftest import ServerProcess, stored_messages
+from imap_wire import new_user, start_server
 
 TIMEOUT = 10
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess
+from conftest import ServerProcess, stored_messages
 from imap_wire import (
     IMAPWire,
     Reply,
@@ -26,7 +26,6 @@ from imap_wire import (
     parse_fetch,
     parse_list,
     start_server,
-    stored_messages,
 )
 
 Connect = Callable[..., IMAPWire]

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from twisted.web.test.requesthelper import DummyRequest
 
-from conftest import ServerProcess
+from conftest import BASE_CONFIG, ServerProcess
 from mailstead.config import Listen
 from mailstead.metrics import Metrics, install_metrics
 from mailstead.web import site as web_site
@@ -456,27 +456,7 @@ async def test_healthz_ok_and_503_on_slow_or_failing_store(monkeypatch: pytest.M
 
 # --- end to end ----------------------------------------------------------------------------
 
-WEB_CONFIG = """
-[server]
-hostname = "mail.test"
-data_dir = "data"
-domains = ["example.org", "mail.test"]
-shutdown_grace = 2
-
-[imap]
-listen = ["127.0.0.1:0"]
-listen_tls = ["127.0.0.1:0"]
-
-[pop3]
-listen = ["127.0.0.1:0"]
-listen_tls = ["127.0.0.1:0"]
-
-[smtp]
-listen = ["127.0.0.1:0"]
-
-[lmtp]
-listen = ["127.0.0.1:0"]
-
+WEB_CONFIG = BASE_CONFIG + """
 [http]
 listen = ["127.0.0.1:0"]
 """
