@@ -159,3 +159,20 @@ def test_dropped_pop3_connection_deletes_nothing_imap_sees_all(
     assert imap.uid_map() == [1, 2]
     # The lock was released with the connection.
     pop3(server, user).quit()
+
+
+def test_message_read_ahead_then_expunged_over_imap_is_not_served(
+    server: ServerProcess, user: str, imap: Session
+) -> None:
+    deliver(server, user, 4)
+    p = pop3(server, user)
+    p.retr(1)  # the server reads 2..4 ahead in the background
+    time.sleep(0.2)
+    imap.select()
+    imap.ok("STORE 3 +FLAGS.SILENT (\\Deleted)")
+    imap.ok("EXPUNGE")
+    p.retr(2)
+    with pytest.raises(poplib.error_proto, match="no longer exists"):
+        p.retr(3)
+    p.retr(4)
+    p.quit()

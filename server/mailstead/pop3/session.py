@@ -28,7 +28,8 @@ from ..auth.sasl import (
 )
 from ..auth.users import LoginRefused
 from ..config import is_loopback
-from ..store.api import FlagMode, NotFound, StoreError, User
+from ..store.api import ChangeBatch, Expunged, FlagMode, NotFound, StoreError, User
+from ..store.hub import Subscription
 from .maildrop import Entry, Maildrop, NoSuchMessage
 from .settings import POP3Settings, capabilities
 from .wire import (
@@ -161,7 +162,11 @@ class POP3Session:
         self._locked: int | None = None  # user id whose maildrop lock we hold
         self._seen_pending: list[int] = []  # UIDs retrieved whose \Seen is not yet stored
         self._seen_task: asyncio.Task[None] | None = None
-        self._read_ahead: dict[int, bytes] = {}  # uid -> octets of pipelined RETR/TOP
+        self._read_ahead: dict[int, bytes] = {}  # uid -> octets of RETR/TOP to come
+        self._prefetch: asyncio.Task[None] | None = None  # reading the next messages
+        self._prefetch_uids: set[int] = set()
+        self._expunged: set[int] = set()  # UIDs removed by others during this session
+        self._watch: Subscription | None = None
 
     # --- entry points ------------------------------------------------------------------
     def greeting(self) -> bytes:
@@ -185,6 +190,9 @@ class POP3Session:
 
     def release(self) -> None:
         """Give the maildrop lock back; safe to call any number of times."""
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._locked is not None:
             user_id, self._locked = self._locked, None
             self.ctx.store.unlock_maildrop(user_id)
@@ -377,6 +385,8 @@ class POP3Session:
             raise
         self.user = user
         self.maildrop = Maildrop(inbox.id, inbox.uidvalidity, infos)
+        # Messages expunged elsewhere (IMAP) must not be served from the read-ahead.
+        self._watch = self.ctx.hub.subscribe(inbox.id, self._on_change)
         self.state = State.TRANSACTION
         self._last_login[user.id] = time.monotonic()
         self.ctx.count("pop3_logins_ok")
@@ -435,16 +445,30 @@ class POP3Session:
         body = "".join(f"{e.number} {drop.unique_id(e)}\r\n" for e in drop.live())
         self.channel.send(ok("Unique-id listing follows") + multiline(body.encode()))
 
+    def _on_change(self, batch: ChangeBatch) -> None:
+        for ev in batch.events:
+            if isinstance(ev, Expunged):
+                self._expunged.add(ev.uid)
+                self._read_ahead.pop(ev.uid, None)
+
     async def _read(self, number_text: str) -> tuple[int, int, bytes]:
         entry = self._entry(number_text)
+        if entry.uid in self._expunged:
+            raise CommandError(f"Message {entry.number} no longer exists")
         data = self._read_ahead.pop(entry.uid, None)
+        if data is None and self._prefetch is not None and entry.uid in self._prefetch_uids:
+            await asyncio.shield(self._prefetch)  # the read already under way has it
+            data = self._read_ahead.pop(entry.uid, None)
         if data is None:
             wanted = [entry.uid, *self._pipelined_uids()]
             found = await self.ctx.store.read_messages(self._drop.mailbox_id, wanted)
             data = found.pop(entry.uid, None)
-            self._read_ahead = found
+            self._read_ahead.update(found)
+            if entry.uid in self._expunged:
+                data = None
         if data is None:
             raise CommandError(f"Message {entry.number} no longer exists")
+        self._read_on(entry.number)
         return entry.number, entry.uid, data
 
     def _pipelined_uids(self) -> list[int]:
@@ -455,6 +479,7 @@ class POP3Session:
         """
         uids: list[int] = []
         budget = READ_AHEAD_BYTES
+        entries = self._drop.entries
         for line in self.channel.queued_lines():
             if len(uids) >= READ_AHEAD_MESSAGES or budget <= 0:
                 break
@@ -464,12 +489,42 @@ class POP3Session:
             if len(words) < 2 or words[0].upper() not in (b"RETR", b"TOP"):
                 continue
             n = parse_number(words[1].decode("ascii", "replace"))
-            entries = self._drop.entries
             if n is None or not 1 <= n <= len(entries) or entries[n - 1].deleted:
                 continue
-            uids.append(entries[n - 1].uid)
-            budget -= entries[n - 1].size
+            if entries[n - 1].uid not in self._read_ahead:
+                uids.append(entries[n - 1].uid)
+                budget -= entries[n - 1].size
         return uids
+
+    def _read_on(self, number: int) -> None:
+        """Clients download in number order: read the messages after ``number`` in the
+        background while this one is sent, so the next RETRs never wait for the store."""
+        if self._prefetch is not None or len(self._read_ahead) >= READ_AHEAD_MESSAGES // 2:
+            return
+        uids: list[int] = []
+        budget = READ_AHEAD_BYTES - sum(len(d) for d in self._read_ahead.values())
+        for entry in self._drop.entries[number:]:
+            if len(uids) >= READ_AHEAD_MESSAGES or budget <= 0:
+                break
+            if not entry.deleted and entry.uid not in self._read_ahead:
+                uids.append(entry.uid)
+                budget -= entry.size
+        if not uids:
+            return
+        self._prefetch_uids = set(uids)
+        self._prefetch = self.ctx.loop.create_task(self._prefetch_run(uids))
+
+    async def _prefetch_run(self, uids: list[int]) -> None:
+        try:
+            found = await self.ctx.store.read_messages(self._drop.mailbox_id, uids)
+            for uid in self._expunged.intersection(found):
+                del found[uid]
+            self._read_ahead.update(found)
+        except Exception as exc:  # a later RETR reads it again and reports any error
+            log.debug("pop3 read-ahead failed: %s", exc)
+        finally:
+            self._prefetch = None
+            self._prefetch_uids = set()
 
     async def _retr(self, cmd: Command) -> None:
         number, uid, data = await self._read(cmd.args[0])
