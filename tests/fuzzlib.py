@@ -29,10 +29,22 @@ SOCK_TIMEOUT = 5.0
 
 
 # --- configuration ----------------------------------------------------------------------
-def server_config(*, limits: dict[str, int] | None = None, fsync: bool = True) -> str:
-    """A config with every plain listener on an ephemeral loopback port, and ``limits``."""
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value + '"'
+    return str(value)
+
+
+def server_config(*, limits: dict[str, int] | None = None, auth: dict[str, object] | None = None,
+                  fsync: bool = True, tls: bool = False) -> str:
+    """A config with a plain listener for each protocol on an ephemeral loopback port (and
+    IMAPS/POP3S ones with ``tls``), the given ``[limits]`` and ``[auth]`` keys."""
     lim = {"max_message_size": 1_000_000, **(limits or {})}
-    limit_lines = "\n".join(f"{k} = {v}" for k, v in lim.items())
+    limit_lines = "\n".join(f"{k} = {_toml(v)}" for k, v in lim.items())
+    auth_lines = "\n".join(f"{k} = {_toml(v)}" for k, v in (auth or {}).items())
+    tls_listen = '["127.0.0.1:0"]' if tls else "[]"
     return f"""
 [server]
 hostname = "mail.test"
@@ -45,17 +57,20 @@ fsync = {"true" if fsync else "false"}
 
 [imap]
 listen = ["127.0.0.1:0"]
-listen_tls = []
+listen_tls = {tls_listen}
 
 [pop3]
 listen = ["127.0.0.1:0"]
-listen_tls = []
+listen_tls = {tls_listen}
 
 [smtp]
 listen = ["127.0.0.1:0"]
 
 [lmtp]
 listen = ["127.0.0.1:0"]
+
+[auth]
+{auth_lines}
 
 [limits]
 {limit_lines}
@@ -270,6 +285,13 @@ class LineClient:
         self.close()
 
 
+def sasl_plain(user: str, password: str = PASSWORD) -> str:
+    """The base64 SASL PLAIN initial response for ``user``."""
+    import base64
+
+    return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
 def imap_login(port: int, user: str, select: str | None = None) -> LineClient:
     c = LineClient(port)
     greeting = c.line()
@@ -403,11 +425,22 @@ def split_chunks(data: bytes, cuts: Iterable[float]) -> list[bytes]:
 
 
 # --- logs, memory, counts ---------------------------------------------------------------------
-_PROBLEM = re.compile(r"Traceback|^\S+ \S+ (ERROR|CRITICAL) ", re.MULTILINE)
+_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d+ (\w+) ")
+
+
+def log_records(text: str) -> list[str]:
+    """The records of a text-format server log (a record's traceback lines stay with it)."""
+    records: list[list[str]] = []
+    for line in text.splitlines():
+        if _RECORD_START.match(line) or not records:
+            records.append([line])
+        else:
+            records[-1].append(line)
+    return ["\n".join(r) for r in records]
 
 
 class LogWatcher:
-    """Reads the server log from where it stopped last time; reports new problem lines."""
+    """Reads the server log from where it stopped last time; reports new problem records."""
 
     def __init__(self, server: ServerProcess) -> None:
         self.server = server
@@ -419,20 +452,25 @@ class LogWatcher:
         with self.server.log.open("rb") as fh:
             fh.seek(self.offset)
             data = fh.read()
-        self.offset += len(data)
-        return data.decode("utf-8", "replace")
+        # Only whole lines: a record being written stays for the next call.
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        return data[:end].decode("utf-8", "replace")
 
     def new_problems(self) -> list[str]:
         return problems(self.new_text())
 
 
 def problems(text: str) -> list[str]:
-    """Traceback and ERROR/CRITICAL lines in a server log (with a little context)."""
+    """Log records at ERROR or CRITICAL level, or with a Traceback, or not from the logger
+    at all (e.g. an interpreter crash on stderr), each cut to 60 lines."""
     out = []
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if _PROBLEM.search(line):
-            out.append("\n".join(lines[i : i + 12]))
+    for record in log_records(text):
+        m = _RECORD_START.match(record)
+        level = m.group(1) if m else "?"
+        bad = level in ("ERROR", "CRITICAL", "?") or "Traceback" in record
+        if bad and record.strip():
+            out.append("\n".join(record.splitlines()[:60]))
     return out
 
 
@@ -446,7 +484,8 @@ def rss_kb(pid: int) -> dict[str, int]:
     return out
 
 
-CASES: Counter[str] = Counter()
+CASES: Counter[str] = Counter()  # per protocol
+LABELS: Counter[str] = Counter()  # per test (protocol, state, generator)
 MEMORY: dict[str, str] = {}
 NOTES: list[str] = []
 
@@ -462,6 +501,8 @@ class _Summary:
             total = sum(CASES.values())
             parts = ", ".join(f"{k}={v}" for k, v in sorted(CASES.items()))
             terminalreporter.write_line(f"fuzz cases run: {total} ({parts})")
+            parts = ", ".join(f"{k}={v}" for k, v in sorted(LABELS.items()))
+            terminalreporter.write_line(f"  by test: {parts}")
         for key, value in MEMORY.items():
             terminalreporter.write_line(f"memory {key}: {value}")
         for note in NOTES:
@@ -476,8 +517,9 @@ def register_summary(config: pytest.Config) -> None:
         config.pluginmanager.register(_summary, "mailstead-robustness-summary")
 
 
-def count_case(kind: str, n: int = 1) -> None:
-    CASES[kind] += n
+def count_case(proto: str, label: str) -> None:
+    CASES[proto] += 1
+    LABELS[label] += 1
 
 
 def note(text: str) -> None:

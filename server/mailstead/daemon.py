@@ -197,6 +197,7 @@ class Mailstead:
         ctx = self.ctx
         proto, tls = listener.proto, listener.kind == "tls"
         if proto in ("smtp", "lmtp"):
+            from .net import ConnectionLimiter
             from .smtp.delivery import DeliveryHandler, smtp_factory
 
             handler = DeliveryHandler(
@@ -213,6 +214,8 @@ class Mailstead:
                 # STARTTLS on the plain listeners (aiosmtpd drops bytes pipelined before
                 # the handshake, RFC 3207 §4.2); implicit TLS on listen_tls.
                 tls_context=ctx.tls.stdlib if ctx.tls is not None and not tls else None,
+                limiter=ctx.shared.setdefault(f"{proto}_limiter", ConnectionLimiter()),
+                max_per_ip=self.config["limits"]["max_connections_per_ip"],
             )
             await listener.start_asyncio(factory, ctx.tls.stdlib if tls else None)
             return

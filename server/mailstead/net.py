@@ -77,6 +77,16 @@ class TransportOutput:
         self._closed = True
         self._writable.set()
 
+    # Input back-pressure: stop reading from a client that pipelines faster than we
+    # answer, so queued commands cannot grow without bound.
+    def pause_reading(self) -> None:
+        if not self._closed:
+            self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        if not self._closed:
+            self.transport.resumeProducing()
+
     # IPushProducer: the transport tells us when its buffer is full and drained.
     def pauseProducing(self) -> None:
         self._writable.clear()

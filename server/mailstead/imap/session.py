@@ -47,6 +47,11 @@ class State(enum.Enum):
     LOGOUT = "logout"
 
 
+# Pipelined commands waiting to run; past this we stop reading from the client.
+MAX_QUEUED_COMMANDS = 256
+RESUME_QUEUED_COMMANDS = 32
+
+
 class Output(Protocol):
     """Where a session's bytes go (the Twisted protocol implements it)."""
 
@@ -57,6 +62,10 @@ class Output(Protocol):
     def close(self) -> None: ...
 
     def start_tls(self) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
 
     @property
     def closed(self) -> bool: ...
@@ -141,6 +150,7 @@ class IMAPSession:
         self._line_waiter: asyncio.Future[RawLine] | None = None
         self._shutdown_reason: str | None = None
         self._user_slot: ConnectionLimiter | None = None
+        self._reading_paused = False
         self.busy = False
 
     # --- capabilities --------------------------------------------------------------
@@ -194,6 +204,9 @@ class IMAPSession:
                     waiter.set_result(ev)
             else:
                 self._queue.append(ev)
+        if len(self._queue) > MAX_QUEUED_COMMANDS and not self._reading_paused:
+            self._reading_paused = True
+            self.out.pause_reading()
         if self._queue and (self._task is None or self._task.done()):
             self._task = self.ctx.loop.create_task(self._run())
 
@@ -207,6 +220,9 @@ class IMAPSession:
     async def _run(self) -> None:
         while self._queue and not self.out.closed:
             ev = self._queue.popleft()
+            if self._reading_paused and len(self._queue) <= RESUME_QUEUED_COMMANDS:
+                self._reading_paused = False
+                self.out.resume_reading()
             self.busy = True
             try:
                 await self._dispatch(ev)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from ..mime.parse import normalise_crlf
+from ..net import ConnectionLimiter
 from ..store.api import MailStore, StorageFull, StoreError, User
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,15 @@ class DeliveryHandler:
         ]
         return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
 
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's last resort: one log line, a clear reply, never a traceback to the
+        client (a failed STARTTLS handshake is the client's problem, not ours)."""
+        if isinstance(error, TLSSetupException):
+            log.info("SMTP STARTTLS handshake failed: %s", error.__cause__ or error)
+            return "421 4.7.0 TLS negotiation failed"
+        log.error("SMTP session error: %s: %s", type(error).__name__, error)
+        return "421 4.3.0 Temporary server error, closing"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         body = normalise_crlf(bytes(envelope.original_content or b""))
         recipients = _recipients(envelope)
@@ -151,35 +161,90 @@ def _recipients(envelope: Envelope) -> list[Recipient]:
     return found
 
 
-class _SizeReplies:
-    """Word aiosmtpd's size refusals with the enhanced status code RFC 3463 asks for."""
+# Refusals aiosmtpd sends after the data of DATA: LMTP owes one per recipient.
+_DATA_REFUSALS = {
+    "552 Error: Too much mail data": "552 5.3.4 Message too big for system",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long",
+}
+_REWRITE = {
+    **_DATA_REFUSALS,
+    "552 Error: message size exceeds fixed maximum message size": (
+        "552 5.3.4 Message size exceeds fixed maximum message size"
+    ),
+}
 
-    _REWRITE = {
-        "552 Error: Too much mail data": "552 5.3.4 Message too big for system",
-        "552 Error: message size exceeds fixed maximum message size": (
-            "552 5.3.4 Message size exceeds fixed maximum message size"
-        ),
-    }
+
+class _MailsteadProtocol:
+    """What our SMTP and LMTP listeners add to aiosmtpd's protocol classes.
+
+    Enhanced status codes (RFC 3463) on aiosmtpd's own refusals, one refusal per
+    recipient in LMTP, a per-IP connection limit, and no traceback for addresses the
+    stdlib parser chokes on.
+    """
+
+    limiter: ConnectionLimiter | None = None
+    max_per_ip = 0
+    _counted_ip: str | None = None
 
     async def push(self, status: str) -> None:
-        await super().push(self._REWRITE.get(status, status))  # type: ignore[misc]
+        status = _REWRITE.get(status, status)
+        envelope = getattr(self, "envelope", None)
+        if isinstance(self, LMTP) and status in _DATA_REFUSALS.values() and envelope:
+            # RFC 2033 §4.2: after DATA, one reply for each accepted recipient.
+            status = "\r\n".join([status] * max(1, len(envelope.rcpt_tos)))
+        await super().push(status)  # type: ignore[misc]
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        try:
+            return super()._getaddr(arg)  # type: ignore[misc,no-any-return]
+        except (IndexError, ValueError):  # e.g. "<user@" trips the stdlib parser
+            return None, None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) else ""
+        if self.limiter is not None and self._counted_ip is None:
+            if not self.limiter.acquire(ip, self.max_per_ip):
+                log.info("SMTP connection from %s refused: too many from this address", ip)
+                transport.write(b"421 4.7.0 Too many connections from your address\r\n")
+                transport.close()
+                self._refused = True
+                return
+            self._counted_ip = ip
+        super().connection_made(transport)  # type: ignore[misc]
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if getattr(self, "_refused", False):
+            return
+        if self.limiter is not None and self._counted_ip is not None:
+            self.limiter.release(self._counted_ip)
+            self._counted_ip = None
+        super().connection_lost(error)  # type: ignore[misc]
 
 
-class MailsteadSMTP(_SizeReplies, SMTP):
+class MailsteadSMTP(_MailsteadProtocol, SMTP):
     pass
 
 
-class MailsteadLMTP(_SizeReplies, LMTP):
+class MailsteadLMTP(_MailsteadProtocol, LMTP):
     pass
 
 
-def smtp_factory(handler: DeliveryHandler, *, hostname: str, max_size: int, **kw: Any) -> Any:
+def smtp_factory(
+    handler: DeliveryHandler,
+    *,
+    hostname: str,
+    max_size: int,
+    limiter: ConnectionLimiter | None = None,
+    max_per_ip: int = 0,
+    **kw: Any,
+) -> Any:
     """A protocol factory for ``loop.create_server`` (hostname given: no DNS per connection)."""
     cls = MailsteadLMTP if handler.lmtp else MailsteadSMTP
     ident = "Mailstead LMTP" if handler.lmtp else "Mailstead ESMTP"
 
     def make() -> SMTP:
-        return cls(
+        proto = cls(
             handler,
             hostname=hostname,
             ident=ident,
@@ -188,5 +253,8 @@ def smtp_factory(handler: DeliveryHandler, *, hostname: str, max_size: int, **kw
             decode_data=False,
             **kw,
         )
+        proto.limiter = limiter
+        proto.max_per_ip = max_per_ip
+        return proto
 
     return make
