@@ -232,7 +232,12 @@ class POP3Session:
         if len(cmd.args) > spec.max_args:
             raise CommandError(f"Too many arguments to {cmd.name}")
         handler: Callable[[Command], Awaitable[None]] = getattr(self, spec.method)
-        await handler(cmd)
+        self.ctx.count(f"pop3_{cmd.name.lower()}")
+        started = time.perf_counter()
+        try:
+            await handler(cmd)
+        finally:
+            self.ctx.observe("pop3_command", time.perf_counter() - started, cmd.name)
 
     # --- any state ---------------------------------------------------------------------
     async def _capa(self, cmd: Command) -> None:
@@ -529,7 +534,6 @@ class POP3Session:
     async def _retr(self, cmd: Command) -> None:
         number, uid, data = await self._read(cmd.args[0])
         entry = self._drop.entries[number - 1]
-        self.ctx.count("pop3_retr")
         await self.channel.send_large([ok(f"{len(data)} octets"), *multiline_parts(data)])
         if self.settings.retr_sets_seen and not entry.seen:
             entry.seen = True
