@@ -386,8 +386,15 @@ def cmd_pop3(args: argparse.Namespace) -> dict[str, Any]:
     for t in targets(args, "pop3"):
         if messages:
             deliver_messages(t, messages, args.concurrency)
-        result: dict[str, Any] = {"server": t.label, "benchmark": "pop3"}
-        result.update(asyncio.run(bench_pop3(t.host, t.port, t.user, t.password, 0)))
+        result: dict[str, Any] = {"server": t.label, "benchmark": "pop3", "runs": []}
+        for _ in range(args.runs):
+            run = asyncio.run(asyncio.wait_for(
+                bench_pop3(t.host, t.port, t.user, t.password, 0), 600))
+            result["runs"].append(run["retr_msgs_per_s"])
+            result.update(run)
+        # The median of several runs: the first after a bulk delivery pays for cold caches.
+        runs = sorted(result["runs"])
+        result["retr_msgs_per_s"] = runs[len(runs) // 2]
         results.append(result)
     return compare(results, "retr_msgs_per_s", higher_is_better=True)
 
@@ -417,6 +424,7 @@ def main() -> None:
     p.set_defaults(func=cmd_imap_sync)
     p = sub.add_parser("pop3", help="POP3 STAT, UIDL, RETR of every message, QUIT")
     add_target_options(p, 110)
+    p.add_argument("--runs", type=int, default=5, help="retrievals; the median is reported")
     p.set_defaults(func=cmd_pop3)
     args = parser.parse_args()
     print(json.dumps(args.func(args)))

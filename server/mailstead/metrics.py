@@ -57,6 +57,8 @@ class Metrics:
 
     def __init__(self, open_sessions: Callable[[], int] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._count_children: dict[str, Any] = {}
+        self._observe_children: dict[tuple[str, str], Any] = {}
         reg = self.registry
         self.connections = Counter(
             "mailstead_connections", "Client connections accepted", ["protocol"], registry=reg
@@ -103,33 +105,45 @@ class Metrics:
         """Record ``n`` occurrences of the event ``name`` (see the module table)."""
         if n <= 0:
             return  # Prometheus counters only go up; a zero batch is nothing to record.
+        # Resolving labels costs a lock and several lookups; events repeat (every RETR,
+        # every FETCH), so remember which child counter each event name lands on.
+        child = self._count_children.get(name)
+        if child is None:
+            child = self._count_children[name] = self._count_child(name)
+        child.inc(n)
+
+    def _count_child(self, name: str) -> Any:
         proto, _, rest = name.partition("_")
         if rest == "connections" and proto in _CONNECTION_PROTOCOLS:
-            self.connections.labels(proto).inc(n)
-        elif rest in ("logins_ok", "logins_failed"):
-            self.logins.labels(proto, rest.removeprefix("logins_")).inc(n)
-        elif name == "delivered":
-            self.deliveries.inc(n)
-        elif name == "delivered_bytes":
-            self.delivered_bytes.inc(n)
-        elif proto == "pop3" and rest in _POP3_COMMANDS:
-            self.commands.labels("pop3", rest.upper()).inc(n)
-        else:
-            for prefix, protocol in _COMMAND_PREFIXES.items():
-                if name.startswith(prefix) and len(name) > len(prefix):
-                    self.commands.labels(protocol, name[len(prefix) :].upper()).inc(n)
-                    return
-            self.events.labels(name).inc(n)
+            return self.connections.labels(proto)
+        if rest in ("logins_ok", "logins_failed"):
+            return self.logins.labels(proto, rest.removeprefix("logins_"))
+        if name == "delivered":
+            return self.deliveries
+        if name == "delivered_bytes":
+            return self.delivered_bytes
+        if proto == "pop3" and rest in _POP3_COMMANDS:
+            return self.commands.labels("pop3", rest.upper())
+        for prefix, protocol in _COMMAND_PREFIXES.items():
+            if name.startswith(prefix) and len(name) > len(prefix):
+                return self.commands.labels(protocol, name[len(prefix) :].upper())
+        return self.events.labels(name)
+
 
     def observe(self, name: str, seconds: float, label: str = "") -> None:
         """Record a duration: ``imap_command``/``pop3_command`` (label = command), ``store``
         (label = operation, e.g. read/write), anything else generically."""
-        if name in ("imap_command", "pop3_command"):
-            self.command_seconds.labels(name.partition("_")[0], label.upper()).observe(seconds)
-        elif name == "store":
-            self.store_seconds.labels(label).observe(seconds)
-        else:
-            self.durations.labels(name, label).observe(seconds)
+        key = (name, label)
+        child = self._observe_children.get(key)
+        if child is None:
+            if name in ("imap_command", "pop3_command"):
+                child = self.command_seconds.labels(name.partition("_")[0], label.upper())
+            elif name == "store":
+                child = self.store_seconds.labels(label)
+            else:
+                child = self.durations.labels(name, label)
+            self._observe_children[key] = child
+        child.observe(seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (send with ``CONTENT_TYPE_LATEST``)."""
