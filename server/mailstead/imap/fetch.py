@@ -21,6 +21,7 @@ from .selected import SelectedMailbox
 from .structure import format_bodystructure, format_envelope
 
 CHUNK = 200
+BODY_CHUNK = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +134,15 @@ async def fetch_responses(
             structures = await store.read_structures(mbox, chunk)
         if needs.headers:
             headers = await store.read_headers(mbox, chunk)
-        for uid in chunk:
+        # Bodies in sub-chunks: one store call for several, without holding a whole
+        # chunk of big messages in memory at once.
+        bodies: dict[int, bytes] = {}
+        for i, uid in enumerate(chunk):
             raw: bytes | None = None
             if needs.full:
-                raw = await store.read_message(mbox, uid)
+                if uid not in bodies:
+                    bodies = await store.read_messages(mbox, chunk[i : i + BODY_CHUNK])
+                raw = bodies.pop(uid, None)
                 if raw is None:
                     yield uid, None
                     continue

@@ -172,6 +172,7 @@ async def search(store: MailStore, view: SelectedMailbox, key: SearchKey) -> lis
             infos = {i.uid: i for i in await store.get_messages(mbox, chunk)}
         if needs.headers:
             headers = await store.read_headers(mbox, chunk)
+        bodies = await store.read_messages(mbox, chunk) if needs.text else {}
         msgs: list[_Message] = []
         for uid in chunk:
             if (needs.info and uid not in infos) or (needs.headers and uid not in headers):
@@ -181,9 +182,9 @@ async def search(store: MailStore, view: SelectedMailbox, key: SearchKey) -> lis
             msg = _Message(uid, msn, view.flags.get(uid, frozenset()), uid in view.recent,
                            view.modseqs.get(uid, 0), infos.get(uid), headers.get(uid))
             if needs.text:
-                msg.raw = await store.read_message(mbox, uid)
+                msg.raw = bodies.get(uid)
                 if msg.raw is None:
-                    continue
+                    continue  # expunged while we looked
             msgs.append(msg)
         if needs.text or needs.headers:
             hits = await asyncio.to_thread(_match_all, key, msgs, max_msn, max_uid)
