@@ -200,3 +200,35 @@ def test_cert_self_signed_writes_a_ca_chain(tmp_path: Path) -> None:
     assert leaf.issuer == ca.subject
     res = run_cli(srv, "cert", "self-signed", "--hostname", "x", "--out", str(out), config=False)
     assert res.returncode == 1 and "--force" in res.stderr
+
+
+def test_json_logs_one_object_per_line_with_session_and_login(tmp_path: Path) -> None:
+    import imaplib
+
+    srv = ServerProcess(tmp_path)
+    srv.add_user("jo", "pw")
+    log_path = tmp_path / "json.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailstead", "serve", "--log-format", "json", "-c",
+             str(srv.config)], stdout=log, stderr=log, env=srv.env,
+        )
+    try:
+        listeners = srv.data / "listeners.json"
+        deadline = time.monotonic() + 30
+        while not listeners.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        port = next(e["port"] for e in json.loads(listeners.read_text())
+                    if e["protocol"] == "imap" and not e["tls"])
+        imap = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+        imap.login("jo", "pw")
+        imap.logout()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    entries = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert all({"time", "level", "logger", "message"} <= e.keys() for e in entries)
+    messages = [e["message"] for e in entries]
+    assert "IMAP connection from 127.0.0.1" in messages
+    assert "IMAP login jo from 127.0.0.1" in messages
+    assert "IMAP connection from 127.0.0.1 closed (user jo)" in messages

@@ -24,6 +24,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 log = logging.getLogger(__name__)
 
 
+# Forward-secret AEAD suites only for TLS 1.2 (TLS 1.3 suites are all modern); the
+# "intermediate" profile that every mail client of the last decade supports.
+TLS12_CIPHERS = ":".join((
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384",
+))
+
+
 class TLSError(Exception):
     """Certificate or key missing, unreadable or not a pair."""
 
@@ -116,6 +126,7 @@ def generate_self_signed(
 def _stdlib_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
     try:
         ctx.load_cert_chain(str(cert), str(key))
     except FileNotFoundError as exc:
@@ -144,6 +155,7 @@ class TLSContexts:
         ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
         ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
         ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+        ctx.set_cipher_list(TLS12_CIPHERS.encode())
         try:
             ctx.use_certificate_chain_file(str(self.cert))
             ctx.use_privatekey_file(str(self.key))
