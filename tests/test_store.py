@@ -274,11 +274,3 @@ async def test_full_store_fails_cleanly_and_the_writer_survives(tmp_path: Path) 
         assert await st.append(inbox.id, [NewMessage(MSG)])
     finally:
         await st.close()
-
-
-async def test_read_messages_probed_finds_the_needle(store: SqliteStore) -> None:
-    user, inbox = await inbox_of(store)
-    dotted = b"Subject: d\r\n\r\nline\r\n.starts with a dot\r\n"
-    await store.append(inbox.id, [NewMessage(MSG), NewMessage(dotted)])
-    found = await store.read_messages_probed(inbox.id, [1, 2, 9], b"\r\n.")
-    assert found == {1: (MSG, False), 2: (dotted, True)}

@@ -100,8 +100,6 @@ class CommandError(Exception):
         self.code = code
 
 
-# A line starting with "." anywhere but at the very start (multiline_parts checks that).
-DOT_LINE = b"\r\n."
 READ_AHEAD_MESSAGES = 64
 READ_AHEAD_BYTES = 8 * 1024 * 1024
 
@@ -164,8 +162,7 @@ class POP3Session:
         self._locked: int | None = None  # user id whose maildrop lock we hold
         self._seen_pending: list[int] = []  # UIDs retrieved whose \Seen is not yet stored
         self._seen_task: asyncio.Task[None] | None = None
-        # uid -> (octets, has lines needing dot-stuffing) of RETR/TOP to come
-        self._read_ahead: dict[int, tuple[bytes, bool]] = {}
+        self._read_ahead: dict[int, bytes] = {}  # uid -> octets of RETR/TOP to come
         self._prefetch: asyncio.Task[None] | None = None  # reading the next messages
         self._prefetch_uids: set[int] = set()
         self._expunged: set[int] = set()  # UIDs removed by others during this session
@@ -460,31 +457,24 @@ class POP3Session:
                 self._read_ahead.pop(ev.uid, None)
 
     async def _read(self, number_text: str) -> tuple[int, int, bytes]:
-        number, uid, data, _ = await self._read_probed(number_text)
-        return number, uid, data
-
-    async def _read_probed(self, number_text: str) -> tuple[int, int, bytes, bool]:
         entry = self._entry(number_text)
         if entry.uid in self._expunged:
             raise CommandError(f"Message {entry.number} no longer exists")
-        found_one = self._read_ahead.pop(entry.uid, None)
-        if found_one is None and self._prefetch is not None and entry.uid in self._prefetch_uids:
+        data = self._read_ahead.pop(entry.uid, None)
+        if data is None and self._prefetch is not None and entry.uid in self._prefetch_uids:
             await asyncio.shield(self._prefetch)  # the read already under way has it
-            found_one = self._read_ahead.pop(entry.uid, None)
-        if found_one is None:
+            data = self._read_ahead.pop(entry.uid, None)
+        if data is None:
             wanted = [entry.uid, *self._pipelined_uids()]
-            found = await self._read_store(wanted)
-            found_one = found.pop(entry.uid, None)
+            found = await self.ctx.store.read_messages(self._drop.mailbox_id, wanted)
+            data = found.pop(entry.uid, None)
             self._read_ahead.update(found)
             if entry.uid in self._expunged:
-                found_one = None
-        if found_one is None:
+                data = None
+        if data is None:
             raise CommandError(f"Message {entry.number} no longer exists")
         self._read_on(entry.number)
-        return entry.number, entry.uid, found_one[0], found_one[1]
-
-    async def _read_store(self, uids: list[int]) -> dict[int, tuple[bytes, bool]]:
-        return await self.ctx.store.read_messages_probed(self._drop.mailbox_id, uids, DOT_LINE)
+        return entry.number, entry.uid, data
 
     def _pipelined_uids(self) -> list[int]:
         """UIDs the client's queued RETR/TOP commands will want next.
@@ -517,7 +507,7 @@ class POP3Session:
         if self._prefetch is not None or len(self._read_ahead) >= READ_AHEAD_MESSAGES // 2:
             return
         uids: list[int] = []
-        budget = READ_AHEAD_BYTES - sum(len(d) for d, _ in self._read_ahead.values())
+        budget = READ_AHEAD_BYTES - sum(len(d) for d in self._read_ahead.values())
         for entry in self._drop.entries[number:]:
             if len(uids) >= READ_AHEAD_MESSAGES or budget <= 0:
                 break
@@ -531,7 +521,7 @@ class POP3Session:
 
     async def _prefetch_run(self, uids: list[int]) -> None:
         try:
-            found = await self._read_store(uids)
+            found = await self.ctx.store.read_messages(self._drop.mailbox_id, uids)
             for uid in self._expunged.intersection(found):
                 del found[uid]
             self._read_ahead.update(found)
@@ -542,10 +532,9 @@ class POP3Session:
             self._prefetch_uids = set()
 
     async def _retr(self, cmd: Command) -> None:
-        number, uid, data, dot_lines = await self._read_probed(cmd.args[0])
+        number, uid, data = await self._read(cmd.args[0])
         entry = self._drop.entries[number - 1]
-        body = multiline_parts(data, dot_lines)
-        await self.channel.send_large([ok(f"{len(data)} octets"), *body])
+        await self.channel.send_large([ok(f"{len(data)} octets"), *multiline_parts(data)])
         if self.settings.retr_sets_seen and not entry.seen:
             entry.seen = True
             self._seen_pending.append(uid)

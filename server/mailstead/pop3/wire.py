@@ -144,22 +144,18 @@ def err(text: str, code: str | None = None) -> bytes:
 _DOT_LINE = re.compile(rb"\n\.")
 
 
-def multiline_parts(data: bytes, dot_lines: bool | None = None) -> list[bytes]:
+def multiline_parts(data: bytes) -> list[bytes]:
     """A multi-line body as pieces to write: dot-stuffed, CRLF added if missing, ``.CRLF``.
 
     Lines are CRLF-delimited (messages are stored CRLF-normalised); every line of the
     whole body that starts with ``.`` gets another ``.`` in front. An empty body is no
-    lines at all. Returning pieces spares RETR a copy of every message. ``dot_lines`` says
-    whether some line after the first starts with "." when the caller already knows
-    (the store can tell, see ``read_messages_probed``).
+    lines at all. Returning pieces spares RETR a copy of every message.
     """
     if not data:
         return [TERMINATOR]
     # A regex search is several times faster than bytes.__contains__ for this needle,
     # and most messages have no line starting with "." at all.
-    if dot_lines is None:
-        dot_lines = _DOT_LINE.search(data) is not None
-    if dot_lines:
+    if _DOT_LINE.search(data):
         data = data.replace(b"\r\n.", b"\r\n..")
     if data.startswith(b"."):
         data = b"." + data

@@ -255,13 +255,6 @@ class MailStore(abc.ABC):
         """Several messages' octets in one call (for read-ahead); missing UIDs are absent."""
 
     @abc.abstractmethod
-    async def read_messages_probed(
-        self, mailbox_id: int, uids: Iterable[int], needle: bytes
-    ) -> dict[int, tuple[bytes, bool]]:
-        """``read_messages`` plus whether each message contains ``needle``, searched by
-        the backend off the event loop (POP3 asks for lines that need dot-stuffing)."""
-
-    @abc.abstractmethod
     async def read_headers(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
         """Top-level header blocks (with the blank line) without reading bodies."""
 

@@ -840,28 +840,6 @@ class SqliteStore(MailStore):
     async def read_messages(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
         return await self._blob_column("data", mailbox_id, uids)
 
-    async def read_messages_probed(
-        self, mailbox_id: int, uids: Iterable[int], needle: bytes
-    ) -> dict[int, tuple[bytes, bool]]:
-        wanted = list(uids)
-
-        def q(conn: sqlite3.Connection) -> dict[int, tuple[bytes, bool]]:
-            out: dict[int, tuple[bytes, bool]] = {}
-            for chunk in self._chunks(wanted):
-                marks = ",".join("?" * len(chunk))
-                # instr() runs inside SQLite, which releases the GIL: the search costs
-                # the event loop nothing.
-                rows = conn.execute(
-                    "SELECT m.uid, b.data, instr(b.data, ?) FROM messages m "
-                    f"JOIN blobs b ON b.id = m.blob_id WHERE m.mailbox_id = ? "
-                    f"AND m.uid IN ({marks})",
-                    (needle, mailbox_id, *chunk),
-                )
-                out.update((uid, (data, pos > 0)) for uid, data, pos in rows)
-            return out
-
-        return await self._read(q)
-
     async def read_headers(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
         return await self._blob_column("header", mailbox_id, uids)
 
