@@ -199,8 +199,9 @@ def targets(args: argparse.Namespace, proto: str) -> Iterator[Target]:
         yield Target("mailstead", "127.0.0.1", ports[(proto, False)] if proto else 0,
                      ports[("lmtp", False)], "bench", "bench", "bench@bench.test")
     if args.host:
-        yield Target(args.label, args.host, args.port, args.lmtp_port, args.user,
-                     args.password, args.rcpt)
+        # For the delivery benchmark the protocol port is the LMTP port.
+        lmtp = args.lmtp_port if proto or args.lmtp_port else args.port
+        yield Target(args.label, args.host, args.port, lmtp, args.user, args.password, args.rcpt)
 
 
 def compare(results: list[dict[str, Any]], key: str, higher_is_better: bool) -> dict[str, Any]:
