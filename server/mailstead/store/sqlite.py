@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -43,13 +42,12 @@ from .api import (
     MessageInfo,
     NewMessage,
     NotFound,
-    StorageFull,
-    StoreError,
     StoreUnavailable,
     User,
 )
 from .hub import ChangeHub
 from .names import validate_mailbox_name
+from .writer import WriteJob, Writer, map_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,7 +102,6 @@ CREATE TABLE IF NOT EXISTS expunged (
 ) WITHOUT ROWID;
 """
 
-_WRITE_BATCH = 64
 
 
 def _flags_text(flags: Iterable[str]) -> str:
@@ -128,124 +125,6 @@ def _from_row_date(ts: int, tzoffset: int) -> datetime:
     return datetime.fromtimestamp(ts, timezone(timedelta(minutes=tzoffset)))
 
 
-def _map_error(exc: BaseException) -> BaseException:
-    """Translate SQLite failures into store errors the protocols know how to answer."""
-    if isinstance(exc, StoreError):
-        return exc
-    if isinstance(exc, sqlite3.OperationalError):
-        text = str(exc).lower()
-        if "full" in text:
-            return StorageFull("the mail store is full")
-        return StoreUnavailable(f"the mail store is unavailable: {exc}")
-    if isinstance(exc, sqlite3.DatabaseError):
-        return StoreUnavailable(f"the mail store failed: {exc}")
-    return exc
-
-
-# A write job runs on the writer connection and returns (result, change batches).
-WriteJob = Callable[[sqlite3.Connection], tuple[Any, list[ChangeBatch]]]
-
-
-class _Writer:
-    """The single writer thread; see the module docstring for the commit protocol."""
-
-    def __init__(self, connect: Callable[[], sqlite3.Connection], store: SqliteStore) -> None:
-        self._connect = connect
-        self._store = store
-        self._queue: queue.SimpleQueue[tuple[WriteJob, asyncio.Future[Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
-        self.commits = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, job: WriteJob, fut: asyncio.Future[Any]) -> None:
-        self._queue.put((job, fut))
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        conn = self._connect()
-        try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                while len(batch) < _WRITE_BATCH:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                try:
-                    self._run_batch(conn, batch)
-                except BaseException as exc:  # the writer must outlive any one batch
-                    log.exception("store writer: batch failed")
-                    self._abandon(conn, batch, exc)
-                if stop:
-                    return
-        finally:
-            conn.close()
-
-    def _abandon(
-        self,
-        conn: sqlite3.Connection,
-        batch: list[tuple[WriteJob, asyncio.Future[Any]]],
-        exc: BaseException,
-    ) -> None:
-        """Fail every job of a batch whose transaction is lost, and leave no transaction."""
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-        err = _map_error(exc)
-        self._store._complete([(fut, None, [], err) for _, fut in batch])
-
-    def _run_batch(
-        self, conn: sqlite3.Connection, batch: list[tuple[WriteJob, asyncio.Future[Any]]]
-    ) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], Any, list[ChangeBatch], BaseException | None]]
-        outcomes = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except Exception as exc:
-            self._abandon(conn, batch, exc)
-            return
-        for job, fut in batch:
-            conn.execute("SAVEPOINT job")
-            try:
-                result, changes = job(conn)
-            except BaseException as exc:  # the job failed: undo only its part
-                if not conn.in_transaction:
-                    # SQLite rolled the whole transaction back (it may on SQLITE_FULL or
-                    # IOERR): the jobs before this one are lost too, so all of them fail.
-                    self._abandon(conn, batch, exc)
-                    return
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
-                outcomes.append((fut, None, [], _map_error(exc)))
-            else:
-                conn.execute("RELEASE job")
-                outcomes.append((fut, result, changes, None))
-        try:
-            conn.execute("COMMIT")
-            self.commits += 1
-        except Exception as exc:
-            self._abandon(conn, batch, exc)
-            return
-        self._store._complete(outcomes)
-
-
 class SqliteStore(MailStore):
     """``MailStore`` on one SQLite database file in WAL mode."""
 
@@ -266,7 +145,7 @@ class SqliteStore(MailStore):
         self.max_depth = max_depth
         self.max_bytes = max_bytes  # 0: unlimited; else the database may not grow past it
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writer: _Writer | None = None
+        self._writer: Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._all_readers: list[sqlite3.Connection] = []
@@ -315,7 +194,7 @@ class SqliteStore(MailStore):
             await self._loop.run_in_executor(None, init)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open the mail store {self.path}: {exc}") from None
-        self._writer = _Writer(self._connect, self)
+        self._writer = Writer(self._connect, self)
         self._writer.start()
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
 
@@ -352,7 +231,7 @@ class SqliteStore(MailStore):
         try:
             return await self._loop.run_in_executor(self._readers, run)
         except sqlite3.Error as exc:
-            raise _map_error(exc) from None
+            raise map_error(exc) from None
         finally:
             if self.on_latency is not None:
                 self.on_latency("read", time.perf_counter() - started)

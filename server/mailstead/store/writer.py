@@ -1,0 +1,146 @@
+"""The SQLite store's single writer thread: group commit, savepoints, commit-ordered events.
+
+Writes are jobs queued to one thread. It takes every job that is waiting, runs each inside
+its own SAVEPOINT of one transaction and commits once (one fsync for many deliveries),
+then hands results and change events back to the loop in one callback, so the
+``ChangeHub`` sees batches strictly in commit order and only after commit. A transaction
+SQLite itself rolled back (SQLITE_FULL, I/O errors) fails every job of the batch, and the
+thread lives on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .api import ChangeBatch, StorageFull, StoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from .sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+_WRITE_BATCH = 64
+
+
+def map_error(exc: BaseException) -> BaseException:
+    """Translate SQLite failures into store errors the protocols know how to answer."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        if "full" in text:
+            return StorageFull("the mail store is full")
+        return StoreUnavailable(f"the mail store is unavailable: {exc}")
+    if isinstance(exc, sqlite3.DatabaseError):
+        return StoreUnavailable(f"the mail store failed: {exc}")
+    return exc
+
+
+# A write job runs on the writer connection and returns (result, change batches).
+WriteJob = Callable[[sqlite3.Connection], tuple[Any, list[ChangeBatch]]]
+
+
+class Writer:
+    """The single writer thread; see the module docstring for the commit protocol."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], store: SqliteStore) -> None:
+        self._connect = connect
+        self._store = store
+        self._queue: queue.SimpleQueue[tuple[WriteJob, asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self.commits = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: WriteJob, fut: asyncio.Future[Any]) -> None:
+        self._queue.put((job, fut))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < _WRITE_BATCH:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                try:
+                    self._run_batch(conn, batch)
+                except BaseException as exc:  # the writer must outlive any one batch
+                    log.exception("store writer: batch failed")
+                    self._abandon(conn, batch, exc)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _abandon(
+        self,
+        conn: sqlite3.Connection,
+        batch: list[tuple[WriteJob, asyncio.Future[Any]]],
+        exc: BaseException,
+    ) -> None:
+        """Fail every job of a batch whose transaction is lost, and leave no transaction."""
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        err = map_error(exc)
+        self._store._complete([(fut, None, [], err) for _, fut in batch])
+
+    def _run_batch(
+        self, conn: sqlite3.Connection, batch: list[tuple[WriteJob, asyncio.Future[Any]]]
+    ) -> None:
+        outcomes: list[tuple[asyncio.Future[Any], Any, list[ChangeBatch], BaseException | None]]
+        outcomes = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            self._abandon(conn, batch, exc)
+            return
+        for job, fut in batch:
+            conn.execute("SAVEPOINT job")
+            try:
+                result, changes = job(conn)
+            except BaseException as exc:  # the job failed: undo only its part
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back (it may on SQLITE_FULL or
+                    # IOERR): the jobs before this one are lost too, so all of them fail.
+                    self._abandon(conn, batch, exc)
+                    return
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((fut, None, [], map_error(exc)))
+            else:
+                conn.execute("RELEASE job")
+                outcomes.append((fut, result, changes, None))
+        try:
+            conn.execute("COMMIT")
+            self.commits += 1
+        except Exception as exc:
+            self._abandon(conn, batch, exc)
+            return
+        self._store._complete(outcomes)
