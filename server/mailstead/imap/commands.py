@@ -11,6 +11,7 @@ literals (RFC 7888) so that the whole command can be sent at once.
 
 from __future__ import annotations
 
+import abc
 import base64
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
@@ -323,13 +324,14 @@ FETCH_MACROS: dict[str, tuple[FetchAttribute, ...]] = {
 # ---------------------------------------------------------------------------
 
 
-class SearchKey:
-    """Base of the search-key tree (RFC 3501 §6.4.4)."""
+class SearchKey(abc.ABC):
+    """Base of the search-key tree (RFC 3501 §6.4.4); every key type formats itself."""
 
     __slots__ = ()
 
+    @abc.abstractmethod
     def format(self, *, literal_plus: bool = True) -> bytes:
-        raise NotImplementedError
+        """The key as a client writes it."""
 
     def __bytes__(self) -> bytes:
         return self.format()
