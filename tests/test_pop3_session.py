@@ -325,14 +325,39 @@ async def test_overlong_sasl_answer_aborts_the_exchange(ctx: ServerContext) -> N
     assert (await c.cmd("cHc=")).startswith(b"+OK Maildrop locked")
 
 
-async def test_a_flood_of_pipelined_lines_pauses_reading(ctx: ServerContext) -> None:
+async def test_a_flood_of_pipelined_lines_is_answered_at_once(ctx: ServerContext) -> None:
     c = Client(ctx)
     await c.login()
     c.proto.dataReceived(b"NOOP\r\n" * 1000)
-    assert c.tr.producerState == "paused"
-    await c.settle()
+    assert c.proto._worker is None  # no command needed a wait
     assert c.tr.producerState == "producing"
     assert c.take() == b"+OK\r\n" * 1000
+
+
+async def test_lines_pile_up_and_reading_pauses_while_the_client_does_not_read(
+    ctx: ServerContext,
+) -> None:
+    tr = PausingTransport()
+    tr.limit = 2000
+    c = Client(ctx, transport=tr)
+    await c.login()
+    c.take()
+    c.proto.dataReceived(b"NOOP\r\n" * 1000)
+    assert c.tr.producerState == "paused"  # no longer reading commands
+    await asyncio.sleep(0.05)
+    got = c.take()
+    assert 2000 < len(got) < 3000  # answering stopped at the first full buffer
+    producer = c.tr.producer
+    assert producer is not None
+    for _ in range(10_000):
+        if c.proto._worker is None:
+            break
+        producer.resumeProducing()  # the client reads; the buffer drains
+        await asyncio.sleep(0)
+        got += c.take()
+    got += c.take()
+    assert got == b"+OK\r\n" * 1000
+    assert c.tr.producerState == "producing"
 
 
 async def test_large_retr_waits_while_the_client_does_not_read(ctx: ServerContext) -> None:
@@ -345,17 +370,18 @@ async def test_large_retr_waits_while_the_client_does_not_read(ctx: ServerContex
     c = Client(ctx, transport=PausingTransport())
     await c.login()
     c.proto.dataReceived(b"RETR 4\r\nNOOP\r\n")
+    gate = c.proto._gate
     for _ in range(1000):
-        if c.tr.producer is not None:
+        if gate.paused:
             break
         await asyncio.sleep(0.005)
     producer = c.tr.producer
-    assert producer is not None and c.proto._worker is not None
+    assert producer is gate and c.proto._worker is not None
     got = c.take()
     assert 100_000 < len(got) < len(big)  # stopped at the first full buffer
     await asyncio.sleep(0.05)
     assert c.take() == b""
-    while c.tr.producer is not None:
+    while c.proto._worker is not None:
         producer.resumeProducing()  # the client reads; the buffer drains
         await asyncio.sleep(0)
         got += c.take()

@@ -1,10 +1,13 @@
 """The Twisted side of a POP3 connection: framing, ordering, flow control, TLS, timeouts.
 
-Received octets are split into lines and queued; one asyncio task at a time feeds the
-queue to the ``POP3Session`` so a command that awaits the store is never overtaken by
-the next pipelined one. Reading pauses while too many lines wait, and large responses
-are written in chunks that wait while the client does not read (a streaming producer
-registered on the transport), so neither direction can grow memory without bound.
+Received octets are split into lines and queued. Most commands need neither the store nor
+a wait (STAT, LIST, DELE, and RETR of a message the session has read ahead), so the queue
+is answered right in ``dataReceived``; the first line that must wait hands the rest of
+the queue to one asyncio task, so a command that awaits the store is never overtaken by
+the next pipelined one. Reading pauses while too many lines wait. Output goes through a
+streaming producer registered for the whole connection: while the client does not read,
+no further command is answered and large responses wait between chunks, so neither
+direction can grow memory without bound.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IPushProducer, ITLSTransport
@@ -31,6 +35,9 @@ log = logging.getLogger("mailstead.pop3")
 MAX_QUEUED_LINES = 256  # pause reading beyond this many unprocessed pipelined lines
 RESUME_QUEUED_LINES = 32
 WRITE_CHUNK = 64 * 1024
+# Octets of output the transport may hold before no further command is answered: room for
+# a burst of pipelined RETRs of typical mail, and a bound for a client that does not read.
+OUTPUT_BUFFER = 256 * 1024
 # Seconds a closing connection may take before it is aborted: TLS waits for the client's
 # close_notify, which a client that stopped reading never sends.
 ABORT_AFTER_CLOSE = 10.0
@@ -86,7 +93,8 @@ class POP3Protocol(Protocol):
         self._cleaned = False
         self._counted = False  # holds a slot in the per-IP connection count
         self._shutdown_reason: str | None = None
-        self._gate: _OutputGate | None = None
+        self._gate = _OutputGate(self._touch)
+        self._producing = False  # the gate is registered with the transport
         self._last_activity = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
@@ -108,25 +116,26 @@ class POP3Protocol(Protocol):
         if not self._lost and self.transport is not None:
             self.transport.write(data)
 
-    async def send_large(self, parts: list[bytes]) -> None:
+    def send_parts(self, parts: list[bytes]) -> Awaitable[None] | None:
         if self._lost or self.transport is None:
-            return
-        if sum(len(p) for p in parts) <= WRITE_CHUNK:
+            return None
+        size = 0
+        for part in parts:
+            size += len(part)
+        if size <= WRITE_CHUNK:
             self.transport.writeSequence(parts)
-            return
-        data = b"".join(parts)
-        gate = self._gate = _OutputGate(self._touch)
-        self.transport.registerProducer(gate, True)
-        try:
-            for offset in range(0, len(data), WRITE_CHUNK):
-                await gate.wait()
-                if self._lost or gate.stopped:
-                    return
-                self.transport.write(data[offset:offset + WRITE_CHUNK])
-        finally:
-            self._gate = None
-            if not self._lost:
-                self.transport.unregisterProducer()
+            return None
+        return self._send_chunked(b"".join(parts))
+
+    async def _send_chunked(self, data: bytes) -> None:
+        # Chunks wait for a drained buffer, so a huge message is neither copied whole into
+        # the transport's buffer nor held there for a client that does not read.
+        gate = self._gate
+        for offset in range(0, len(data), WRITE_CHUNK):
+            await gate.wait()
+            if self._lost or gate.stopped:
+                return
+            self.transport.write(data[offset:offset + WRITE_CHUNK])
 
     def queued_lines(self) -> collections.deque[Line]:
         return self._pending
@@ -147,6 +156,7 @@ class POP3Protocol(Protocol):
             return
         self._closing = True
         self._pending.clear()
+        self._stop_producing()  # (TLS would wait for the producer before closing)
         self.transport.loseConnection()
         self._abort_timer = self.loop.call_later(abort_after, self._abort)
 
@@ -172,6 +182,10 @@ class POP3Protocol(Protocol):
         log.info("pop3 session open from %s%s", self.peer, " (TLS)" if self._tls else "")
         self._touch()
         self._idle_timer = self.loop.call_later(settings.idle_timeout, self._check_idle)
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = OUTPUT_BUFFER
+        self.transport.registerProducer(self._gate, True)
+        self._producing = True
         self.send(self.session.greeting())
 
     def dataReceived(self, data: bytes) -> None:
@@ -182,11 +196,11 @@ class POP3Protocol(Protocol):
         if not lines:
             return
         self._pending.extend(lines)
+        if self._worker is None:
+            self._answer_queued()
         if len(self._pending) > MAX_QUEUED_LINES and not self._reading_paused:
             self._reading_paused = True
             self.transport.pauseProducing()
-        if self._worker is None:
-            self._worker = self.loop.create_task(self._run())
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
@@ -194,14 +208,14 @@ class POP3Protocol(Protocol):
         for timer in (self._idle_timer, self._abort_timer):
             if timer is not None:
                 timer.cancel()
-        if self._gate is not None:
-            self._gate.stopProducing()
+        self._gate.stopProducing()
+        self._producing = False
         if self._counted:
             self._counted = False
             self.factory.limiter.release(self.peer_host)
         if self._worker is None:
             if self.session is not None and self.session.seen_busy:
-                self._worker = self.loop.create_task(self._run())  # flushes, then cleans up
+                self._worker = self.loop.create_task(self._run(None))  # flushes, cleans up
             else:
                 self._cleanup()
 
@@ -220,20 +234,49 @@ class POP3Protocol(Protocol):
             self._goodbye()
 
     # --- internals ----------------------------------------------------------------------
-    async def _run(self) -> None:
-        assert self.session is not None
+    def _answer_queued(self) -> None:
+        """Answer queued lines here and now until one has to wait (for the store, or for
+        the client to read); that one and the rest go to the ``_run`` task."""
+        session = self.session
+        assert session is not None
+        pending, gate = self._pending, self._gate
+        while pending and not (self._lost or self._closing):
+            if gate.paused:
+                self._worker = self.loop.create_task(self._run(None))
+                return
+            rest = session.handle_now(pending.popleft())
+            if rest is not None:
+                self._worker = self.loop.create_task(self._run(rest))
+                return
+        self._queue_ran_dry()
+
+    def _queue_ran_dry(self) -> None:
+        if self._reading_paused:
+            self._resume_reading()
+        if not (self._lost or self._closing) and self.session is not None:
+            # Write the \Seen flags the burst of RETRs left pending, in the background.
+            self.session.schedule_seen()
+
+    async def _run(self, first: Awaitable[None] | None) -> None:
+        session = self.session
+        assert session is not None
+        pending, gate = self._pending, self._gate
         try:
-            while self._pending and not (self._lost or self._closing):
-                line = self._pending.popleft()
-                await self.session.handle(line)
-                if self._reading_paused and len(self._pending) <= RESUME_QUEUED_LINES:
+            if first is not None:
+                await first
+            while pending and not (self._lost or self._closing):
+                if gate.paused:
+                    await gate.wait()
+                    continue
+                rest = session.handle_now(pending.popleft())
+                if rest is not None:
+                    await rest
+                if self._reading_paused and len(pending) <= RESUME_QUEUED_LINES:
                     self._resume_reading()
-            # The queue ran dry: write the \Seen flags the burst of RETRs left pending,
-            # in the background while the session goes on, or completely before it ends.
             if self._lost or self._closing:
-                await self.session.flush_seen()
+                await session.flush_seen()  # every \Seen is written before the session ends
             else:
-                self.session.schedule_seen()
+                self._queue_ran_dry()
         finally:
             self._worker = None
             if self._lost:
@@ -258,7 +301,7 @@ class POP3Protocol(Protocol):
     def _check_idle(self) -> None:
         timeout = self.factory.settings.idle_timeout
         idle = self.loop.time() - self._last_activity
-        busy = self._worker is not None and (self._gate is None or not self._gate.paused)
+        busy = self._worker is not None and not self._gate.paused
         if busy or idle < timeout:  # re-arm for the rest (a busy server is not idle)
             rest = timeout if busy else timeout - idle + 0.01
             self._idle_timer = self.loop.call_later(rest, self._check_idle)
@@ -267,6 +310,12 @@ class POP3Protocol(Protocol):
         log.info("pop3 idle timeout for %s", self.peer)
         self.send(err("Idle for too long, closing connection"))
         self.close(ABORT_AFTER_GOODBYE)
+
+    def _stop_producing(self) -> None:
+        self._gate.stopProducing()  # wakes a chunked write, which then gives up
+        if self._producing and not self._lost:
+            self._producing = False
+            self.transport.unregisterProducer()
 
     def _abort(self) -> None:
         if not self._lost:

@@ -1,15 +1,18 @@
 """The POP3 state machine (RFC 1939, RFC 2449, RFC 2595 STLS, RFC 5034 AUTH).
 
 A ``POP3Session`` receives one line at a time from its connection, strictly in order, and
-answers through a ``Channel``; it knows nothing about Twisted. Each command runs to
-completion (including any store call it awaits) before the next line is handed in, so
-pipelined commands are answered in order. Every failure becomes an ``-ERR`` and the
-session goes on; unexpected ones are logged and answered ``-ERR [SYS/TEMP]``.
+answers through a ``Channel``; it knows nothing about Twisted. ``handle_now`` answers a
+command at once when it needs no store call, and otherwise returns the rest of its work as
+an awaitable that must complete before the next line is handed in, so pipelined commands
+are answered in order while the common ones cost no task switch. Every failure becomes an
+``-ERR`` and the session goes on; unexpected ones are logged and answered
+``-ERR [SYS/TEMP]``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import time
@@ -79,8 +82,9 @@ class Channel(Protocol):
 
     def send(self, data: bytes) -> None: ...
 
-    async def send_large(self, parts: list[bytes]) -> None:
-        """Send a (possibly huge) response, waiting while the client is not reading."""
+    def send_parts(self, parts: list[bytes]) -> Awaitable[None] | None:
+        """Send a response in pieces; a huge one returns an awaitable that sends it in
+        chunks, waiting while the client is not reading."""
 
     def start_tls(self, reply: bytes) -> None:
         """Drop all buffered input, send ``reply`` in plaintext, then start TLS."""
@@ -100,12 +104,17 @@ class CommandError(Exception):
         self.code = code
 
 
-READ_AHEAD_MESSAGES = 64
+# At most this many messages (and octets) read ahead of a client downloading in order; a
+# new read starts when half is left, so the store stays ahead of the sending.
+READ_AHEAD_MESSAGES = 128
 READ_AHEAD_BYTES = 8 * 1024 * 1024
 
 AUTH, TRANS = frozenset({State.AUTHORIZATION}), frozenset({State.TRANSACTION})
 BOTH = AUTH | TRANS
 PLAINTEXT_REFUSED = "Plaintext authentication is only allowed over TLS: use STLS first"
+
+
+Pending = Awaitable[None] | None  # what a handler returns: None when it is done
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +123,7 @@ class _Spec:
     states: frozenset[State]
     min_args: int
     max_args: int
+    counter: str = ""  # the event counted for each use, e.g. pop3_retr
 
 
 _COMMANDS: dict[str, _Spec] = {
@@ -132,6 +142,10 @@ _COMMANDS: dict[str, _Spec] = {
     "RSET": _Spec("_rset", TRANS, 0, 0),
     "NOOP": _Spec("_noop", TRANS, 0, 0),
 }
+
+
+for _name, _spec in _COMMANDS.items():
+    _COMMANDS[_name] = dataclasses.replace(_spec, counter=f"pop3_{_name.lower()}")
 
 
 def _safe(name: str) -> str:
@@ -174,18 +188,35 @@ class POP3Session:
 
     async def handle(self, line: Line) -> None:
         """Process one received line completely; never raises."""
+        rest = self.handle_now(line)
+        if rest is not None:
+            await rest
+
+    def handle_now(self, line: Line) -> Pending:
+        """Answer ``line`` now if that needs no store call, and return None. Otherwise
+        return an awaitable doing the rest; await it before handing in the next line.
+        Neither this nor the awaitable raises: failures are answered ``-ERR``."""
         try:
-            if self._sasl is not None:
-                await self._sasl_answer(line)
-            else:
-                await self._command(line)
-        except CommandError as exc:
+            rest = self._sasl_answer(line) if self._sasl is not None else self._command(line)
+        except Exception as exc:
+            self._failed(exc)
+            return None
+        return None if rest is None else self._guarded(rest)
+
+    async def _guarded(self, rest: Awaitable[None]) -> None:
+        try:
+            await rest
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, CommandError):
             self.channel.send(err(exc.text, exc.code))
-        except StoreError as exc:
+        elif isinstance(exc, StoreError):
             log.error("pop3 store error for %s: %s", self.channel.peer, exc)
             self.channel.send(err("Temporary server failure, try again later", "SYS/TEMP"))
-        except Exception:
-            log.exception("pop3 command failed for %s", self.channel.peer)
+        else:
+            log.error("pop3 command failed for %s", self.channel.peer, exc_info=exc)
             self.channel.send(err("Internal server error, try again later", "SYS/TEMP"))
 
     def release(self) -> None:
@@ -206,7 +237,7 @@ class POP3Session:
         )
 
     # --- dispatch ----------------------------------------------------------------------
-    async def _command(self, line: Line) -> None:
+    def _command(self, line: Line) -> Pending:
         # AUTH may carry a long initial response; it gets the SASL line cap (LineBuffer's).
         if isinstance(line, Overlong) or (
             len(line) > MAX_COMMAND_LINE and line[:5].upper() != b"AUTH "
@@ -231,16 +262,27 @@ class POP3Session:
             raise CommandError(f"Missing argument to {cmd.name}")
         if len(cmd.args) > spec.max_args:
             raise CommandError(f"Too many arguments to {cmd.name}")
-        handler: Callable[[Command], Awaitable[None]] = getattr(self, spec.method)
-        self.ctx.count(f"pop3_{cmd.name.lower()}")
+        handler: Callable[[Command], Pending] = getattr(self, spec.method)
+        self.ctx.count(spec.counter)
         started = time.perf_counter()
         try:
-            await handler(cmd)
-        finally:
+            rest = handler(cmd)
+        except BaseException:
             self.ctx.observe("pop3_command", time.perf_counter() - started, cmd.name)
+            raise
+        if rest is None:
+            self.ctx.observe("pop3_command", time.perf_counter() - started, cmd.name)
+            return None
+        return self._timed(rest, cmd.name, started)
+
+    async def _timed(self, rest: Awaitable[None], name: str, started: float) -> None:
+        try:
+            await rest
+        finally:
+            self.ctx.observe("pop3_command", time.perf_counter() - started, name)
 
     # --- any state ---------------------------------------------------------------------
-    async def _capa(self, cmd: Command) -> None:
+    def _capa(self, cmd: Command) -> Pending:
         ch = self.channel
         caps = capabilities(
             self.settings,
@@ -248,12 +290,17 @@ class POP3Session:
             stls=self.state is State.AUTHORIZATION and ch.tls_available and not ch.tls_active,
         )
         ch.send(ok("Capability list follows") + multiline(CRLF.join(c.encode() for c in caps)))
+        return None
 
-    async def _quit(self, cmd: Command) -> None:
+    def _quit(self, cmd: Command) -> Pending:
         if self.state is State.AUTHORIZATION:
             self.channel.send(ok("Bye"))
             self.channel.close()
-            return
+            return None
+        return self._update()
+
+    async def _update(self) -> None:
+        """RFC 1939 §6: apply the deletions in one transaction, then say goodbye."""
         assert self.maildrop is not None
         self.state = State.UPDATE
         uids = self.maildrop.deleted_uids()
@@ -284,40 +331,42 @@ class POP3Session:
         if not self.login_allowed:
             raise CommandError(PLAINTEXT_REFUSED, "AUTH")
 
-    async def _user(self, cmd: Command) -> None:
+    def _user(self, cmd: Command) -> Pending:
         self._require_login_allowed()
         self._pending_user = cmd.args[0]
         self.channel.send(ok("Send your password"))
+        return None
 
-    async def _pass(self, cmd: Command) -> None:
+    def _pass(self, cmd: Command) -> Pending:
         login, self._pending_user = self._pending_user, None
         self._require_login_allowed()
         if login is None:
             raise CommandError("Send USER first")
-        await self._login(login, cmd.rest)
+        return self._login(login, cmd.rest)
 
-    async def _stls(self, cmd: Command) -> None:
+    def _stls(self, cmd: Command) -> Pending:
         if self.channel.tls_active:
             raise CommandError("TLS is already active")
         if not self.channel.tls_available:
             raise CommandError("TLS is not available")
         self.channel.start_tls(ok("Begin TLS negotiation"))
+        return None
 
-    async def _auth(self, cmd: Command) -> None:
+    def _auth(self, cmd: Command) -> Pending:
         if not cmd.args:  # the RFC 1734-era mechanism listing many clients still probe
             mechs = MECHANISMS if self.login_allowed else ()
             body = CRLF.join(m.encode() for m in mechs)
             self.channel.send(ok("Supported SASL mechanisms") + multiline(body))
-            return
+            return None
         self._require_login_allowed()
         try:
             initial = decode_initial_response(cmd.args[1]) if len(cmd.args) > 1 else None
             self._sasl = SaslExchange.start(cmd.args[0], initial)
         except SaslError as exc:
             raise CommandError(str(exc)) from None
-        await self._sasl_step()
+        return self._sasl_step()
 
-    async def _sasl_answer(self, line: Line) -> None:
+    def _sasl_answer(self, line: Line) -> Pending:
         if isinstance(line, Overlong):
             self._sasl = None
             raise CommandError("Line too long; authentication aborted")
@@ -330,9 +379,9 @@ class POP3Session:
         except SaslError as exc:
             self._sasl = None
             raise CommandError(str(exc)) from None
-        await self._sasl_step()
+        return self._sasl_step()
 
-    async def _sasl_step(self) -> None:
+    def _sasl_step(self) -> Pending:
         assert self._sasl is not None
         try:
             step = self._sasl.next_step()
@@ -341,9 +390,9 @@ class POP3Session:
             raise CommandError(str(exc)) from None
         if isinstance(step, bytes):
             self.channel.send(b"+ " + encode_base64(step) + CRLF)
-            return
+            return None
         self._sasl = None
-        await self._login(step.authcid, step.password, step.authzid)
+        return self._login(step.authcid, step.password, step.authzid)
 
     async def _login(self, login: str, password: str, authzid: str = "") -> None:
         auth = self.ctx.auth
@@ -427,28 +476,31 @@ class POP3Session:
         except NoSuchMessage as exc:
             raise CommandError(str(exc)) from None
 
-    async def _stat(self, cmd: Command) -> None:
+    def _stat(self, cmd: Command) -> Pending:
         count, size = self._drop.stat()
         self.channel.send(ok(f"{count} {size}"))
+        return None
 
-    async def _list(self, cmd: Command) -> None:
+    def _list(self, cmd: Command) -> Pending:
         drop = self._drop
         if cmd.args:
             entry = self._entry(cmd.args[0])
             self.channel.send(ok(f"{entry.number} {entry.size}"))
-            return
+            return None
         count, size = drop.stat()
         body = b"".join(b"%d %d\r\n" % (e.number, e.size) for e in drop.live())
-        self.channel.send(ok(f"{count} messages ({size} octets)") + multiline(body))
+        return self.channel.send_parts(
+            [ok(f"{count} messages ({size} octets)"), *multiline_parts(body)])
 
-    async def _uidl(self, cmd: Command) -> None:
+    def _uidl(self, cmd: Command) -> Pending:
         drop = self._drop
         if cmd.args:
             entry = self._entry(cmd.args[0])
             self.channel.send(ok(f"{entry.number} {drop.unique_id(entry)}"))
-            return
+            return None
         body = "".join(f"{e.number} {drop.unique_id(e)}\r\n" for e in drop.live())
-        self.channel.send(ok("Unique-id listing follows") + multiline(body.encode()))
+        return self.channel.send_parts(
+            [ok("Unique-id listing follows"), *multiline_parts(body.encode())])
 
     def _on_change(self, batch: ChangeBatch) -> None:
         for ev in batch.events:
@@ -456,12 +508,16 @@ class POP3Session:
                 self._expunged.add(ev.uid)
                 self._read_ahead.pop(ev.uid, None)
 
-    async def _read(self, number_text: str) -> tuple[int, int, bytes]:
-        entry = self._entry(number_text)
+    def _read_ahead_of(self, entry: Entry) -> bytes | None:
+        """The octets of ``entry`` if already read ahead (None: the store must be asked)."""
         if entry.uid in self._expunged:
             raise CommandError(f"Message {entry.number} no longer exists")
-        data = self._read_ahead.pop(entry.uid, None)
-        if data is None and self._prefetch is not None and entry.uid in self._prefetch_uids:
+        return self._read_ahead.pop(entry.uid, None)
+
+    async def _read(self, entry: Entry) -> bytes:
+        """The octets of ``entry`` from the read-ahead under way or from the store."""
+        data = None
+        if self._prefetch is not None and entry.uid in self._prefetch_uids:
             await asyncio.shield(self._prefetch)  # the read already under way has it
             data = self._read_ahead.pop(entry.uid, None)
         if data is None:
@@ -469,12 +525,9 @@ class POP3Session:
             found = await self.ctx.store.read_messages(self._drop.mailbox_id, wanted)
             data = found.pop(entry.uid, None)
             self._read_ahead.update(found)
-            if entry.uid in self._expunged:
-                data = None
-        if data is None:
+        if data is None or entry.uid in self._expunged:
             raise CommandError(f"Message {entry.number} no longer exists")
-        self._read_on(entry.number)
-        return entry.number, entry.uid, data
+        return data
 
     def _pipelined_uids(self) -> list[int]:
         """UIDs the client's queued RETR/TOP commands will want next.
@@ -531,13 +584,24 @@ class POP3Session:
             self._prefetch = None
             self._prefetch_uids = set()
 
-    async def _retr(self, cmd: Command) -> None:
-        number, uid, data = await self._read(cmd.args[0])
-        entry = self._drop.entries[number - 1]
-        await self.channel.send_large([ok(f"{len(data)} octets"), *multiline_parts(data)])
+    def _retr(self, cmd: Command) -> Pending:
+        entry = self._entry(cmd.args[0])
+        data = self._read_ahead_of(entry)
+        if data is None:
+            return self._retr_read(entry)
+        return self._send_message(entry, data)
+
+    async def _retr_read(self, entry: Entry) -> None:
+        rest = self._send_message(entry, await self._read(entry))
+        if rest is not None:
+            await rest
+
+    def _send_message(self, entry: Entry, data: bytes) -> Pending:
+        self._read_on(entry.number)
         if self.settings.retr_sets_seen and not entry.seen:
             entry.seen = True
-            self._seen_pending.append(uid)
+            self._seen_pending.append(entry.uid)
+        return self.channel.send_parts([ok(f"{len(data)} octets"), *multiline_parts(data)])
 
     # --- \Seen flags of retrieved messages ------------------------------------------------
     # RETR only notes the UID; the flags are written in the background, one store call per
@@ -578,23 +642,38 @@ class POP3Session:
         finally:
             self._seen_task = None
 
-    async def _top(self, cmd: Command) -> None:
+    def _top(self, cmd: Command) -> Pending:
         lines = parse_number(cmd.args[1])
         if lines is None:
             raise CommandError(f"Invalid line count {cmd.args[1][:20]!r}")
-        _, _, data = await self._read(cmd.args[0])
-        body = multiline_parts(top(data, lines))
-        await self.channel.send_large([ok("Top of message follows"), *body])
+        entry = self._entry(cmd.args[0])
+        data = self._read_ahead_of(entry)
+        if data is None:
+            return self._top_read(entry, lines)
+        return self._send_top(entry, data, lines)
 
-    async def _dele(self, cmd: Command) -> None:
+    async def _top_read(self, entry: Entry, lines: int) -> None:
+        rest = self._send_top(entry, await self._read(entry), lines)
+        if rest is not None:
+            await rest
+
+    def _send_top(self, entry: Entry, data: bytes, lines: int) -> Pending:
+        self._read_on(entry.number)
+        return self.channel.send_parts([ok("Top of message follows"),
+                                        *multiline_parts(top(data, lines))])
+
+    def _dele(self, cmd: Command) -> Pending:
         entry = self._entry(cmd.args[0])
         entry.deleted = True
         self.channel.send(ok(f"Message {entry.number} deleted"))
+        return None
 
-    async def _rset(self, cmd: Command) -> None:
+    def _rset(self, cmd: Command) -> Pending:
         self._drop.reset()
         count, size = self._drop.stat()
         self.channel.send(ok(f"Maildrop has {count} messages ({size} octets)"))
+        return None
 
-    async def _noop(self, cmd: Command) -> None:
+    def _noop(self, cmd: Command) -> Pending:
         self.channel.send(ok())
+        return None
