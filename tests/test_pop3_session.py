@@ -29,7 +29,7 @@ from mailstead.context import ServerContext
 from mailstead.pop3.factory import POP3Factory
 from mailstead.pop3.protocol import POP3Protocol
 from mailstead.pop3.wire import unstuff
-from mailstead.store.api import NewMessage, StoreUnavailable
+from mailstead.store.api import NewMessage, Octets, StoreUnavailable
 from mailstead.store.hub import ChangeHub
 from mailstead.store.sqlite import SqliteStore
 
@@ -134,14 +134,14 @@ async def inbox_uids(ctx: ServerContext) -> list[int]:
 async def test_pipelined_commands_wait_for_a_slow_store(
     ctx: ServerContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = ctx.store.read_messages
+    real = ctx.store.read_octets
 
-    async def slow(mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
+    async def slow(mailbox_id: int, uids: Iterable[int]) -> dict[int, Octets]:
         uids = list(uids)[:1]  # no read-ahead: each RETR waits for its own read
         await asyncio.sleep(0.05 * (4 - uids[0]))  # the first RETR is the slowest
         return await real(mailbox_id, uids)
 
-    monkeypatch.setattr(ctx.store, "read_messages", slow)
+    monkeypatch.setattr(ctx.store, "read_octets", slow)
     c = Client(ctx)
     await c.login()
     out = await c.send(b"RETR 1\r\nSTAT\r\nRETR 2\r\nNOOP\r\nRETR 3\r\n")
@@ -155,14 +155,14 @@ async def test_shutdown_finishes_the_command_then_leaves_without_deleting(
     ctx: ServerContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate, entered = asyncio.Event(), asyncio.Event()
-    real = ctx.store.read_messages
+    real = ctx.store.read_octets
 
-    async def held(mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
+    async def held(mailbox_id: int, uids: Iterable[int]) -> dict[int, Octets]:
         entered.set()
         await gate.wait()
         return await real(mailbox_id, uids)
 
-    monkeypatch.setattr(ctx.store, "read_messages", held)
+    monkeypatch.setattr(ctx.store, "read_octets", held)
     c = Client(ctx)
     await c.login()
     assert len(ctx.sessions) == 1
@@ -248,7 +248,7 @@ async def test_unexpected_error_answers_sys_temp_and_the_session_goes_on(
 
     c = Client(ctx)
     await c.login()
-    monkeypatch.setattr(ctx.store, "read_messages", boom)
+    monkeypatch.setattr(ctx.store, "read_octets", boom)
     with caplog.at_level(logging.ERROR, "mailstead.pop3"):
         assert await c.cmd("RETR 1") == (
             b"-ERR [SYS/TEMP] Internal server error, try again later\r\n"

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailstead.mime import has_dot_lines
 from mailstead.pop3.maildrop import Maildrop, NoSuchMessage, unique_id
 from mailstead.pop3.settings import POP3Settings, capabilities
 from mailstead.pop3.wire import (
@@ -15,6 +16,7 @@ from mailstead.pop3.wire import (
     Overlong,
     err,
     multiline,
+    multiline_parts,
     ok,
     parse_command,
     parse_number,
@@ -114,6 +116,14 @@ def test_multiline_round_trips(body: bytes, final_crlf: bool) -> None:
     assert all(not ln.startswith(b".") or ln.startswith(b"..") for ln in lines)
     expected = data if not data or data.endswith(b"\r\n") else data + b"\r\n"
     assert unstuff(wire) == expected
+
+
+@given(_crlf_text)
+def test_dot_line_mark_agrees_with_the_lines(data: bytes) -> None:
+    lines = data.split(b"\r\n")
+    assert has_dot_lines(data) == any(line.startswith(b".") for line in lines)
+    # The mark the store keeps only spares the scan: the wire form is the same.
+    assert b"".join(multiline_parts(data, has_dot_lines(data))) == multiline(data)
 
 
 # --- TOP ------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from mailstead.store.api import (
     MailboxGone,
     NewMessage,
     NotFound,
+    Octets,
     StorageFull,
 )
 from mailstead.store.hub import ChangeHub
@@ -249,6 +251,33 @@ async def test_survives_reopen(tmp_path: Path) -> None:
     st2 = SqliteStore(path)
     await st2.open()
     assert await st2.read_message(inbox.id, 1) == MSG
+    await st2.close()
+
+
+async def test_octets_carry_the_dot_line_mark_made_at_delivery(store: SqliteStore) -> None:
+    _user, inbox = await inbox_of(store)
+    dotted = b"Subject: x\r\n\r\n.leading dot\r\n"
+    await store.append(inbox.id, [NewMessage(MSG), NewMessage(dotted)])
+    got = await store.read_octets(inbox.id, [1, 2, 3])
+    assert got == {1: Octets(MSG, False), 2: Octets(dotted, True)}
+
+
+async def test_a_database_from_before_the_dot_line_mark_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    st = SqliteStore(path)
+    await st.open()
+    _user, inbox = await inbox_of(st)
+    await st.append(inbox.id, [NewMessage(MSG)])
+    await st.close()
+    conn = sqlite3.connect(path)  # make it look like an older version's database
+    conn.execute("ALTER TABLE blobs DROP COLUMN dot_lines")
+    conn.commit()
+    conn.close()
+    st2 = SqliteStore(path)
+    await st2.open()
+    assert await st2.read_octets(inbox.id, [1]) == {1: Octets(MSG, None)}
+    await st2.append(inbox.id, [NewMessage(MSG)])
+    assert (await st2.read_octets(inbox.id, [2]))[2] == Octets(MSG, False)
     await st2.close()
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "BodyPart",
     "Envelope",
     "ParsedMessage",
+    "has_dot_lines",
     "header_fields",
     "header_units",
     "normalise_crlf",
@@ -62,6 +63,14 @@ MAX_PARTS = 10_000
 
 _CRLF = b"\r\n"
 _WSP = b" \t"
+_DOT_LINE = re.compile(rb"\n\.")
+
+
+def has_dot_lines(data: bytes) -> bool:
+    """Whether any line of ``data`` starts with ``.``: the lines a dot-terminated transfer
+    (POP3 RETR, SMTP DATA) must stuff. Most mail has none, which spares the copy."""
+    # A regex search is several times faster than bytes.__contains__ for this needle.
+    return data.startswith(b".") or _DOT_LINE.search(data) is not None
 
 
 def normalise_crlf(raw: bytes) -> bytes:

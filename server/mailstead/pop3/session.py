@@ -31,7 +31,7 @@ from ..auth.sasl import (
 )
 from ..auth.users import LoginRefused
 from ..config import is_loopback
-from ..store.api import ChangeBatch, Expunged, FlagMode, NotFound, StoreError, User
+from ..store.api import ChangeBatch, Expunged, FlagMode, NotFound, Octets, StoreError, User
 from ..store.hub import Subscription
 from .maildrop import Entry, Maildrop, NoSuchMessage
 from .settings import POP3Settings, capabilities
@@ -176,7 +176,7 @@ class POP3Session:
         self._locked: int | None = None  # user id whose maildrop lock we hold
         self._seen_pending: list[int] = []  # UIDs retrieved whose \Seen is not yet stored
         self._seen_task: asyncio.Task[None] | None = None
-        self._read_ahead: dict[int, bytes] = {}  # uid -> octets of RETR/TOP to come
+        self._read_ahead: dict[int, Octets] = {}  # uid -> octets of RETR/TOP to come
         self._prefetch: asyncio.Task[None] | None = None  # reading the next messages
         self._prefetch_uids: set[int] = set()
         self._expunged: set[int] = set()  # UIDs removed by others during this session
@@ -508,13 +508,13 @@ class POP3Session:
                 self._expunged.add(ev.uid)
                 self._read_ahead.pop(ev.uid, None)
 
-    def _read_ahead_of(self, entry: Entry) -> bytes | None:
+    def _read_ahead_of(self, entry: Entry) -> Octets | None:
         """The octets of ``entry`` if already read ahead (None: the store must be asked)."""
         if entry.uid in self._expunged:
             raise CommandError(f"Message {entry.number} no longer exists")
         return self._read_ahead.pop(entry.uid, None)
 
-    async def _read(self, entry: Entry) -> bytes:
+    async def _read(self, entry: Entry) -> Octets:
         """The octets of ``entry`` from the read-ahead under way or from the store."""
         data = None
         if self._prefetch is not None and entry.uid in self._prefetch_uids:
@@ -522,7 +522,7 @@ class POP3Session:
             data = self._read_ahead.pop(entry.uid, None)
         if data is None:
             wanted = [entry.uid, *self._pipelined_uids()]
-            found = await self.ctx.store.read_messages(self._drop.mailbox_id, wanted)
+            found = await self.ctx.store.read_octets(self._drop.mailbox_id, wanted)
             data = found.pop(entry.uid, None)
             self._read_ahead.update(found)
         if data is None or entry.uid in self._expunged:
@@ -560,7 +560,7 @@ class POP3Session:
         if self._prefetch is not None or len(self._read_ahead) >= READ_AHEAD_MESSAGES // 2:
             return
         uids: list[int] = []
-        budget = READ_AHEAD_BYTES - sum(len(d) for d in self._read_ahead.values())
+        budget = READ_AHEAD_BYTES - sum(len(o.data) for o in self._read_ahead.values())
         for entry in self._drop.entries[number:]:
             if len(uids) >= READ_AHEAD_MESSAGES or budget <= 0:
                 break
@@ -574,7 +574,7 @@ class POP3Session:
 
     async def _prefetch_run(self, uids: list[int]) -> None:
         try:
-            found = await self.ctx.store.read_messages(self._drop.mailbox_id, uids)
+            found = await self.ctx.store.read_octets(self._drop.mailbox_id, uids)
             for uid in self._expunged.intersection(found):
                 del found[uid]
             self._read_ahead.update(found)
@@ -596,12 +596,14 @@ class POP3Session:
         if rest is not None:
             await rest
 
-    def _send_message(self, entry: Entry, data: bytes) -> Pending:
+    def _send_message(self, entry: Entry, octets: Octets) -> Pending:
         self._read_on(entry.number)
         if self.settings.retr_sets_seen and not entry.seen:
             entry.seen = True
             self._seen_pending.append(entry.uid)
-        return self.channel.send_parts([ok(f"{len(data)} octets"), *multiline_parts(data)])
+        data = octets.data
+        return self.channel.send_parts(
+            [ok(f"{len(data)} octets"), *multiline_parts(data, octets.dot_lines)])
 
     # --- \Seen flags of retrieved messages ------------------------------------------------
     # RETR only notes the UID; the flags are written in the background, one store call per
@@ -657,10 +659,12 @@ class POP3Session:
         if rest is not None:
             await rest
 
-    def _send_top(self, entry: Entry, data: bytes, lines: int) -> Pending:
+    def _send_top(self, entry: Entry, octets: Octets, lines: int) -> Pending:
         self._read_on(entry.number)
+        # A message without dot lines has none in its top part either.
+        dot_lines = None if octets.dot_lines else octets.dot_lines
         return self.channel.send_parts([ok("Top of message follows"),
-                                        *multiline_parts(top(data, lines))])
+                                        *multiline_parts(top(octets.data, lines), dot_lines)])
 
     def _dele(self, cmd: Command) -> Pending:
         entry = self._entry(cmd.args[0])

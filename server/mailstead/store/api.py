@@ -13,6 +13,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 # Mailboxes every new user gets, with their RFC 6154 special-use attribute.
 DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
@@ -103,6 +104,13 @@ class MessageInfo:
     flags: frozenset[str]
     internaldate: datetime
     size: int
+
+
+class Octets(NamedTuple):
+    """A message's stored octets, and whether any of its lines starts with ``.``."""
+
+    data: bytes
+    dot_lines: bool | None  # None: not known (stored before the mark existed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +261,11 @@ class MailStore(abc.ABC):
     @abc.abstractmethod
     async def read_messages(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
         """Several messages' octets in one call (for read-ahead); missing UIDs are absent."""
+
+    @abc.abstractmethod
+    async def read_octets(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, Octets]:
+        """Like ``read_messages``, with each message's dot-line mark (computed once at
+        delivery) so that a dot-stuffing protocol need not scan every message it sends."""
 
     @abc.abstractmethod
     async def read_headers(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:

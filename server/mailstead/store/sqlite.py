@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..mime.parse import parse_message
+from ..mime.parse import has_dot_lines, parse_message
 from .api import (
     DEFAULT_MAILBOXES,
     AlreadyExists,
@@ -42,6 +42,7 @@ from .api import (
     MessageInfo,
     NewMessage,
     NotFound,
+    Octets,
     StoreUnavailable,
     User,
 )
@@ -81,7 +82,8 @@ CREATE TABLE IF NOT EXISTS blobs (
     refcount INTEGER NOT NULL,
     header BLOB NOT NULL,
     structure TEXT NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    dot_lines INTEGER  -- 1 when a line starts with ".", NULL: unknown (older databases)
 );
 CREATE TABLE IF NOT EXISTS messages (
     mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
@@ -194,6 +196,7 @@ class SqliteStore(MailStore):
             conn = self._connect()
             try:
                 conn.executescript(SCHEMA)
+                self._upgrade(conn)
             finally:
                 conn.close()
 
@@ -204,6 +207,13 @@ class SqliteStore(MailStore):
         self._writer = Writer(self._connect, self)
         self._writer.start()
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+
+    @staticmethod
+    def _upgrade(conn: sqlite3.Connection) -> None:
+        """Bring a database made by an earlier version up to ``SCHEMA``."""
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(blobs)")}
+        if "dot_lines" not in columns:
+            conn.execute("ALTER TABLE blobs ADD COLUMN dot_lines INTEGER")
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -593,8 +603,9 @@ class SqliteStore(MailStore):
         parsed = parse_message(data)
         header = data[: parsed.root.header_end]
         cur = conn.execute(
-            "INSERT INTO blobs (refcount, header, structure, data) VALUES (?, ?, ?, ?)",
-            (refs, header, parsed.to_json(), data),
+            "INSERT INTO blobs (refcount, header, structure, data, dot_lines) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (refs, header, parsed.to_json(), data, has_dot_lines(data)),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid, len(data)
@@ -725,6 +736,24 @@ class SqliteStore(MailStore):
 
     async def read_messages(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
         return await self._blob_column("data", mailbox_id, uids)
+
+    async def read_octets(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, Octets]:
+        wanted = list(uids)
+
+        def q(conn: sqlite3.Connection) -> dict[int, Octets]:
+            out: dict[int, Octets] = {}
+            for chunk in self._chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    "SELECT m.uid, b.data, b.dot_lines FROM messages m JOIN blobs b "
+                    f"ON b.id = m.blob_id WHERE m.mailbox_id = ? AND m.uid IN ({marks})",
+                    (mailbox_id, *chunk),
+                )
+                for uid, data, dot_lines in rows:
+                    out[uid] = Octets(data, None if dot_lines is None else bool(dot_lines))
+            return out
+
+        return await self._read(q)
 
     async def read_headers(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
         return await self._blob_column("header", mailbox_id, uids)
