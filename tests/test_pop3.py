@@ -660,6 +660,37 @@ def test_pop3s_on_the_tls_port(srv: ServerProcess, store: StoreThread, user: str
     p.quit()
 
 
+def test_pipelined_retrs_of_large_and_small_mail_over_tls_are_byte_exact(
+    srv: ServerProcess, store: StoreThread, user: str
+) -> None:
+    # Over 64 KiB a message goes out in chunks paced by the transport; TLS re-registers
+    # that pacing after STLS. Small ones are answered at once, between and after them.
+    big = message("big", b"".join(b".%07d a line that starts with a dot\r\n" % i
+                                  for i in range(80_000)))
+    mails = [message("small 1"), big, message("small 2", b".\r\n..\r\n"), big]
+    for mail in mails:
+        store.append(user, mail)
+    for stls in (True, False):
+        if stls:
+            c = RawPOP3(srv.port("pop3"))
+            assert c.cmd("STLS").startswith(b"+OK")
+            c.starttls(tls_context(srv))
+        else:
+            c = RawPOP3(srv.port("pop3", tls=True), tls=tls_context(srv))
+            assert c.greeting.startswith(b"+OK")
+        assert c.login(user).startswith(b"+OK")
+        c.send(b"".join(b"RETR %d\r\nNOOP\r\n" % n for n in range(1, 5)) + b"TOP 2 1\r\n")
+        for mail in mails:
+            assert c.line() == b"+OK %d octets" % len(mail)
+            assert unstuff(c.raw_body()) == mail
+            assert c.line() == b"+OK"
+        assert c.line().startswith(b"+OK")
+        head = big[: big.index(b"\r\n\r\n") + 4]
+        assert unstuff(c.raw_body()) == head + b".0000000 a line that starts with a dot\r\n"
+        assert c.cmd("QUIT").startswith(b"+OK")
+        assert c.at_eof()
+
+
 # --- authentication -------------------------------------------------------------------------
 def b64(data: str | bytes) -> str:
     return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
