@@ -105,7 +105,7 @@ def realistic_message(i: int, rng: random.Random) -> bytes:
 
 
 @contextmanager
-def own_server() -> Iterator[tuple[dict[tuple[str, bool], int], Path]]:
+def own_server() -> Iterator[tuple[dict[tuple[str, bool], int], Path, int]]:
     with tempfile.TemporaryDirectory(prefix="mailstead-bench-") as tmp:
         root = Path(tmp)
         (root / "mailstead.toml").write_text(CONFIG)
@@ -132,7 +132,7 @@ def own_server() -> Iterator[tuple[dict[tuple[str, bool], int], Path]]:
             time.sleep(0.05)
         ports = {(e["protocol"], e["tls"]): e["port"] for e in json.loads(listeners.read_text())}
         try:
-            yield ports, root
+            yield ports, root, proc.pid
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
@@ -191,13 +191,25 @@ class Target:
     user: str
     password: str
     rcpt: str
+    pid: int | None = None  # our server's process, whose CPU time can be read
+
+
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process and all its threads so far (Linux /proc)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def targets(args: argparse.Namespace, proto: str) -> Iterator[Target]:
     """Our own fresh server, then the one named by --host, if any."""
-    with own_server() as (ports, _):
+    with own_server() as (ports, _, pid):
         yield Target("mailstead", "127.0.0.1", ports[(proto, False)] if proto else 0,
-                     ports[("lmtp", False)], "bench", "bench", "bench@bench.test")
+                     ports[("lmtp", False)], "bench", "bench", "bench@bench.test", pid)
     if args.host:
         # For the delivery benchmark the protocol port is the LMTP port.
         lmtp = args.lmtp_port if proto or args.lmtp_port else args.port
@@ -388,11 +400,17 @@ def cmd_pop3(args: argparse.Namespace) -> dict[str, Any]:
         if messages:
             deliver_messages(t, messages, args.concurrency)
         result: dict[str, Any] = {"server": t.label, "benchmark": "pop3", "runs": []}
+        cpu_before = process_cpu_seconds(t.pid)
         for _ in range(args.runs):
             run = asyncio.run(asyncio.wait_for(
                 bench_pop3(t.host, t.port, t.user, t.password, 0), 600))
             result["runs"].append(run["retr_msgs_per_s"])
             result.update(run)
+        cpu_after = process_cpu_seconds(t.pid)
+        if cpu_before is not None and cpu_after is not None and result["retrieved"]:
+            # Whole sessions (login, STAT, UIDL, RETRs, QUIT), all server threads.
+            per_message = (cpu_after - cpu_before) / (args.runs * result["retrieved"])
+            result["server_cpu_us_per_message"] = round(per_message * 1e6, 1)
         # The median of several runs: the first after a bulk delivery pays for cold caches.
         runs = sorted(result["runs"])
         result["retr_msgs_per_s"] = runs[len(runs) // 2]
