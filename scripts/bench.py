@@ -195,14 +195,31 @@ class Target:
 
 
 def process_cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time of a process and all its threads so far (Linux /proc)."""
+    """CPU time (user + system) used so far by a process, its threads and every process
+    below it, living or ended and reaped (Linux /proc). Dovecot's master forks a process
+    per login and per session; this counts them all."""
     if pid is None:
         return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        # After the name: state ppid ... utime(11) stime(12) cutime(13) cstime(14).
+        parent[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = sum(int(x) for x in fields[11:15])
+    if pid not in ticks:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tree, total = [pid], 0
+    while tree:
+        p = tree.pop()
+        total += ticks.get(p, 0)
+        tree.extend(c for c, pp in parent.items() if pp == p)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def targets(args: argparse.Namespace, proto: str) -> Iterator[Target]:
@@ -213,7 +230,8 @@ def targets(args: argparse.Namespace, proto: str) -> Iterator[Target]:
     if args.host:
         # For the delivery benchmark the protocol port is the LMTP port.
         lmtp = args.lmtp_port if proto or args.lmtp_port else args.port
-        yield Target(args.label, args.host, args.port, lmtp, args.user, args.password, args.rcpt)
+        yield Target(args.label, args.host, args.port, lmtp, args.user, args.password, args.rcpt,
+                     args.pid)
 
 
 def compare(results: list[dict[str, Any]], key: str, higher_is_better: bool) -> dict[str, Any]:
@@ -430,6 +448,9 @@ def add_target_options(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--rcpt", default="bench", help="the other server's LMTP recipient")
     p.add_argument("--label", default="other")
     p.add_argument("--no-deliver", action="store_true", help="measure what is there already")
+    p.add_argument("--pid", type=int,
+                   help="the other server's main process on this machine, to report its CPU "
+                        "time as ours is (Dovecot: the number in run/master.pid)")
 
 
 def main() -> None:
