@@ -241,16 +241,22 @@ async def test_maildrop_lock_is_exclusive(store: SqliteStore) -> None:
     assert store.try_lock_maildrop(1)
 
 
-async def test_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
+async def closed_store_with_one_message(path: Path) -> int:
+    """Make a database at ``path`` holding MSG as UID 1 of bob's INBOX; its mailbox id."""
     st = SqliteStore(path)
     await st.open()
     _user, inbox = await inbox_of(st)
     await st.append(inbox.id, [NewMessage(MSG)])
     await st.close()
+    return inbox.id
+
+
+async def test_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    inbox_id = await closed_store_with_one_message(path)
     st2 = SqliteStore(path)
     await st2.open()
-    assert await st2.read_message(inbox.id, 1) == MSG
+    assert await st2.read_message(inbox_id, 1) == MSG
     await st2.close()
 
 
@@ -264,20 +270,16 @@ async def test_octets_carry_the_dot_line_mark_made_at_delivery(store: SqliteStor
 
 async def test_a_database_from_before_the_dot_line_mark_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    st = SqliteStore(path)
-    await st.open()
-    _user, inbox = await inbox_of(st)
-    await st.append(inbox.id, [NewMessage(MSG)])
-    await st.close()
+    inbox_id = await closed_store_with_one_message(path)
     conn = sqlite3.connect(path)  # make it look like an older version's database
     conn.execute("ALTER TABLE blobs DROP COLUMN dot_lines")
     conn.commit()
     conn.close()
     st2 = SqliteStore(path)
     await st2.open()
-    assert await st2.read_octets(inbox.id, [1]) == {1: Octets(MSG, None)}
-    await st2.append(inbox.id, [NewMessage(MSG)])
-    assert (await st2.read_octets(inbox.id, [2]))[2] == Octets(MSG, False)
+    assert await st2.read_octets(inbox_id, [1]) == {1: Octets(MSG, None)}
+    await st2.append(inbox_id, [NewMessage(MSG)])
+    assert (await st2.read_octets(inbox_id, [2]))[2] == Octets(MSG, False)
     await st2.close()
 
 

@@ -110,6 +110,10 @@ def _flags_text(flags: Iterable[str]) -> str:
     return " ".join(sorted(set(flags)))
 
 
+def _octets(data: bytes, dot_lines: int | None) -> Octets:
+    return Octets(data, None if dot_lines is None else bool(dot_lines))
+
+
 def _flags_set(text: str) -> frozenset[str]:
     return frozenset(text.split()) if text else frozenset()
 
@@ -716,20 +720,31 @@ class SqliteStore(MailStore):
         return await self._read(q)
 
     async def _blob_column(
-        self, column: str, mailbox_id: int, uids: Iterable[int]
+        self,
+        column: str,
+        mailbox_id: int,
+        uids: Iterable[int],
+        extra: str = "",
+        combine: Callable[[Any, Any], Any] | None = None,
     ) -> dict[int, Any]:
+        """uid -> the blob ``column`` of each message, or ``combine(column, extra)``."""
         wanted = list(uids)
+        select = f"b.{column}, b.{extra}" if extra else f"b.{column}"
 
         def q(conn: sqlite3.Connection) -> dict[int, Any]:
             out: dict[int, Any] = {}
             for chunk in self._chunks(wanted):
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
-                    f"SELECT m.uid, b.{column} FROM messages m JOIN blobs b ON b.id = m.blob_id "
+                    f"SELECT m.uid, {select} FROM messages m JOIN blobs b ON b.id = m.blob_id "
                     f"WHERE m.mailbox_id = ? AND m.uid IN ({marks})",
                     (mailbox_id, *chunk),
                 )
-                out.update(rows)
+                if combine is None:
+                    out.update(rows)
+                else:
+                    for uid, value, more in rows:
+                        out[uid] = combine(value, more)
             return out
 
         return await self._read(q)
@@ -738,22 +753,7 @@ class SqliteStore(MailStore):
         return await self._blob_column("data", mailbox_id, uids)
 
     async def read_octets(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, Octets]:
-        wanted = list(uids)
-
-        def q(conn: sqlite3.Connection) -> dict[int, Octets]:
-            out: dict[int, Octets] = {}
-            for chunk in self._chunks(wanted):
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(
-                    "SELECT m.uid, b.data, b.dot_lines FROM messages m JOIN blobs b "
-                    f"ON b.id = m.blob_id WHERE m.mailbox_id = ? AND m.uid IN ({marks})",
-                    (mailbox_id, *chunk),
-                )
-                for uid, data, dot_lines in rows:
-                    out[uid] = Octets(data, None if dot_lines is None else bool(dot_lines))
-            return out
-
-        return await self._read(q)
+        return await self._blob_column("data", mailbox_id, uids, "dot_lines", _octets)
 
     async def read_headers(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
         return await self._blob_column("header", mailbox_id, uids)
