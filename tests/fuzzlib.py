@@ -475,12 +475,17 @@ def problems(text: str) -> list[str]:
 
 
 def rss_kb(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
+    """VmRSS, VmHWM (peak RSS) and Private (RssAnon + RssShmem) of a process, in KiB.
+
+    Private is the memory the process itself holds: VmRSS also counts the pages of files it
+    maps, and the store's readers map the database, so reading a message grows VmRSS by
+    page-cache pages that are neither the server's to hold nor lost to anyone."""
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssShmem"):
             out[key] = int(value.split()[0])
+    out["Private"] = out.pop("RssAnon") + out.pop("RssShmem")
     return out
 
 
