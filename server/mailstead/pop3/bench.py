@@ -58,9 +58,11 @@ async def bench_pop3(
     n: int,
     *,
     tls: ssl.SSLContext | None = None,
+    window: int = PIPELINE_WINDOW,
 ) -> dict[str, Any]:
     """Retrieve up to ``n`` messages (0 = all) of ``user``'s INBOX and time it.
 
+    ``window`` RETR commands are kept in flight (1: no pipelining, like poplib).
     Nothing is deleted. Returns counts, octets on the wire and timings: ``retr_msgs_per_s``
     and ``retr_mb_per_s`` measure the pipelined RETR phase alone.
     """
@@ -86,7 +88,7 @@ async def bench_pop3(
         sent = 0
         done = 0
         while done < wanted:
-            while sent < wanted and sent - done < PIPELINE_WINDOW:
+            while sent < wanted and sent - done < window:
                 sent += 1
                 writer.write(b"RETR %d\r\n" % sent)
             await writer.drain()
