@@ -191,7 +191,8 @@ class Target:
     user: str
     password: str
     rcpt: str
-    pid: int | None = None  # our server's process, whose CPU time can be read
+    pid: int | None = None  # the server's process on this machine, whose CPU time is read
+    own: bool = False  # the fresh server the benchmark started
 
 
 def process_cpu_seconds(pid: int | None) -> float | None:
@@ -226,7 +227,7 @@ def targets(args: argparse.Namespace, proto: str) -> Iterator[Target]:
     """Our own fresh server, then the one named by --host, if any."""
     with own_server() as (ports, _, pid):
         yield Target("mailstead", "127.0.0.1", ports[(proto, False)] if proto else 0,
-                     ports[("lmtp", False)], "bench", "bench", "bench@bench.test", pid)
+                     ports[("lmtp", False)], "bench", "bench", "bench@bench.test", pid, own=True)
     if args.host:
         # For the delivery benchmark the protocol port is the LMTP port.
         lmtp = args.lmtp_port if proto or args.lmtp_port else args.port
@@ -394,12 +395,18 @@ async def imap_append(host: str, port: int, user: str, password: str,
     await client.close()
 
 
+def wants_delivery(target: Target, args: argparse.Namespace) -> bool:
+    """Our own server starts empty, so it always gets the messages; the other one gets
+    them unless ``--no-deliver`` says it has them already."""
+    return target.own or not args.no_deliver
+
+
 def cmd_imap_sync(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    messages = [] if args.no_deliver else [realistic_message(i, rng) for i in range(args.n)]
+    messages = [realistic_message(i, rng) for i in range(args.n)]
     results = []
     for t in targets(args, "imap"):
-        if messages:
+        if wants_delivery(t, args):
             deliver_messages(t, messages, args.concurrency)
         result: dict[str, Any] = {"server": t.label, "benchmark": "imap-sync"}
         result.update(asyncio.run(imap_sync(t.host, t.port, t.user, t.password)))
@@ -412,10 +419,10 @@ def cmd_pop3(args: argparse.Namespace) -> dict[str, Any]:
     from mailstead.pop3.bench import bench_pop3
 
     rng = random.Random(args.seed)
-    messages = [] if args.no_deliver else [realistic_message(i, rng) for i in range(args.n)]
+    messages = [realistic_message(i, rng) for i in range(args.n)]
     results = []
     for t in targets(args, "pop3"):
-        if messages:
+        if wants_delivery(t, args):
             deliver_messages(t, messages, args.concurrency)
         result: dict[str, Any] = {"server": t.label, "benchmark": "pop3", "runs": []}
         cpu_before = process_cpu_seconds(t.pid)
@@ -454,7 +461,8 @@ def add_target_options(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--lmtp-port", type=int, help="the other server's LMTP port for delivery")
     p.add_argument("--rcpt", default="bench", help="the other server's LMTP recipient")
     p.add_argument("--label", default="other")
-    p.add_argument("--no-deliver", action="store_true", help="measure what is there already")
+    p.add_argument("--no-deliver", action="store_true",
+                   help="do not deliver to the other server: measure what it has already")
     p.add_argument("--pid", type=int,
                    help="the other server's main process on this machine, to report its CPU "
                         "time as ours is (Dovecot: the number in run/master.pid)")
