@@ -205,3 +205,26 @@ def test_idle_latency_of_expunge_from_another_session(
     assert line == b"* 3 EXPUNGE"
     assert latency < 1.0  # generous bound; the real figure is in scripts/bench
     a.done()
+
+
+def test_mail_imported_by_the_cli_beside_a_running_server_is_pushed(
+    server: ServerProcess, user: str, sessions, tmp_path
+) -> None:
+    # ``mailstead import`` writes from a process of its own; the server notices the commit
+    # (SQLite's data_version) and tells the sessions that have the mailbox selected.
+    a, b = sessions(), sessions()
+    append(a, 1)
+    for s in (a, b):
+        s.select()
+    a.idle()
+    src = tmp_path / "in.mbox"
+    src.write_bytes(b"From a@x.net Thu Nov  5 09:03:01 2026\nSubject: one\n\nbody\n\n"
+                    b"From a@x.net Thu Nov  5 09:04:01 2026\nSubject: two\nStatus: RO\n\nbody\n")
+    res = server.cli("import", "mbox", str(src), "--user", user, "--mailbox", "INBOX")
+    assert res.stdout.splitlines()[-1] == "imported 2, skipped 0 duplicates, 0 failed"
+    assert a.wait_for(rb"^\* 3 EXISTS")[0] == b"* 3 EXISTS"
+    a.done()
+    untagged = b.ok("NOOP")
+    assert b"* 3 EXISTS" in untagged
+    assert b.uid_map() == a.uid_map()
+    assert b"\\Seen" in b"".join(b.ok("FETCH 3 (FLAGS)"))  # Status: RO came along

@@ -283,6 +283,56 @@ async def test_a_database_from_before_the_dot_line_mark_is_upgraded(tmp_path: Pa
     await st2.close()
 
 
+async def test_changes_committed_by_another_process_are_published(tmp_path: Path) -> None:
+    # Two stores on one file stand for the server and a CLI tool run beside it.
+    path = tmp_path / "db.sqlite3"
+    hub = ChangeHub()
+    server = SqliteStore(path, hub)
+    await server.open()
+    _user, inbox = await inbox_of(server)
+    await server.append(inbox.id, [NewMessage(MSG) for _ in range(3)])
+    seen: list[ChangeBatch] = []
+    hub.subscribe(inbox.id, seen.append)
+    tool = SqliteStore(path)
+    await tool.open()
+    try:
+        await server.append(inbox.id, [NewMessage(MSG)])  # ours: published once, as usual
+        await tool.append(inbox.id, [NewMessage(MSG), NewMessage(MSG)])
+        await tool.store_flags(inbox.id, [2], FlagMode.ADD, ["\\Flagged"])
+        await tool.expunge(inbox.id, [1])
+        await server.store_flags(inbox.id, [3], FlagMode.ADD, ["\\Seen"])
+
+        async def events() -> list[object]:
+            for _ in range(100):
+                got = [ev for batch in seen for ev in batch.events]
+                if len(got) >= 6:
+                    return got
+                await asyncio.sleep(0.05)
+            return got
+
+        got = await events()
+        await asyncio.sleep(1.2)  # two idle looks more: nothing is announced twice
+        assert [ev for batch in seen for ev in batch.events] == got
+        kinds = sorted((type(ev).__name__, ev.uid) for ev in got)  # type: ignore[attr-defined]
+        assert kinds == [("Appended", 4), ("Appended", 5), ("Appended", 6), ("Expunged", 1),
+                         ("FlagsChanged", 2), ("FlagsChanged", 3)]
+        flagged = next(ev for ev in got if isinstance(ev, FlagsChanged) and ev.uid == 2)
+        assert flagged.flags == {"\\Flagged"}
+        gone: list[ChangeBatch] = []
+        archive = await tool.get_mailbox(_user.id, "Archive")
+        assert archive is not None
+        hub.subscribe(archive.id, gone.append)
+        await tool.delete_mailbox(_user.id, "Archive")
+        for _ in range(100):
+            if gone:
+                break
+            await asyncio.sleep(0.05)
+        assert [type(ev) for batch in gone for ev in batch.events] == [MailboxGone]
+    finally:
+        await tool.close()
+        await server.close()
+
+
 async def test_full_store_fails_cleanly_and_the_writer_survives(tmp_path: Path) -> None:
     st = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), max_bytes=400_000)
     await st.open()

@@ -292,6 +292,19 @@ class SqliteStore(MailStore):
         except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
             pass
 
+    def _publish(self, changes: list[ChangeBatch]) -> None:
+        """Publish change batches committed by another process (from the writer thread)."""
+        assert self._loop is not None
+
+        def publish() -> None:
+            for change in changes:
+                self.hub.publish(change)
+
+        try:
+            self._loop.call_soon_threadsafe(publish)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
     # --- users -----------------------------------------------------------------------
     async def create_user(self, name: str, password_hash: str) -> User:
         name = name.strip()

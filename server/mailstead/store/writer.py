@@ -5,7 +5,8 @@ its own SAVEPOINT of one transaction and commits once (one fsync for many delive
 then hands results and change events back to the loop in one callback, so the
 ``ChangeHub`` sees batches strictly in commit order and only after commit. A transaction
 SQLite itself rolled back (SQLITE_FULL, I/O errors) fails every job of the batch, and the
-thread lives on.
+thread lives on. After each batch, and every ``EXTERNAL_POLL_SECONDS`` when idle, the
+thread also publishes what other processes committed (``external.ExternalChanges``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .api import ChangeBatch, StorageFull, StoreError, StoreUnavailable
+from .external import ExternalChanges
 
 if TYPE_CHECKING:
     from .sqlite import SqliteStore
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _WRITE_BATCH = 64
+# How soon an idle server notices a commit by another process (mailstead import, user del).
+EXTERNAL_POLL_SECONDS = 0.5
 
 
 def map_error(exc: BaseException) -> BaseException:
@@ -70,9 +74,14 @@ class Writer:
 
     def _run(self) -> None:
         conn = self._connect()
+        external = ExternalChanges(conn)
         try:
             while True:
-                first = self._queue.get()
+                try:
+                    first = self._queue.get(timeout=EXTERNAL_POLL_SECONDS)
+                except queue.Empty:
+                    self._look_outside(conn, external)
+                    continue
                 if first is None:
                     return
                 batch = [first]
@@ -87,14 +96,26 @@ class Writer:
                         break
                     batch.append(nxt)
                 try:
-                    self._run_batch(conn, batch)
+                    external.note_own(self._run_batch(conn, batch))
                 except BaseException as exc:  # the writer must outlive any one batch
                     log.exception("store writer: batch failed")
                     self._abandon(conn, batch, exc)
+                self._look_outside(conn, external)
                 if stop:
                     return
         finally:
             conn.close()
+
+    def _look_outside(self, conn: sqlite3.Connection, external: ExternalChanges) -> None:
+        try:
+            changes = external.collect(conn)
+        except sqlite3.Error as exc:  # the next look tries again
+            log.warning("store writer: could not look for other processes' changes: %s", exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return
+        if changes:
+            self._store._publish(changes)
 
     def _abandon(
         self,
@@ -113,14 +134,15 @@ class Writer:
 
     def _run_batch(
         self, conn: sqlite3.Connection, batch: list[tuple[WriteJob, asyncio.Future[Any]]]
-    ) -> None:
+    ) -> list[ChangeBatch]:
+        """Run and commit one batch; the change batches it committed."""
         outcomes: list[tuple[asyncio.Future[Any], Any, list[ChangeBatch], BaseException | None]]
         outcomes = []
         try:
             conn.execute("BEGIN IMMEDIATE")
         except Exception as exc:
             self._abandon(conn, batch, exc)
-            return
+            return []
         for job, fut in batch:
             conn.execute("SAVEPOINT job")
             try:
@@ -130,7 +152,7 @@ class Writer:
                     # SQLite rolled the whole transaction back (it may on SQLITE_FULL or
                     # IOERR): the jobs before this one are lost too, so all of them fail.
                     self._abandon(conn, batch, exc)
-                    return
+                    return []
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
                 outcomes.append((fut, None, [], map_error(exc)))
@@ -142,5 +164,6 @@ class Writer:
             self.commits += 1
         except Exception as exc:
             self._abandon(conn, batch, exc)
-            return
+            return []
         self._store._complete(outcomes)
+        return [change for _, _, changes, _ in outcomes for change in changes]

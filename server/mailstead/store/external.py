@@ -1,0 +1,144 @@
+"""Changes other processes commit to the SQLite database, turned into change events.
+
+The server's own writes publish their events as they commit. ``mailstead import``, ``user
+del`` and any other tool run against the same database write from their own process, and
+without this the sessions of the running server would not learn of them until they select
+the mailbox again. ``ExternalChanges`` lives on the writer thread: after each batch and
+when idle it asks SQLite's ``PRAGMA data_version``, which changes exactly when another
+connection committed, and only then compares the mailboxes' modseqs with what the server
+has announced. Every mutation bumps its mailbox's modseq, so the messages and expunges
+above that mark, less the ones the server's own commits produced, are the others' work.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from .api import (
+    Appended,
+    ChangeBatch,
+    ChangeEvent,
+    Expunged,
+    FlagsChanged,
+    MailboxGone,
+)
+
+
+@dataclass
+class _Mark:
+    """How far the server has announced one mailbox's changes."""
+
+    modseq: int
+    uidnext: int
+
+
+@dataclass
+class _Own:
+    """What the server's own commits did to one mailbox since the last look."""
+
+    modseqs: set[int] = field(default_factory=set)
+    appended: set[int] = field(default_factory=set)
+    top_modseq: int = 0
+    top_uid: int = 0
+
+
+class ExternalChanges:
+    """Finds what other processes committed; used by the writer thread only."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._version = self._data_version(conn)
+        self._marks = {
+            mbox: _Mark(modseq, uidnext)
+            for mbox, modseq, uidnext in conn.execute(
+                "SELECT id, highestmodseq, uidnext FROM mailboxes"
+            )
+        }
+        self._own: defaultdict[int, _Own] = defaultdict(_Own)
+
+    def note_own(self, changes: list[ChangeBatch]) -> None:
+        """Remember the events of the server's own commit (already published)."""
+        for batch in changes:
+            own = self._own[batch.mailbox_id]
+            for ev in batch.events:
+                own.modseqs.add(ev.modseq)
+                own.top_modseq = max(own.top_modseq, ev.modseq)
+                if isinstance(ev, Appended):
+                    own.appended.add(ev.uid)
+                    own.top_uid = max(own.top_uid, ev.uid)
+
+    def collect(self, conn: sqlite3.Connection) -> list[ChangeBatch]:
+        """The change batches others committed since the last call (outside a transaction)."""
+        version = self._data_version(conn)
+        if version == self._version:
+            # Nobody else committed: every change since the last look was our own.
+            for mbox, own in self._own.items():
+                mark = self._marks.get(mbox)
+                if mark is None:  # a mailbox made since we started: what it holds is ours
+                    row = conn.execute(
+                        "SELECT highestmodseq, uidnext FROM mailboxes WHERE id = ?", (mbox,)
+                    ).fetchone()
+                    if row is not None:
+                        self._marks[mbox] = _Mark(*row)
+                else:
+                    mark.modseq = max(mark.modseq, own.top_modseq)
+                    mark.uidnext = max(mark.uidnext, own.top_uid + 1)
+            self._own.clear()
+            return []
+        self._version = version
+        conn.execute("BEGIN")
+        try:
+            batches = self._diff(conn)
+        finally:
+            conn.execute("COMMIT")
+        self._own.clear()
+        return batches
+
+    def _diff(self, conn: sqlite3.Connection) -> list[ChangeBatch]:
+        batches: list[ChangeBatch] = []
+        now = {
+            mbox: _Mark(modseq, uidnext)
+            for mbox, modseq, uidnext in conn.execute(
+                "SELECT id, highestmodseq, uidnext FROM mailboxes"
+            )
+        }
+        for mbox, mark in self._marks.items():
+            if mbox not in now:  # deleted by another process (or by us: harmless twice)
+                batches.append(ChangeBatch(mbox, (MailboxGone(mark.modseq + 1),)))
+        for mbox, current in now.items():
+            # A mailbox new to us that we never wrote to holds only others' work (a session
+            # may have selected it meanwhile). If we did write to it (a RENAME moves mail),
+            # sessions ignore what they know already.
+            mark = self._marks.get(mbox) or _Mark(0, 1)
+            if current.modseq > mark.modseq:
+                events = self._events(conn, mbox, mark, self._own.get(mbox, _Own()))
+                if events:
+                    batches.append(ChangeBatch(mbox, tuple(events)))
+        self._marks = now
+        return batches
+
+    @staticmethod
+    def _events(conn: sqlite3.Connection, mbox: int, mark: _Mark, own: _Own) -> list[ChangeEvent]:
+        events: list[ChangeEvent] = []
+        for uid, modseq in conn.execute(
+            "SELECT uid, modseq FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+            (mbox, mark.modseq),
+        ):
+            if modseq not in own.modseqs:
+                events.append(Expunged(uid, modseq))
+        for uid, modseq, flags in conn.execute(
+            "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ? AND modseq > ? "
+            "ORDER BY uid",
+            (mbox, mark.modseq),
+        ):
+            flag_set = frozenset(flags.split()) if flags else frozenset()
+            if uid >= mark.uidnext and uid not in own.appended:
+                events.append(Appended(uid, modseq, flag_set))
+            elif modseq not in own.modseqs:
+                events.append(FlagsChanged(uid, modseq, flag_set))
+        return events
+
+    @staticmethod
+    def _data_version(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA data_version").fetchone()[0])
