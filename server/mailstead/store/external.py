@@ -86,12 +86,12 @@ class ExternalChanges:
                     mark.uidnext = max(mark.uidnext, own.top_uid + 1)
             self._own.clear()
             return []
-        self._version = version
         conn.execute("BEGIN")
         try:
             batches = self._diff(conn)
         finally:
             conn.execute("COMMIT")
+        self._version = version  # only now: a failed look is made again next time
         self._own.clear()
         return batches
 
