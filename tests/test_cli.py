@@ -187,7 +187,8 @@ def test_cert_self_signed_writes_a_ca_chain(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path)
     out = tmp_path / "certs"
     res = run_cli(
-        srv, "cert", "self-signed", "--hostname", "mx.example.org", "--out", str(out), config=False
+        srv, "cert", "self-signed", "--hostname", "mx.example.org", "--domain", "example.org",
+        "--out", str(out), config=False,
     )
     assert res.returncode == 0, res.stderr
     chain = x509.load_pem_x509_certificates((out / "cert.pem").read_bytes())
@@ -195,8 +196,8 @@ def test_cert_self_signed_writes_a_ca_chain(tmp_path: Path) -> None:
     assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
     sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert "mx.example.org" in sans.get_values_for_type(x509.DNSName)
-    assert "localhost" in sans.get_values_for_type(x509.DNSName)
+    assert sans.get_values_for_type(x509.DNSName) == [
+        "mx.example.org", "autoconfig.example.org", "autodiscover.example.org", "localhost"]
     assert leaf.issuer == ca.subject
     res = run_cli(srv, "cert", "self-signed", "--hostname", "x", "--out", str(out), config=False)
     assert res.returncode == 1 and "--force" in res.stderr

@@ -8,11 +8,13 @@ check every field against the listeners; end-to-end tests drive a real server pr
 from __future__ import annotations
 
 import asyncio
+import http.client
 import imaplib
 import json
 import plistlib
 import smtplib
 import socket
+import ssl
 import urllib.error
 import urllib.request
 import uuid
@@ -459,6 +461,7 @@ async def test_healthz_ok_and_503_on_slow_or_failing_store(monkeypatch: pytest.M
 WEB_CONFIG = BASE_CONFIG + """
 [http]
 listen = ["127.0.0.1:0"]
+listen_tls = ["127.0.0.1:0"]
 """
 
 
@@ -521,6 +524,28 @@ def test_e2e_autodiscover_post(web: ServerProcess, web_settings: MailSettings, p
     status, headers, body = fetch(web, path, ad_request("Bob@Example.org"))
     assert status == 200 and headers["Content-Type"].startswith("text/xml")
     check_autodiscover(body, web_settings, "Bob@example.org")
+
+
+def test_e2e_autodiscover_over_https_with_the_generated_certificate(
+    web: ServerProcess, web_settings: MailSettings
+) -> None:
+    # Outlook posts to https://autodiscover.<domain>/; the generated certificate names it.
+    ctx = ssl.create_default_context(cafile=str(web.data / "tls" / "ca.pem"))
+    body = ad_request("bob@example.org")
+    for name in ("autodiscover.example.org", "autoconfig.mail.test", "mail.test"):
+        sock = socket.create_connection(("127.0.0.1", web.port("http", True)), TIMEOUT)
+        with ctx.wrap_socket(sock, server_hostname=name) as tls:
+            tls.sendall(b"POST /autodiscover/autodiscover.xml HTTP/1.1\r\nHost: %s\r\n"
+                        b"Content-Type: text/xml\r\nContent-Length: %d\r\n"
+                        b"Connection: close\r\n\r\n" % (name.encode(), len(body)) + body)
+            resp = http.client.HTTPResponse(tls)
+            resp.begin()
+            assert resp.status == 200
+            check_autodiscover(resp.read(), web_settings, "bob@example.org")
+    sock = socket.create_connection(("127.0.0.1", web.port("http", True)), TIMEOUT)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        ctx.wrap_socket(sock, server_hostname="autodiscover.elsewhere.net")
+    sock.close()
 
 
 def test_e2e_autodiscover_get(web: ServerProcess, web_settings: MailSettings) -> None:

@@ -228,7 +228,7 @@ def cmd_cert(args: argparse.Namespace) -> int:
     if (cert.exists() or key.exists()) and not args.force:
         raise CLIError(f"{cert} or {key} exists; use --force to replace them")
     try:
-        ca = generate_self_signed(cert, key, args.hostname)
+        ca = generate_self_signed(cert, key, args.hostname, domains=args.domain)
     except OSError as exc:
         raise CLIError(f"cannot write certificates in {out}: {exc.strerror}") from None
     print(f"certificate chain: {cert}\nkey: {key}\nCA to trust in clients: {ca}")
@@ -280,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     csub = cert.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = csub.add_parser("self-signed", help="write a CA and a leaf certificate for HOSTNAME")
     p.add_argument("--hostname", required=True)
+    p.add_argument("--domain", action="append", default=[],
+                   help="a mail domain whose autoconfig. and autodiscover. names the "
+                        "certificate should carry (repeatable)")
     p.add_argument("--out", default="data/tls", help="folder for cert.pem and key.pem")
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_cert)

@@ -57,6 +57,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     },
     "http": {
         "listen": (_ListOfAddr, []),
+        "listen_tls": (_ListOfAddr, []),
     },
     "tls": {
         "cert": (_Path, ""),
@@ -159,7 +160,7 @@ class Config:
             ("pop3", ("listen", "listen_tls")),
             ("smtp", ("listen", "listen_tls")),
             ("lmtp", ("listen",)),
-            ("http", ("listen",)),
+            ("http", ("listen", "listen_tls")),
         ):
             for key in keys:
                 kind = "tls" if key == "listen_tls" else "plain"

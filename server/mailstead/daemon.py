@@ -136,7 +136,8 @@ class Mailstead:
         tls = None
         cert, key = cfg.tls_paths()
         try:
-            tls = ensure_tls(cert, key, cfg.hostname, configured=bool(cfg["tls"]["cert"]))
+            tls = ensure_tls(cert, key, cfg.hostname, configured=bool(cfg["tls"]["cert"]),
+                             domains=cfg.domains)
         except TLSError as exc:
             if cfg.needs_tls() or cfg["tls"]["cert"]:
                 raise StartupError(str(exc)) from None

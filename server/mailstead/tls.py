@@ -2,7 +2,8 @@
 
 Thunderbird refuses a lone self-signed certificate that is its own CA, so the generated
 pair is a real chain: a small CA (kept beside the leaf, for users to trust) and a leaf
-with CA:FALSE and a SAN for the hostname, ``localhost`` and ``127.0.0.1``.
+with CA:FALSE and a SAN for the hostname, the autoconfig/autodiscover names of the mail
+domains, ``localhost``, ``127.0.0.1`` and ``::1``.
 ``TLSContexts`` hands out contexts for Twisted (pyOpenSSL) and asyncio (stdlib ``ssl``)
 and re-reads the files on SIGHUP; existing connections keep the context they started with.
 """
@@ -14,6 +15,7 @@ import ipaddress
 import logging
 import os
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
@@ -55,9 +57,17 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def generate_self_signed(
-    cert_path: Path, key_path: Path, hostname: str, *, days: int = 825
+    cert_path: Path,
+    key_path: Path,
+    hostname: str,
+    *,
+    domains: Iterable[str] = (),
+    days: int = 825,
 ) -> Path:
-    """Write a leaf certificate chain (leaf + CA) and key; returns the CA certificate path."""
+    """Write a leaf certificate chain (leaf + CA) and key; returns the CA certificate path.
+
+    Besides the hostname, the leaf names ``autoconfig.<domain>`` and ``autodiscover.<domain>``
+    of each mail domain: the names Thunderbird and Outlook look up for their settings."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(f"Mailstead local CA for {hostname}")
@@ -82,9 +92,12 @@ def generate_self_signed(
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.DNSName(hostname)]
-    if hostname != "localhost":
-        sans.append(x509.DNSName("localhost"))
+    names = [hostname]
+    for domain in domains:
+        names += [f"autoconfig.{domain}", f"autodiscover.{domain}"]
+    if "localhost" not in names:
+        names.append("localhost")
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(names)]
     sans += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
              x509.IPAddress(ipaddress.ip_address("::1"))]
     leaf = (
@@ -203,12 +216,14 @@ def _declare_interface() -> None:
 _declare_interface()
 
 
-def ensure_tls(cert: Path, key: Path, hostname: str, *, configured: bool) -> TLSContexts:
+def ensure_tls(
+    cert: Path, key: Path, hostname: str, *, configured: bool, domains: Iterable[str] = ()
+) -> TLSContexts:
     """Load the pair; generate a self-signed one when both are missing."""
     if not cert.exists() and not key.exists():
         if configured:
             log.warning("TLS certificate %s and key %s are missing", cert, key)
-        ca = generate_self_signed(cert, key, hostname)
+        ca = generate_self_signed(cert, key, hostname, domains=domains)
         log.warning(
             "generated a self-signed TLS certificate for %s at %s; clients must trust %s "
             "or you should configure [tls] cert and key",
