@@ -1,8 +1,9 @@
-"""Container health check: does a Mailstead listener answer with its greeting?
+"""Container health check: does Mailstead answer, and does its store?
 
 Reads <data_dir>/listeners.json (written by the server once every listener is bound,
-removed at a graceful stop), connects to the first IMAP listener (else POP3, SMTP, LMTP;
-plain before TLS), and expects the protocol's greeting. Needs no HTTP listener.
+removed at a graceful stop). With a plain HTTP listener it asks ``/healthz``, which also
+checks that the store answers and logs nothing. Without one it connects to the first IMAP
+listener (else POP3, SMTP, LMTP; plain before TLS) and expects the protocol's greeting.
 Exit status 0 = healthy, 1 = unhealthy (the reason on stdout, shown by `docker inspect`).
 
 The config file is $MAILSTEAD_CONFIG (default /etc/mailstead/mailstead.toml) with the
@@ -16,6 +17,8 @@ import os
 import socket
 import ssl
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 TIMEOUT = 5.0
@@ -43,6 +46,19 @@ def pick(listeners: list[dict]) -> dict | None:
     return None
 
 
+def check_http(entry: dict) -> str | None:
+    host = CONNECT_TO.get(str(entry["host"]), str(entry["host"]))
+    url = f"http://{f'[{host}]' if ':' in host else host}:{int(entry['port'])}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
+            body = resp.read(200)
+    except urllib.error.HTTPError as exc:
+        return f"{url}: {exc.code} {exc.read(200).decode(errors='replace').strip()}"
+    except (OSError, ValueError) as exc:
+        return f"{url}: {exc}"
+    return None if body.strip() == b"ok" else f"{url}: unexpected answer {body[:80]!r}"
+
+
 def check() -> str | None:
     """None when healthy, else the reason."""
     path = data_dir() / "listeners.json"
@@ -52,6 +68,9 @@ def check() -> str | None:
         return f"{path} does not exist: not started yet, or stopping"
     except (OSError, ValueError) as exc:
         return f"cannot read {path}: {exc}"
+    for entry in listeners:
+        if entry.get("protocol") == "http" and not entry.get("tls"):
+            return check_http(entry)
     entry = pick(listeners)
     if entry is None:
         return f"no IMAP, POP3, SMTP or LMTP listener in {path}"

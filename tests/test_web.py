@@ -15,6 +15,8 @@ import plistlib
 import smtplib
 import socket
 import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -665,3 +667,27 @@ def test_e2e_metrics_count_deliveries(web: ServerProcess) -> None:
     assert after["mailstead_delivered_bytes_total"] > before.get(
         "mailstead_delivered_bytes_total", 0
     )
+
+
+def run_healthcheck(srv: ServerProcess) -> subprocess.CompletedProcess[str]:
+    script = Path(__file__).resolve().parent.parent / "docker" / "healthcheck.py"
+    env = dict(srv.env, MAILSTEAD_CONFIG=str(srv.config))
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=30)
+
+
+def test_container_healthcheck_asks_healthz_or_a_greeting(
+    web: ServerProcess, server: ServerProcess
+) -> None:
+    imap_lines = web.log_text().count("IMAP connection from")
+    res = run_healthcheck(web)  # has HTTP: /healthz, which also asks the store
+    assert (res.returncode, res.stdout) == (0, "healthy\n"), res.stdout + res.stderr
+    assert web.log_text().count("IMAP connection from") == imap_lines  # nothing logged
+    res = run_healthcheck(server)  # no HTTP listener: the IMAP greeting
+    assert (res.returncode, res.stdout) == (0, "healthy\n"), res.stdout + res.stderr
+
+
+def test_container_healthcheck_fails_for_a_server_not_running(tmp_path: Path) -> None:
+    res = run_healthcheck(ServerProcess(tmp_path))
+    assert res.returncode == 1 and res.stdout.startswith("unhealthy: "), res.stdout
+    assert "listeners.json does not exist" in res.stdout
