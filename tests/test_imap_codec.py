@@ -1299,6 +1299,15 @@ def test_sequence_set_resolution_agrees_with_contains(seqset: SequenceSet, top: 
 
 
 @FUZZ
+@given(seqsets, st.sets(st.integers(1, 60)))
+def test_sequence_set_matching_of_sorted_uids_agrees(seqset: SequenceSet, uids: set[int]) -> None:
+    ordered = sorted(uids)
+    expected = [u for u in ordered if seqset.contains(u, ordered[-1])] if ordered else []
+    assert seqset.matching_sorted(ordered) == expected
+    assert seqset.matching(reversed(ordered)) == expected
+
+
+@FUZZ
 @given(search_trees, st.booleans())
 def test_search_tree_round_trip(tree: SearchKey, literal_plus: bool) -> None:
     cmd = Search(b"t", tree, "UTF-8")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import base64
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import ClassVar
@@ -217,7 +217,11 @@ class SequenceSet:
 
         ``*`` is the largest of ``values``.
         """
-        ordered = sorted(set(values))
+        return self.matching_sorted(sorted(set(values)))
+
+    def matching_sorted(self, ordered: Sequence[int]) -> list[int]:
+        """``matching`` for values already ascending and unique (a mailbox's UID list):
+        a binary search per range, so one UID of 100,000 costs no pass over them all."""
         if not ordered:
             return []
         found: list[int] = []

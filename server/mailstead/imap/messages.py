@@ -34,7 +34,7 @@ def view_of(s: IMAPSession) -> SelectedMailbox:
 def resolve(view: SelectedMailbox, seqset: c.SequenceSet, uid: bool) -> list[int]:
     """The UIDs a command's sequence set names, in ascending order."""
     if uid:
-        return seqset.matching(view.uids)
+        return seqset.matching_sorted(view.uids)
     if not view.uids:
         raise CommandFailed(bad("No messages in the mailbox"))
     for start, end in seqset.ranges:
@@ -109,7 +109,7 @@ async def h_expunge(s: IMAPSession, cmd: c.Expunge) -> Result:
     if cmd.uids is None:
         await s.ctx.store.expunge(view.mailbox.id, None, origin=s)
         return ok("EXPUNGE completed")
-    targets = [u for u in cmd.uids.matching(view.uids)
+    targets = [u for u in cmd.uids.matching_sorted(view.uids)
                if view.is_live(u) and "\\Deleted" in view.flags[u]]
     if targets:
         await s.ctx.store.expunge(view.mailbox.id, targets, origin=s)
