@@ -19,6 +19,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from .activation import InheritedSockets
 from .config import Config, Listen
 
 log = logging.getLogger("mailstead")
@@ -56,8 +57,11 @@ def _bind_error(proto: str, addr: Listen, exc: BaseException) -> StartupError:
 class ListenerService:
     """One bound listener in the service tree, whichever framework serves it."""
 
-    def __init__(self, proto: str, kind: str, addr: Listen) -> None:
+    def __init__(
+        self, proto: str, kind: str, addr: Listen, sock: socket.socket | None = None
+    ) -> None:
         self.proto, self.kind, self.addr = proto, kind, addr
+        self.sock = sock  # a listening socket from systemd, used instead of binding
         self.bound: Listen | None = None
         self._stop: Callable[[], Any] | None = None
 
@@ -67,6 +71,17 @@ class ListenerService:
 
         if tls_creator is not None:
             factory = TLSMemoryBIOFactory(tls_creator, False, factory)
+        if self.sock is not None:
+            sock, self.sock = self.sock, None
+            try:
+                port = reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+            except Exception as exc:
+                raise _bind_error(self.proto, self.addr, exc) from None
+            finally:
+                sock.close()  # Twisted listens on its own duplicate
+            self.bound = Listen(self.addr.host, port.getHost().port)
+            self._stop = port.stopListening
+            return
         cls = (
             endpoints.TCP6ServerEndpoint if ":" in self.addr.host else endpoints.TCP4ServerEndpoint
         )
@@ -81,14 +96,14 @@ class ListenerService:
 
     async def start_asyncio(self, protocol_factory: Any, ssl_context: Any = None) -> None:
         loop = asyncio.get_running_loop()
+        where: dict[str, Any] = (
+            {"sock": self.sock} if self.sock is not None
+            else {"host": self.addr.host, "port": self.addr.port, "reuse_address": True}
+        )
+        self.sock = None
         try:
             server = await loop.create_server(
-                protocol_factory,
-                host=self.addr.host,
-                port=self.addr.port,
-                ssl=ssl_context,
-                reuse_address=True,
-                backlog=128,
+                protocol_factory, ssl=ssl_context, backlog=128, **where
             )
         except OSError as exc:
             raise _bind_error(self.proto, self.addr, exc) from None
@@ -175,21 +190,26 @@ class Mailstead:
             for lst in self.listeners
             if lst.bound
         ]
+        inherited = InheritedSockets.from_environment()
         try:
             for proto, kind, addr in cfg.listeners():
-                listener = ListenerService(proto, kind, addr)
+                listener = ListenerService(proto, kind, addr, inherited.take(addr))
+                from_systemd = listener.sock is not None
                 await self._start_listener(listener, reactor)
                 self.listeners.append(listener)
                 log.info(
-                    "listening for %s%s on %s",
+                    "listening for %s%s on %s%s",
                     proto,
                     " (TLS)" if kind == "tls" else "",
                     listener.bound,
+                    " (socket from systemd)" if from_systemd else "",
                 )
         except BaseException:
+            inherited.close_unused()
             await self._stop_listeners()
             await store.close()
             raise
+        inherited.close_unused()
         self._write_listeners_file()
         _sd_notify("READY=1")
         log.info("Mailstead ready (%d listeners)", len(self.listeners))

@@ -1,0 +1,92 @@
+"""systemd socket activation: listening sockets handed over at start (``sd_listen_fds``).
+
+With a ``mailstead.socket`` unit, systemd binds the ports itself (privileged ones too) and
+starts the server with them as file descriptors 3, 4, … (``LISTEN_FDS``, ``LISTEN_PID``).
+Each one is used by the configured listener with the same address, so the configuration
+stays the one place that says what listens where; a handed-over socket no listener asks
+for is reported and closed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+from collections.abc import MutableMapping
+
+from .config import Listen
+
+log = logging.getLogger("mailstead")
+
+SD_LISTEN_FDS_START = 3
+
+
+def _key(host: str, port: int) -> tuple[str, int] | None:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).compressed, port
+    except ValueError:
+        return None  # a host name: it cannot name one inherited socket
+
+
+class InheritedSockets:
+    """The listening sockets systemd passed to this process, by address."""
+
+    def __init__(self, sockets: dict[tuple[str, int], socket.socket] | None = None) -> None:
+        self._sockets = sockets or {}
+
+    @classmethod
+    def from_environment(
+        cls, environ: MutableMapping[str, str] | None = None
+    ) -> InheritedSockets:
+        """Take the sockets named by ``LISTEN_FDS`` when ``LISTEN_PID`` is this process.
+
+        The variables are removed either way, as ``sd_listen_fds(1)`` does, so that no
+        child process takes them for its own."""
+        env = os.environ if environ is None else environ
+        pid, count = env.pop("LISTEN_PID", None), env.pop("LISTEN_FDS", None)
+        env.pop("LISTEN_FDNAMES", None)
+        if pid is None or count is None:
+            return cls()
+        try:
+            if int(pid) != os.getpid():
+                return cls()
+            n = int(count)
+        except ValueError:
+            log.warning("ignoring malformed LISTEN_PID=%r LISTEN_FDS=%r", pid, count)
+            return cls()
+        sockets: dict[tuple[str, int], socket.socket] = {}
+        for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + n):
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError as exc:
+                log.warning("systemd passed file descriptor %d, which is no socket: %s", fd, exc)
+                continue
+            name = sock.getsockname()
+            key = _key(name[0], name[1]) if isinstance(name, tuple) else None
+            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            if sock.type != socket.SOCK_STREAM or key is None or not listening:
+                log.warning("ignoring file descriptor %d from systemd: not a listening TCP "
+                            "socket (%r)", fd, name)
+                sock.detach()  # not ours to close
+                continue
+            sock.setblocking(False)
+            sockets[key] = sock
+        return cls(sockets)
+
+    def take(self, addr: Listen) -> socket.socket | None:
+        """The inherited socket bound to ``addr``, if there is one (it is then ours)."""
+        key = _key(addr.host, addr.port)
+        return None if key is None else self._sockets.pop(key, None)
+
+    def close_unused(self) -> None:
+        """Close (and report) the sockets no listener took."""
+        for (host, port), sock in self._sockets.items():
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            log.warning("systemd passed a socket for %s, but no listener in the "
+                        "configuration has that address; closing it", shown)
+            sock.close()
+        self._sockets.clear()
+
+    def __len__(self) -> int:
+        return len(self._sockets)
