@@ -124,7 +124,11 @@ def test_environment_for_another_process_is_ignored_and_cleared() -> None:
 
 
 def test_sockets_are_matched_by_address_not_by_spelling() -> None:
-    v4, v6 = listening(), listening("::1")
+    try:
+        v6 = listening("::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    v4 = listening()
     sockets = InheritedSockets({
         ("127.0.0.1", v4.getsockname()[1]): v4, ("::1", v6.getsockname()[1]): v6,
     })
