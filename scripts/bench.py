@@ -436,11 +436,18 @@ def cmd_pop3(args: argparse.Namespace) -> dict[str, Any]:
             # Whole sessions (login, STAT, UIDL, RETRs, QUIT), all server threads.
             per_message = (cpu_after - cpu_before) / (args.runs * result["retrieved"])
             result["server_cpu_us_per_message"] = round(per_message * 1e6, 1)
-        # The median of several runs: the first after a bulk delivery pays for cold caches.
-        runs = sorted(result["runs"])
-        result["retr_msgs_per_s"] = runs[len(runs) // 2]
+        # The first retrieval after a bulk delivery is another thing: cold caches, and the
+        # server records every message as seen (\Seen flags, Maildir renames). It is
+        # reported on its own; the figure compared is the median of the runs after it.
+        result["first_retr_msgs_per_s"] = result["runs"][0]
+        steady = sorted(result["runs"][1:] or result["runs"])
+        result["retr_msgs_per_s"] = steady[len(steady) // 2]
         results.append(result)
-    return compare(results, "retr_msgs_per_s", higher_is_better=True)
+    out = compare(results, "retr_msgs_per_s", higher_is_better=True)
+    first = compare(results, "first_retr_msgs_per_s", higher_is_better=True).get("ratio")
+    if first is not None:
+        out["ratio"]["first_retr_msgs_per_s"] = first["first_retr_msgs_per_s"]
+    return out
 
 
 def positive_int(text: str) -> int:
@@ -479,7 +486,9 @@ def main() -> None:
     p.set_defaults(func=cmd_imap_sync)
     p = sub.add_parser("pop3", help="POP3 STAT, UIDL, RETR of every message, QUIT")
     add_target_options(p, 110)
-    p.add_argument("--runs", type=int, default=5, help="retrievals; the median is reported")
+    p.add_argument("--runs", type=positive_int, default=6,
+                   help="retrievals: the first is reported on its own, the median of the "
+                        "others is compared")
     p.add_argument("--window", type=positive_int, default=32,
                    help="RETR commands in flight (1: one at a time, like poplib)")
     p.set_defaults(func=cmd_pop3)

@@ -790,6 +790,7 @@ class SqliteStore(MailStore):
         def job(conn: sqlite3.Connection) -> tuple[FlagUpdate, list[ChangeBatch]]:
             result = FlagUpdate()
             modseq: int | None = None
+            updates: list[tuple[str, int, int, int]] = []
             for chunk in self._chunks(wanted):
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
@@ -813,12 +814,13 @@ class SqliteStore(MailStore):
                         continue
                     if modseq is None:
                         modseq = self._bump(conn, mailbox_id)
-                    conn.execute(
-                        "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? "
-                        "AND uid = ?",
-                        (_flags_text(new), modseq, mailbox_id, uid),
-                    )
+                    updates.append((_flags_text(new), modseq, mailbox_id, uid))
                     result.changed.append(FlagsChanged(uid, modseq, new))
+            # One statement for all rows: a POP3 download marks thousands \Seen at once.
+            conn.executemany(
+                "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
+                updates,
+            )
             changes = (
                 [ChangeBatch(mailbox_id, tuple(result.changed), origin)] if result.changed else []
             )
