@@ -178,6 +178,7 @@ async def test_shutdown_finishes_the_command_then_leaves_without_deleting(
     assert b"Bye" not in out
     assert c.tr.disconnecting
     c.drop()
+    await c.settle()  # the \Seen of RETR 2 is written before the session lets go
     assert len(ctx.sessions) == 0
     assert len(await inbox_uids(ctx)) == 3
     assert ctx.store.try_lock_maildrop(BOB)

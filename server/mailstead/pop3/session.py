@@ -107,6 +107,7 @@ class CommandError(Exception):
 # At most this many messages (and octets) read ahead of a client downloading in order; a
 # new read starts when half is left, so the store stays ahead of the sending.
 READ_AHEAD_MESSAGES = 128
+SEEN_DELAY = 0.05  # seconds the \Seen flags of RETRs wait, to be written together
 READ_AHEAD_BYTES = 8 * 1024 * 1024
 
 AUTH, TRANS = frozenset({State.AUTHORIZATION}), frozenset({State.TRANSACTION})
@@ -176,6 +177,7 @@ class POP3Session:
         self._locked: int | None = None  # user id whose maildrop lock we hold
         self._seen_pending: list[int] = []  # UIDs retrieved whose \Seen is not yet stored
         self._seen_task: asyncio.Task[None] | None = None
+        self._seen_now = asyncio.Event()  # set: write the pending flags without waiting
         self._read_ahead: dict[int, Octets] = {}  # uid -> octets of RETR/TOP to come
         self._prefetch: asyncio.Task[None] | None = None  # reading the next messages
         self._prefetch_uids: set[int] = set()
@@ -606,8 +608,10 @@ class POP3Session:
             [ok(f"{len(data)} octets"), *multiline_parts(data, octets.dot_lines)])
 
     # --- \Seen flags of retrieved messages ------------------------------------------------
-    # RETR only notes the UID; the flags are written in the background, one store call per
-    # burst, so the next command never waits for a flag transaction (and its fsync).
+    # RETR only notes the UID; the flags are written in the background, so the next command
+    # never waits for a flag transaction (and its fsync). A write waits SEEN_DELAY first:
+    # a client downloading its mail then costs a few transactions instead of one per
+    # burst, and IMAP sessions still see \Seen a moment after the RETR.
 
     @property
     def seen_busy(self) -> bool:
@@ -615,19 +619,25 @@ class POP3Session:
         return bool(self._seen_pending) or self._seen_task is not None
 
     def schedule_seen(self) -> None:
-        """Start writing the pending \\Seen flags in the background (no-op if running)."""
+        """Write the pending \\Seen flags soon, in the background (no-op if under way)."""
         if self._seen_pending and self._seen_task is None:
+            self._seen_now = asyncio.Event()
             self._seen_task = self.ctx.loop.create_task(self._write_seen())
 
     async def flush_seen(self) -> None:
         """Wait until every pending \\Seen flag is written (or has failed); never raises."""
         self.schedule_seen()
+        self._seen_now.set()
         task = self._seen_task
         if task is not None:
             await asyncio.shield(task)
 
     async def _write_seen(self) -> None:
         try:
+            try:
+                await asyncio.wait_for(self._seen_now.wait(), SEEN_DELAY)
+            except TimeoutError:
+                pass
             while self._seen_pending and self.maildrop is not None:
                 uids, self._seen_pending = self._seen_pending, []
                 try:
