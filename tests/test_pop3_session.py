@@ -27,7 +27,7 @@ from mailstead.auth.users import Authenticator
 from mailstead.config import load_config
 from mailstead.context import ServerContext
 from mailstead.pop3.factory import POP3Factory
-from mailstead.pop3.protocol import POP3Protocol
+from mailstead.pop3.protocol import LINES_PER_TURN, POP3Protocol
 from mailstead.pop3.wire import unstuff
 from mailstead.store.api import NewMessage, Octets, StoreUnavailable
 from mailstead.store.hub import ChangeHub
@@ -326,13 +326,28 @@ async def test_overlong_sasl_answer_aborts_the_exchange(ctx: ServerContext) -> N
     assert (await c.cmd("cHc=")).startswith(b"+OK Maildrop locked")
 
 
-async def test_a_flood_of_pipelined_lines_is_answered_at_once(ctx: ServerContext) -> None:
+async def test_a_flood_of_pipelined_lines_is_answered_a_turn_at_a_time(
+    ctx: ServerContext,
+) -> None:
     c = Client(ctx)
     await c.login()
     c.proto.dataReceived(b"NOOP\r\n" * 1000)
-    assert c.proto._worker is None  # no command needed a wait
+    # The first ones at once, without a task; the rest in later turns of the loop, so
+    # that other sessions are served in between.
+    got = c.take()
+    assert got == b"+OK\r\n" * LINES_PER_TURN
+    assert c.proto._worker is not None
+    for _ in range(1000):
+        if c.proto._worker is None:
+            break
+        await asyncio.sleep(0)  # one turn of the loop: at most one more batch
+        more = c.take()
+        assert len(more) <= len(b"+OK\r\n") * LINES_PER_TURN
+        got += more
     assert c.tr.producerState == "producing"
-    assert c.take() == b"+OK\r\n" * 1000
+    assert got == b"+OK\r\n" * 1000
+    assert await c.cmd("NOOP") == b"+OK\r\n"  # and a lone command is answered at once
+    assert c.proto._worker is None
 
 
 async def test_lines_pile_up_and_reading_pauses_while_the_client_does_not_read(

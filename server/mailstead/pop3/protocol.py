@@ -34,6 +34,9 @@ log = logging.getLogger("mailstead.pop3")
 
 MAX_QUEUED_LINES = 256  # pause reading beyond this many unprocessed pipelined lines
 RESUME_QUEUED_LINES = 32
+# Lines answered in one turn of the event loop: a client pipelining thousands of cheap
+# commands (one 256 KiB read holds ~40,000 NOOPs) must not hold up every other session.
+LINES_PER_TURN = 64
 WRITE_CHUNK = 64 * 1024
 # Octets of output the transport may hold before no further command is answered: room for
 # a burst of pipelined RETRs of typical mail, and a bound for a client that does not read.
@@ -240,11 +243,13 @@ class POP3Protocol(Protocol):
         session = self.session
         assert session is not None
         pending, gate = self._pending, self._gate
+        answered = 0
         while pending and not (self._lost or self._closing):
-            if gate.paused:
+            if gate.paused or answered == LINES_PER_TURN:
                 self._worker = self.loop.create_task(self._run(None))
                 return
             rest = session.handle_now(pending.popleft())
+            answered += 1
             if rest is not None:
                 self._worker = self.loop.create_task(self._run(rest))
                 return
@@ -264,11 +269,17 @@ class POP3Protocol(Protocol):
         try:
             if first is not None:
                 await first
+            answered = 0
             while pending and not (self._lost or self._closing):
                 if gate.paused:
                     await gate.wait()
                     continue
+                if answered == LINES_PER_TURN:  # let the other sessions have the loop
+                    answered = 0
+                    await asyncio.sleep(0)
+                    continue
                 rest = session.handle_now(pending.popleft())
+                answered += 1
                 if rest is not None:
                     await rest
                 if self._reading_paused and len(pending) <= RESUME_QUEUED_LINES:

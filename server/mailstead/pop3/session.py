@@ -12,7 +12,6 @@ are answered in order while the common ones cost no task switch. Every failure b
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import enum
 import logging
 import time
@@ -107,8 +106,8 @@ class CommandError(Exception):
 # At most this many messages (and octets) read ahead of a client downloading in order; a
 # new read starts when half is left, so the store stays ahead of the sending.
 READ_AHEAD_MESSAGES = 128
-SEEN_DELAY = 0.05  # seconds the \Seen flags of RETRs wait, to be written together
 READ_AHEAD_BYTES = 8 * 1024 * 1024
+SEEN_DELAY = 0.05  # seconds the \Seen flags of RETRs wait, to be written together
 
 AUTH, TRANS = frozenset({State.AUTHORIZATION}), frozenset({State.TRANSACTION})
 BOTH = AUTH | TRANS
@@ -124,7 +123,6 @@ class _Spec:
     states: frozenset[State]
     min_args: int
     max_args: int
-    counter: str = ""  # the event counted for each use, e.g. pop3_retr
 
 
 _COMMANDS: dict[str, _Spec] = {
@@ -145,8 +143,8 @@ _COMMANDS: dict[str, _Spec] = {
 }
 
 
-for _name, _spec in _COMMANDS.items():
-    _COMMANDS[_name] = dataclasses.replace(_spec, counter=f"pop3_{_name.lower()}")
+# The event counted for each use of a command, e.g. pop3_retr (built once, not per line).
+_COUNTERS = {name: f"pop3_{name.lower()}" for name in _COMMANDS}
 
 
 def _safe(name: str) -> str:
@@ -265,7 +263,7 @@ class POP3Session:
         if len(cmd.args) > spec.max_args:
             raise CommandError(f"Too many arguments to {cmd.name}")
         handler: Callable[[Command], Pending] = getattr(self, spec.method)
-        self.ctx.count(spec.counter)
+        self.ctx.count(_COUNTERS[cmd.name])
         started = time.perf_counter()
         try:
             rest = handler(cmd)
@@ -586,20 +584,27 @@ class POP3Session:
             self._prefetch = None
             self._prefetch_uids = set()
 
-    def _retr(self, cmd: Command) -> Pending:
-        entry = self._entry(cmd.args[0])
-        data = self._read_ahead_of(entry)
-        if data is None:
-            return self._retr_read(entry)
-        return self._send_message(entry, data)
+    def _with_octets(self, entry: Entry, send: Callable[[Octets], Pending]) -> Pending:
+        """``send(octets of entry)`` now when they were read ahead, else after the read;
+        either way the messages after it are read ahead meanwhile."""
+        octets = self._read_ahead_of(entry)
+        if octets is None:
+            return self._read_then(entry, send)
+        self._read_on(entry.number)
+        return send(octets)
 
-    async def _retr_read(self, entry: Entry) -> None:
-        rest = self._send_message(entry, await self._read(entry))
+    async def _read_then(self, entry: Entry, send: Callable[[Octets], Pending]) -> None:
+        octets = await self._read(entry)
+        self._read_on(entry.number)
+        rest = send(octets)
         if rest is not None:
             await rest
 
+    def _retr(self, cmd: Command) -> Pending:
+        entry = self._entry(cmd.args[0])
+        return self._with_octets(entry, lambda octets: self._send_message(entry, octets))
+
     def _send_message(self, entry: Entry, octets: Octets) -> Pending:
-        self._read_on(entry.number)
         if self.settings.retr_sets_seen and not entry.seen:
             entry.seen = True
             self._seen_pending.append(entry.uid)
@@ -658,19 +663,10 @@ class POP3Session:
         lines = parse_number(cmd.args[1])
         if lines is None:
             raise CommandError(f"Invalid line count {cmd.args[1][:20]!r}")
-        entry = self._entry(cmd.args[0])
-        data = self._read_ahead_of(entry)
-        if data is None:
-            return self._top_read(entry, lines)
-        return self._send_top(entry, data, lines)
+        return self._with_octets(self._entry(cmd.args[0]),
+                                 lambda octets: self._send_top(octets, lines))
 
-    async def _top_read(self, entry: Entry, lines: int) -> None:
-        rest = self._send_top(entry, await self._read(entry), lines)
-        if rest is not None:
-            await rest
-
-    def _send_top(self, entry: Entry, octets: Octets, lines: int) -> Pending:
-        self._read_on(entry.number)
+    def _send_top(self, octets: Octets, lines: int) -> Pending:
         # A message without dot lines has none in its top part either.
         dot_lines = None if octets.dot_lines else octets.dot_lines
         return self.channel.send_parts([ok("Top of message follows"),

@@ -49,12 +49,7 @@ class ExternalChanges:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._version = self._data_version(conn)
-        self._marks = {
-            mbox: _Mark(modseq, uidnext)
-            for mbox, modseq, uidnext in conn.execute(
-                "SELECT id, highestmodseq, uidnext FROM mailboxes"
-            )
-        }
+        self._marks = self._current_marks(conn)
         self._own: defaultdict[int, _Own] = defaultdict(_Own)
 
     def note_own(self, changes: list[ChangeBatch]) -> None:
@@ -97,12 +92,7 @@ class ExternalChanges:
 
     def _diff(self, conn: sqlite3.Connection) -> list[ChangeBatch]:
         batches: list[ChangeBatch] = []
-        now = {
-            mbox: _Mark(modseq, uidnext)
-            for mbox, modseq, uidnext in conn.execute(
-                "SELECT id, highestmodseq, uidnext FROM mailboxes"
-            )
-        }
+        now = self._current_marks(conn)
         for mbox, mark in self._marks.items():
             if mbox not in now:  # deleted by another process (or by us: harmless twice)
                 batches.append(ChangeBatch(mbox, (MailboxGone(mark.modseq + 1),)))
@@ -138,6 +128,16 @@ class ExternalChanges:
             elif modseq not in own.modseqs:
                 events.append(FlagsChanged(uid, modseq, flag_set))
         return events
+
+    @staticmethod
+    def _current_marks(conn: sqlite3.Connection) -> dict[int, _Mark]:
+        """Every mailbox's state as the database has it now."""
+        return {
+            mbox: _Mark(modseq, uidnext)
+            for mbox, modseq, uidnext in conn.execute(
+                "SELECT id, highestmodseq, uidnext FROM mailboxes"
+            )
+        }
 
     @staticmethod
     def _data_version(conn: sqlite3.Connection) -> int:

@@ -274,7 +274,6 @@ class SqliteStore(MailStore):
         outcomes: list[tuple[asyncio.Future[Any], Any, list[ChangeBatch], BaseException | None]],
     ) -> None:
         """Called on the writer thread after commit; hops to the loop exactly once."""
-        assert self._loop is not None
 
         def finish() -> None:
             for fut, result, changes, err in outcomes:
@@ -287,22 +286,23 @@ class SqliteStore(MailStore):
                 else:
                     fut.set_result(result)
 
-        try:
-            self._loop.call_soon_threadsafe(finish)
-        except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
-            pass
+        self._on_loop(finish)
 
     def _publish(self, changes: list[ChangeBatch]) -> None:
         """Publish change batches committed by another process (from the writer thread)."""
-        assert self._loop is not None
 
         def publish() -> None:
             for change in changes:
                 self.hub.publish(change)
 
+        self._on_loop(publish)
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop, after what the writer thread handed over before it."""
+        assert self._loop is not None
         try:
-            self._loop.call_soon_threadsafe(publish)
-        except RuntimeError:  # loop closed during shutdown
+            self._loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
             pass
 
     # --- users -----------------------------------------------------------------------
