@@ -8,10 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from imap_harness import ImapWorld
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,3 +191,14 @@ def user(server: ServerProcess) -> str:
     name = f"u{os.getpid()}x{next(_user_counter)}"
     server.add_user(name)
     return name
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[ImapWorld]:
+    """An in-process IMAP server on a fresh store (see ``imap_harness``)."""
+    from imap_harness import open_world  # it imports this module, so not at the top
+
+    w = await open_world(tmp_path)
+    yield w
+    await w.close()
+    await w.store.close()
