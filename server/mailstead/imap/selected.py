@@ -23,7 +23,7 @@ from ..store.api import (
     MailboxGone,
     MessageInfo,
 )
-from . import wire
+from . import response
 
 
 @dataclass(slots=True)
@@ -208,7 +208,7 @@ class SelectedMailbox:
         flags = sorted(self.flags.get(uid, frozenset()))
         if uid in self.recent:
             flags.append("\\Recent")
-        return wire.plist(f.encode("utf-8") for f in flags)
+        return response.plist(f.encode("utf-8") for f in flags)
 
     def is_live(self, uid: int) -> bool:
         """In the view and not expunged behind our back."""
