@@ -7,7 +7,7 @@ Parsed in ``syntax/fetch.py``; each message's response line is built by
 from __future__ import annotations
 
 from ...store.api import FlagMode
-from ..response import Result, no, ok
+from ..response import Result, bad, no, ok
 from ..session_api import Session
 from ..syntax.fetch import Fetch, FetchAttribute
 from .common import apply_own_flag_changes, resolve, view_of
@@ -15,6 +15,11 @@ from .fetch_items import fetch_responses
 
 
 async def handle_fetch(s: Session, cmd: Fetch) -> Result:
+    if cmd.vanished:
+        # QRESYNC is neither advertised nor enabled, and RFC 7162 §3.2.6 allows VANISHED
+        # only once it is; answering as if it were absent would hide the expunges the
+        # client asked to hear about.
+        return bad("VANISHED needs QRESYNC, which is not enabled")
     view = view_of(s)
     uids = resolve(view, cmd.seqset, cmd.uid)
     live = [u for u in uids if view.is_live(u)]

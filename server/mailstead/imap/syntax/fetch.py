@@ -71,8 +71,8 @@ FETCH_MACROS: dict[str, tuple[FetchAttribute, ...]] = {
 class Fetch(Command):
     """FETCH / UID FETCH with macros expanded and RFC 7162 modifiers.
 
-    ``vanished`` is parsed so that its rules can be checked here; the handler refuses
-    it while QRESYNC is not enabled (RFC 7162 §3.2.6).
+    ``vanished`` is parsed (with its syntax rules checked here) so that the handler can
+    refuse it clearly: QRESYNC is not enabled (RFC 7162 §3.2.6).
     """
 
     seqset: SequenceSet
