@@ -1013,6 +1013,16 @@ def test_fetch_flags_internaldate_size(fetchbox: IMAPWire) -> None:
     tagged(reply, b"OK")
 
 
+def test_uid_fetch_vanished_is_refused_without_qresync(fetchbox: IMAPWire) -> None:
+    # RFC 7162 §3.2.6: VANISHED only once QRESYNC is enabled, which it never is here.
+    assert b"QRESYNC" not in fetchbox.cmd("CAPABILITY").untagged[0]
+    reply = fetchbox.cmd("UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)")
+    assert reply.untagged == []
+    tagged(reply, b"BAD")
+    assert b"QRESYNC" in reply.tagged
+    tagged(fetchbox.cmd("UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1)"), b"OK")
+
+
 def test_fetch_envelope(fetchbox: IMAPWire) -> None:
     reply = fetchbox.cmd("FETCH 1:2 ENVELOPE")
     assert reply.untagged == [

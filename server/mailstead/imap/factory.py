@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 from twisted.internet.protocol import ServerFactory
 
 from ..net import ConnectionLimiter
-from . import mailboxes, messages  # noqa: F401  (importing them registers their handlers)
 from .protocol import IMAPProtocol
 from .selected import RecentTracker
 

@@ -23,7 +23,7 @@ from ..store.api import (
     MailboxGone,
     MessageInfo,
 )
-from . import wire
+from . import response
 
 
 @dataclass(slots=True)
@@ -77,7 +77,6 @@ class SelectedMailbox:
         self.expunge_deferred: set[int] = set()  # expunged in the store, still in our view
         self.gone = False
         self.condstore = False
-        self.uid_mode_flags = False  # report UID in unsolicited FETCH (RFC 7162 / QRESYNC)
         self._reported_exists = 0
         self._reported_recent = 0
         self.highestmodseq = mailbox.highestmodseq
@@ -134,12 +133,6 @@ class SelectedMailbox:
     def msn(self, uid: int) -> int | None:
         i = bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
-
-    def uid_at(self, msn: int) -> int:
-        return self.uids[msn - 1]
-
-    def has_updates(self) -> bool:
-        return bool(self.pending) or bool(self.expunge_deferred) or self.gone
 
     # --- reporting -------------------------------------------------------------------
     def drain(self, *, allow_expunge: bool, silent_uids: frozenset[int] = frozenset()
@@ -198,8 +191,6 @@ class SelectedMailbox:
         n = self.msn(uid)
         assert n is not None
         items = [b"FLAGS " + self.format_flags(uid)]
-        if self.uid_mode_flags:
-            items.insert(0, b"UID %d" % uid)
         if self.condstore:
             items.append(b"MODSEQ (%d)" % self.modseqs.get(uid, 0))
         return b"* %d FETCH (%s)" % (n, b" ".join(items))
@@ -208,7 +199,7 @@ class SelectedMailbox:
         flags = sorted(self.flags.get(uid, frozenset()))
         if uid in self.recent:
             flags.append("\\Recent")
-        return wire.plist(f.encode("utf-8") for f in flags)
+        return response.plist(f.encode("utf-8") for f in flags)
 
     def is_live(self, uid: int) -> bool:
         """In the view and not expunged behind our back."""

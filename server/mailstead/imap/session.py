@@ -1,38 +1,39 @@
-"""IMAPSession: the per-connection state machine that joins the codec and the store.
+"""IMAPSession: the per-connection state machine that joins the syntax, the handlers
+and the store.
 
-The protocol (``protocol.py``) feeds it framed events; it runs commands one at a time
+The protocol (``protocol.py``) feeds it bytes; the reader (``syntax/reader.py``) frames
+them, ``syntax.parse_command`` types them, and the session runs commands one at a time
 in arrival order (pipelined commands are answered in order even though the store is
-asynchronous), writes untagged and tagged responses through an ``Output``, and reports
-the selected mailbox's pending changes when RFC 3501 allows.
+asynchronous) through the handler table (``handlers.HANDLERS``), writes untagged and
+tagged responses through an ``Output``, and reports the selected mailbox's pending
+changes when RFC 3501 allows. It implements ``session_api.Session``, the protocol the
+handlers are written against.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..auth.sasl import (
-    MECHANISMS,
-    SaslCancelled,
-    SaslError,
-    SaslExchange,
-    decode_response,
-    encode_base64,
-)
-from ..auth.users import LoginRefused, local_part
+from ..auth.users import LoginRefused
 from ..config import is_loopback
 from ..net import ConnectionLimiter
 from ..store.api import LimitExceeded, StorageFull, StoreError, User
-from . import commands as c
-from .codec import CommandReader, Continue, Fatal, RawCommand, RawLine, Reject, parse_command
+from .handlers import HANDLERS
+from .response import CommandFailed, Result, bad, no, ok
 from .selected import RecentTracker, SelectedMailbox
+from .session_api import NOT_AUTHENTICATED, Output, State
+from .syntax import parse_command
+from .syntax.fetch import Fetch
+from .syntax.reader import CommandReader, Continue, Fatal, RawCommand, RawLine, Reject
+from .syntax.search import Search
+from .syntax.store import Store
+from .syntax.tokens import Command, ParseError
 
 if TYPE_CHECKING:
     from ..context import ServerContext
@@ -40,81 +41,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailstead.imap")
 
 
-class State(enum.Enum):
-    NOT_AUTHENTICATED = "not authenticated"
-    AUTHENTICATED = "authenticated"
-    SELECTED = "selected"
-    LOGOUT = "logout"
-
-
 # Pipelined commands waiting to run; past this we stop reading from the client.
 MAX_QUEUED_COMMANDS = 256
 RESUME_QUEUED_COMMANDS = 32
 
 
-class Output(Protocol):
-    """Where a session's bytes go (the Twisted protocol implements it)."""
-
-    def write(self, data: bytes) -> None: ...
-
-    async def drain(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def start_tls(self) -> None: ...
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
-
-    @property
-    def closed(self) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """A tagged completion: ``tag status [code] text``."""
-
-    status: str = "OK"
-    text: str = "Completed"
-    code: str | None = None
-
-    def line(self, tag: bytes) -> bytes:
-        code = f"[{self.code}] " if self.code else ""
-        return tag + f" {self.status} {code}{self.text}\r\n".encode("utf-8", "replace")
-
-
-def ok(text: str = "Completed", code: str | None = None) -> Result:
-    return Result("OK", text, code)
-
-
-def no(text: str, code: str | None = None) -> Result:
-    return Result("NO", text, code)
-
-
-def bad(text: str, code: str | None = None) -> Result:
-    return Result("BAD", text, code)
-
-
-class CommandFailed(Exception):
-    """Raised inside a handler to end the command with this result."""
-
-    def __init__(self, result: Result) -> None:
-        super().__init__(result.text)
-        self.result = result
-
-
-# A handler returns its tagged result, or None when it already answered (LOGOUT, STARTTLS).
-Handler = Callable[["IMAPSession", Any], Awaitable[Result | None]]
-
-_ANY = frozenset(State) - {State.LOGOUT}
-_AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
-_SELECTED = frozenset({State.SELECTED})
-_NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})
-
 # FETCH, STORE and SEARCH must not be answered with EXPUNGE (RFC 3501 §7.4.1);
 # their UID forms may be.
-_NO_EXPUNGE = (c.Fetch, c.Store, c.Search)
+_NO_EXPUNGE = (Fetch, Store, Search)
 
 
 class IMAPSession:
@@ -210,6 +144,11 @@ class IMAPSession:
         if self._queue and (self._task is None or self._task.done()):
             self._task = self.ctx.loop.create_task(self._run())
 
+    def discard_pending_input(self) -> None:
+        """Drop what was read but not yet run (plaintext pipelined behind STARTTLS)."""
+        self.reader.discard_buffer()
+        self._queue.clear()
+
     async def read_line(self) -> RawLine:
         """The next raw line (IDLE's DONE, an AUTHENTICATE response)."""
         fut: asyncio.Future[RawLine] = self.ctx.loop.create_future()
@@ -252,7 +191,7 @@ class IMAPSession:
         if not isinstance(ev, RawCommand):
             return
         cmd = parse_command(ev)
-        if isinstance(cmd, c.ParseError):
+        if isinstance(cmd, ParseError):
             self.out.write(cmd.response())
             self._resume_reader(ev)
             return
@@ -263,7 +202,7 @@ class IMAPSession:
         if self.reader.held and not self.out.closed:
             self.accept(self.reader.resume())
 
-    async def execute(self, cmd: c.Command) -> None:
+    async def execute(self, cmd: Command) -> None:
         entry = HANDLERS.get(type(cmd))
         if entry is None:
             self.out.write(bad(f"{cmd.name} is not supported").line(cmd.tag))
@@ -297,7 +236,7 @@ class IMAPSession:
             self.out.write(result.line(cmd.tag))
 
     def _state_error(self, states: frozenset[State]) -> str:
-        if states == _NOT_AUTH:
+        if states == NOT_AUTHENTICATED:
             return "Already authenticated"
         if State.SELECTED in states and State.AUTHENTICATED not in states:
             return "No mailbox selected"
@@ -407,134 +346,3 @@ class IMAPSession:
         self.ctx.count("imap_logins_ok")
         log.info("IMAP login %s from %s", user.name, self.peer)
         return ok("Logged in", "CAPABILITY " + " ".join(self.capabilities()))
-
-
-# --- handlers for any state ------------------------------------------------------------
-async def h_capability(s: IMAPSession, cmd: c.Capability) -> Result:
-    s.send(b"* CAPABILITY " + " ".join(s.capabilities()).encode())
-    return ok("Capability completed")
-
-
-async def h_noop(s: IMAPSession, cmd: c.Noop) -> Result:
-    return ok("NOOP completed")
-
-
-async def h_logout(s: IMAPSession, cmd: c.Logout) -> Result | None:
-    s.send(b"* BYE Logging out")
-    s.out.write(ok("Logout completed").line(cmd.tag))
-    s.close()
-    return None
-
-
-async def h_id(s: IMAPSession, cmd: c.Id) -> Result:
-    s.send(b'* ID ("name" "Mailstead" "version" "' + __version__.encode() + b'")')
-    return ok("ID completed")
-
-
-async def h_starttls(s: IMAPSession, cmd: c.StartTLS) -> Result | None:
-    if s.ctx.tls is None:
-        return no("TLS is not available")
-    if s.tls_active:
-        return bad("TLS is already active")
-    s.out.write(ok("Begin TLS negotiation now").line(cmd.tag))
-    # Anything the client pipelined after STARTTLS was sent in the clear: drop it.
-    s.reader.discard_buffer()
-    s._queue.clear()
-    s.out.start_tls()
-    s.tls_active = True
-    return None
-
-
-async def h_login(s: IMAPSession, cmd: c.Login) -> Result:
-    try:
-        login = cmd.user.decode("utf-8")
-        password = cmd.password.decode("utf-8")
-    except UnicodeDecodeError:
-        return bad("User name and password must be UTF-8")
-    return await s.login(login, password)
-
-
-async def h_authenticate(s: IMAPSession, cmd: c.Authenticate) -> Result:
-    if cmd.mechanism.upper() not in MECHANISMS:
-        return no(f"Unsupported mechanism {cmd.mechanism[:20]}", "CANNOT")
-    if not s.plaintext_ok:
-        return no("Plaintext authentication requires TLS", "PRIVACYREQUIRED")
-    try:
-        exchange = SaslExchange.start(cmd.mechanism, cmd.initial_response)
-        while isinstance(step := exchange.next_step(), bytes):
-            s.out.write(b"+ " + encode_base64(step) + b"\r\n")
-            line = await s.read_line()
-            if line.too_long:
-                return bad("Authentication response too long")
-            exchange.feed(decode_response(line.data))
-    except SaslCancelled:
-        return bad("Authentication cancelled")
-    except SaslError as exc:
-        return bad(f"Invalid authentication data: {exc}")
-    if step.authzid and not _same_user(step.authzid, step.authcid, s.ctx.config.domains):
-        # Nobody may act as another user here (RFC 4616 §2: authorization is ours to deny).
-        await s.login_failed(step.authcid)
-        return no("Not authorized to act as that user", "AUTHORIZATIONFAILED")
-    return await s.login(step.authcid, step.password)
-
-
-def _same_user(authzid: str, authcid: str, domains: list[str]) -> bool:
-    a, b = local_part(authzid, domains), local_part(authcid, domains)
-    return a is not None and b is not None and a.lower() == b.lower()
-
-
-async def h_enable(s: IMAPSession, cmd: c.Enable) -> Result:
-    enabled = []
-    for cap in cmd.capabilities:
-        if cap.upper() == "CONDSTORE" and not s.condstore:
-            s.condstore = True
-            if s.selected is not None:
-                s.selected.condstore = True
-            enabled.append("CONDSTORE")
-    s.send(b"* ENABLED" + b"".join(b" " + e.encode() for e in enabled))
-    return ok("ENABLE completed")
-
-
-async def h_namespace(s: IMAPSession, cmd: c.Namespace) -> Result:
-    s.send(b'* NAMESPACE (("" "/")) NIL NIL')
-    return ok("NAMESPACE completed")
-
-
-async def h_idle(s: IMAPSession, cmd: c.Idle) -> Result:
-    s.out.write(b"+ idling\r\n")
-    s.idling = True
-    try:
-        s.send_updates(allow_expunge=True)
-        await s.out.drain()
-        line = await s.read_line()
-    finally:
-        s.idling = False
-    if line.data.rstrip(b"\r\n").upper() != b"DONE":
-        return bad("Expected DONE to end IDLE")
-    return ok("IDLE terminated")
-
-
-HANDLERS: dict[type, tuple[Handler, frozenset[State]]] = {
-    c.Capability: (h_capability, _ANY),
-    c.Noop: (h_noop, _ANY),
-    c.Logout: (h_logout, _ANY),
-    c.Id: (h_id, _ANY),
-    c.StartTLS: (h_starttls, _NOT_AUTH),
-    c.Login: (h_login, _NOT_AUTH),
-    c.Authenticate: (h_authenticate, _NOT_AUTH),
-    c.Enable: (h_enable, _AUTH),
-    c.Namespace: (h_namespace, _AUTH),
-    c.Idle: (h_idle, _AUTH),
-}
-
-
-def register(cls: type, states: frozenset[State]) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        HANDLERS[cls] = (fn, states)
-        return fn
-
-    return deco
-
-
-AUTH_STATES = _AUTH
-SELECTED_STATES = _SELECTED

@@ -7,7 +7,7 @@ found in the message.
 
 from __future__ import annotations
 
-from mailstead.imap.wire import nstring, number, plist, string
+from mailstead.imap.response import nstring, number, plist, string
 from mailstead.mime.parse import Address, BodyPart, Envelope
 
 __all__ = ["format_address_list", "format_bodystructure", "format_envelope"]

@@ -1,4 +1,7 @@
-"""FETCH: turn data items into response bytes from what the store precomputed.
+"""FETCH data items: response bytes from what the store precomputed.
+
+The FETCH handler (``handlers/fetch.py``) resolves the messages; this module builds
+each ``* n FETCH (...)`` line.
 
 Only what the items need is read: flags come from the session's view, sizes and dates
 from the message listing, ENVELOPE/BODYSTRUCTURE from the parse stored at delivery,
@@ -12,13 +15,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ..mime.parse import BodyPart, ParsedMessage, header_fields, part_by_number
-from ..store.api import MailStore, MessageInfo
-from . import wire
-from .commands import FetchAttribute, FetchSection
-from .dates import format_internaldate
-from .selected import SelectedMailbox
-from .structure import format_bodystructure, format_envelope
+from ...mime.parse import BodyPart, ParsedMessage, header_fields, part_by_number
+from ...store.api import MailStore, MessageInfo
+from .. import response
+from ..dates import format_internaldate
+from ..selected import SelectedMailbox
+from ..structure import format_bodystructure, format_envelope
+from ..syntax.fetch import FetchAttribute, FetchSection
 
 CHUNK = 200
 BODY_CHUNK = 16
@@ -57,10 +60,25 @@ class FetchNeeds:
         return cls(info, structure, headers, full)
 
 
+def _section_spec(section: FetchSection) -> bytes:
+    spec = b".".join(b"%d" % part for part in section.parts)
+    if section.text is not None:
+        spec += (b"." if spec else b"") + section.text.encode("ascii")
+    if section.headers:
+        spec += b" " + response.plist(response.section_header_name(h) for h in section.headers)
+    return spec
+
+
 @lru_cache(maxsize=256)
-def _response_name(attr: FetchAttribute) -> bytes:
-    # Formatting a section spec per message was the top cost of a header sync.
-    return attr.response_name()
+def response_name(attr: FetchAttribute) -> bytes:
+    """The item's name in the response: no ``.PEEK``, only the partial's origin."""
+    # Cached: formatting a section spec per message was the top cost of a header sync.
+    out = attr.name.encode("ascii")
+    if attr.section is not None:
+        out += b"[" + _section_spec(attr.section) + b"]"
+    if attr.partial is not None:
+        out += b"<%d>" % attr.partial[0]
+    return out
 
 
 @lru_cache(maxsize=256)
@@ -182,7 +200,7 @@ def _item(
     if name == "FLAGS":
         return b"FLAGS " + view.format_flags(uid)
     if name == "INTERNALDATE":
-        return b"INTERNALDATE " + wire.string(format_internaldate(infos[uid].internaldate))
+        return b"INTERNALDATE " + response.string(format_internaldate(infos[uid].internaldate))
     if name == "RFC822.SIZE":
         return b"RFC822.SIZE %d" % infos[uid].size
     if name == "MODSEQ":
@@ -198,12 +216,12 @@ def _item(
         return b"BODY " + format_bodystructure(parsed.root, extensible=False)
     if name == "RFC822":
         assert raw is not None
-        return b"RFC822 " + wire.literal(raw)
+        return b"RFC822 " + response.literal(raw)
     if name == "RFC822.HEADER":
-        return b"RFC822.HEADER " + wire.literal(headers[uid])
+        return b"RFC822.HEADER " + response.literal(headers[uid])
     if name == "RFC822.TEXT":
         assert raw is not None and parsed is not None
-        return b"RFC822.TEXT " + wire.literal(raw[parsed.root.body_start :])
+        return b"RFC822.TEXT " + response.literal(raw[parsed.root.body_start :])
     section = attr.section
     assert section is not None
     if not section.parts and section.text is None:
@@ -214,5 +232,5 @@ def _item(
     else:
         data = header_section(headers[uid], section)
     if data is None:
-        return _response_name(attr) + b" NIL"
-    return _response_name(attr) + b" " + wire.literal(_partial(data, attr))
+        return response_name(attr) + b" NIL"
+    return response_name(attr) + b" " + response.literal(_partial(data, attr))

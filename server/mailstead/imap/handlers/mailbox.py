@@ -5,41 +5,28 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ..store.api import SYSTEM_FLAGS, AlreadyExists, InvalidName, Mailbox, NotFound
-from ..store.names import DELIMITER
-from . import commands as c
-from . import wire
-from .selected import SelectedMailbox
-from .session import (
-    AUTH_STATES,
-    IMAPSession,
-    Result,
-    State,
-    bad,
-    no,
-    ok,
-    register,
-)
-from .utf7 import encode_mailbox
+from ...store.api import SYSTEM_FLAGS, AlreadyExists, InvalidName, NotFound
+from ...store.names import DELIMITER
+from .. import response
+from ..response import Result, bad, no, ok
+from ..selected import SelectedMailbox
+from ..session_api import Session
+from ..syntax.mailbox import Create, Delete, List, Rename, Select, Status, Subscribe, Unsubscribe
+from ..utf7 import encode_mailbox
+from .common import get_mailbox
 
 
 def mailbox_name(name: str) -> bytes:
     """A mailbox name as sent to clients: modified UTF-7, quoted."""
-    return wire.string(encode_mailbox(name))
-
-
-async def get_mailbox(s: IMAPSession, name: str) -> Mailbox | None:
-    assert s.user is not None
-    return await s.ctx.store.get_mailbox(s.user.id, name)
+    return response.string(encode_mailbox(name))
 
 
 def format_flag_list(flags: Iterable[str]) -> bytes:
-    return wire.plist(f.encode("utf-8") for f in flags)
+    return response.plist(f.encode("utf-8") for f in flags)
 
 
 # --- SELECT / EXAMINE --------------------------------------------------------------------
-@register(c.Select, AUTH_STATES)
-async def h_select(s: IMAPSession, cmd: c.Select) -> Result:
+async def handle_select(s: Session, cmd: Select) -> Result:
     verb = "EXAMINE" if cmd.readonly else "SELECT"
     s.unselect()
     if cmd.qresync is not None:
@@ -92,8 +79,7 @@ async def h_select(s: IMAPSession, cmd: c.Select) -> Result:
 
 
 # --- CREATE / DELETE / RENAME ------------------------------------------------------------
-@register(c.Create, AUTH_STATES)
-async def h_create(s: IMAPSession, cmd: c.Create) -> Result:
+async def handle_create(s: Session, cmd: Create) -> Result:
     assert s.user is not None
     name = cmd.mailbox.rstrip(DELIMITER)  # "foo/" asks for a name with inferiors
     if name.upper() == "INBOX":
@@ -115,8 +101,7 @@ async def h_create(s: IMAPSession, cmd: c.Create) -> Result:
     return ok("CREATE completed")
 
 
-@register(c.Delete, AUTH_STATES)
-async def h_delete(s: IMAPSession, cmd: c.Delete) -> Result:
+async def handle_delete(s: Session, cmd: Delete) -> Result:
     assert s.user is not None
     if cmd.mailbox == "INBOX":
         return no("INBOX cannot be deleted", "CANNOT")
@@ -129,8 +114,7 @@ async def h_delete(s: IMAPSession, cmd: c.Delete) -> Result:
     return ok("DELETE completed")
 
 
-@register(c.Rename, AUTH_STATES)
-async def h_rename(s: IMAPSession, cmd: c.Rename) -> Result:
+async def handle_rename(s: Session, cmd: Rename) -> Result:
     assert s.user is not None
     new = cmd.new.rstrip(DELIMITER)
     if new == "INBOX":
@@ -150,8 +134,7 @@ async def h_rename(s: IMAPSession, cmd: c.Rename) -> Result:
     return ok("RENAME completed")
 
 
-@register(c.Subscribe, AUTH_STATES)
-async def h_subscribe(s: IMAPSession, cmd: c.Subscribe) -> Result:
+async def handle_subscribe(s: Session, cmd: Subscribe) -> Result:
     assert s.user is not None
     if await get_mailbox(s, cmd.mailbox) is None:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
@@ -159,8 +142,7 @@ async def h_subscribe(s: IMAPSession, cmd: c.Subscribe) -> Result:
     return ok("SUBSCRIBE completed")
 
 
-@register(c.Unsubscribe, AUTH_STATES)
-async def h_unsubscribe(s: IMAPSession, cmd: c.Unsubscribe) -> Result:
+async def handle_unsubscribe(s: Session, cmd: Unsubscribe) -> Result:
     assert s.user is not None
     await s.ctx.store.set_subscribed(s.user.id, cmd.mailbox, False)
     return ok("UNSUBSCRIBE completed")
@@ -196,8 +178,7 @@ def _list_line(verb: bytes, attrs: list[str], name: str, extra: bytes = b"") -> 
             + b'" ' + mailbox_name(name) + extra)
 
 
-@register(c.List, AUTH_STATES)
-async def h_list(s: IMAPSession, cmd: c.List) -> Result:
+async def handle_list(s: Session, cmd: List) -> Result:
     assert s.user is not None
     verb = b"LSUB" if cmd.lsub else b"LIST"
     if not cmd.lsub and cmd.patterns == ("",):
@@ -205,7 +186,7 @@ async def h_list(s: IMAPSession, cmd: c.List) -> Result:
         root = cmd.reference.split(DELIMITER, 1)[0] + DELIMITER if DELIMITER in \
             cmd.reference else ""
         s.send(b'* LIST (\\Noselect) "' + DELIMITER.encode() + b'" '
-               + wire.string(encode_mailbox(root)))
+               + response.string(encode_mailbox(root)))
         return ok("LIST completed")
     store = s.ctx.store
     boxes = {m.name: m for m in await store.list_mailboxes(s.user.id)}
@@ -282,7 +263,7 @@ async def h_list(s: IMAPSession, cmd: c.List) -> Result:
 
 
 # --- STATUS ------------------------------------------------------------------------------
-def status_items(s: IMAPSession, status: object, items: Iterable[str]) -> bytes:
+def status_items(s: Session, status: object, items: Iterable[str]) -> bytes:
     values = {
         "MESSAGES": getattr(status, "messages", 0),
         "RECENT": getattr(status, "recent", 0),
@@ -297,11 +278,10 @@ def status_items(s: IMAPSession, status: object, items: Iterable[str]) -> bytes:
     for item in items:
         if item in values:
             out.append(item.encode() + b" %d" % values[item])
-    return wire.plist(out)
+    return response.plist(out)
 
 
-@register(c.Status, AUTH_STATES)
-async def h_status(s: IMAPSession, cmd: c.Status) -> Result:
+async def handle_status(s: Session, cmd: Status) -> Result:
     mbox = await get_mailbox(s, cmd.mailbox)
     if mbox is None:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
@@ -311,6 +291,3 @@ async def h_status(s: IMAPSession, cmd: c.Status) -> Result:
     status = await s.ctx.store.mailbox_status(mbox.id)
     s.send(b"* STATUS " + mailbox_name(mbox.name) + b" " + status_items(s, status, cmd.items))
     return ok("STATUS completed")
-
-
-__all__ = ["State", "h_list", "h_select", "mailbox_name"]

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from ..mime.parse import parse_message
-from ..mime.search import header_values, search_text
-from ..store.api import MailStore, MessageInfo
-from .commands import (
+from ...mime.parse import parse_message
+from ...mime.search import header_values, search_text
+from ...store.api import MailStore, MessageInfo
+from ..selected import SelectedMailbox
+from ..syntax.search import (
     AllKey,
     AndKey,
     DateKey,
@@ -32,7 +33,6 @@ from .commands import (
     SizeKey,
     TextKey,
 )
-from .selected import SelectedMailbox
 
 CHUNK = 200
 

@@ -1,0 +1,51 @@
+"""Helpers shared by the handler modules: the selected view, sequence sets, mailboxes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ...store.api import FlagsChanged, Mailbox
+from ..response import CommandFailed, bad, no
+from ..selected import SelectedMailbox
+from ..session_api import Session
+from ..syntax.sequence import SequenceSet
+
+
+async def get_mailbox(s: Session, name: str) -> Mailbox | None:
+    assert s.user is not None
+    return await s.ctx.store.get_mailbox(s.user.id, name)
+
+
+def view_of(s: Session) -> SelectedMailbox:
+    assert s.selected is not None
+    return s.selected
+
+
+def resolve(view: SelectedMailbox, seqset: SequenceSet, uid: bool) -> list[int]:
+    """The UIDs a command's sequence set names, in ascending order."""
+    if uid:
+        return seqset.matching_sorted(view.uids)
+    if not view.uids:
+        raise CommandFailed(bad("No messages in the mailbox"))
+    for start, end in seqset.ranges:
+        for n in (start, end):
+            if n is not None and n > view.exists:
+                raise CommandFailed(bad(f"Invalid message sequence number: {n}"))
+    return [view.uids[n - 1] for n in seqset.resolve(view.exists)]
+
+
+def uid_set(uids: Iterable[int]) -> bytes:
+    return SequenceSet.of(uids).format()
+
+
+def apply_own_flag_changes(view: SelectedMailbox, changes: Iterable[FlagsChanged]) -> None:
+    """Our own flag change is already known: the hub's copy of it is then skipped."""
+    for ch in changes:
+        if ch.uid in view.flags and ch.modseq >= view.modseqs.get(ch.uid, 0):
+            view.flags[ch.uid] = ch.flags
+            view.modseqs[ch.uid] = ch.modseq
+
+
+def require_writable(view: SelectedMailbox) -> None:
+    if view.readonly:
+        raise CommandFailed(no("Mailbox is read-only", "CANNOT"))

@@ -1,0 +1,51 @@
+"""STORE / UID STORE, with CONDSTORE's UNCHANGEDSINCE (RFC 7162 §3.1.3)."""
+
+from __future__ import annotations
+
+from ...store.api import FlagMode
+from ..response import Result, ok
+from ..session_api import Session
+from ..syntax.store import Store
+from .common import apply_own_flag_changes, require_writable, resolve, uid_set, view_of
+
+_MODES = {"": FlagMode.REPLACE, "+": FlagMode.ADD, "-": FlagMode.REMOVE}
+
+
+async def handle_store(s: Session, cmd: Store) -> Result:
+    view = view_of(s)
+    require_writable(view)
+    uids = [u for u in resolve(view, cmd.seqset, cmd.uid) if view.is_live(u)]
+    if cmd.unchangedsince is not None:
+        s.condstore = view.condstore = True
+    if not uids:
+        return ok("STORE completed")
+    res = await s.ctx.store.store_flags(
+        view.mailbox.id, uids, _MODES[cmd.mode], cmd.flags,
+        unchanged_since=cmd.unchangedsince, origin=s,
+    )
+    apply_own_flag_changes(view, res.changed)
+    reported = sorted(
+        {ch.uid for ch in res.changed}
+        | ({ch.uid for ch in res.unchanged} if not cmd.silent else set())
+    )
+    for uid in reported:
+        if not view.is_live(uid):
+            continue
+        if cmd.silent and not view.condstore:
+            continue
+        msn = view.msn(uid)
+        items = []
+        if cmd.uid:
+            items.append(b"UID %d" % uid)
+        if not cmd.silent:
+            items.append(b"FLAGS " + view.format_flags(uid))
+        if view.condstore:
+            items.append(b"MODSEQ (%d)" % view.modseqs.get(uid, 0))
+        s.send(b"* %d FETCH (%s)" % (msn or 0, b" ".join(items)))
+    verb = f"{'UID ' if cmd.uid else ''}STORE"
+    if res.failed_uids:
+        failed = res.failed_uids if cmd.uid else [view.msn(u) or 0 for u in res.failed_uids]
+        return ok(f"Conditional {verb} failed", f"MODIFIED {uid_set(failed).decode()}")
+    return ok(f"{verb} completed")
+
+

@@ -1,0 +1,100 @@
+"""What the server sends: tagged results and the primitives of response syntax.
+
+:class:`Result` is a tagged completion (``tag OK [code] text``); handlers return one
+or raise :class:`CommandFailed`. The primitives (RFC 3501 §9: strings, nstrings,
+lists, literals) return bytes ready for the wire. Strings are sent quoted when they
+can be (no CR, LF, NUL, 8-bit or over-long values), otherwise as a synchronising
+literal, which a server may always send. This is the one module that formats them;
+ENVELOPE/BODYSTRUCTURE (``structure.py``) and FETCH items are built from these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_QUOTABLE_MAX = 1024
+_SPECIALS = frozenset(b'(){ %*"\\]')
+
+
+def literal(data: bytes) -> bytes:
+    """A literal: ``{n}CRLF`` followed by the octets."""
+    return b"{%d}\r\n" % len(data) + data
+
+
+def string(value: str | bytes) -> bytes:
+    """A quoted string, or a literal when the value cannot be quoted."""
+    data = value.encode("utf-8") if isinstance(value, str) else value
+    if len(data) > _QUOTABLE_MAX or any(b > 0x7E or b in (0, 10, 13) for b in data):
+        return literal(data)
+    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def nstring(value: str | bytes | None) -> bytes:
+    """``NIL`` for None, else a string."""
+    return b"NIL" if value is None else string(value)
+
+
+def astring(value: str | bytes) -> bytes:
+    """An atom when the value is a plain atom, else a string (used for mailbox names)."""
+    data = value.encode("utf-8") if isinstance(value, str) else value
+    if data and all(0x20 < b < 0x7F and b not in _SPECIALS for b in data):
+        return data
+    return string(data)
+
+
+def plist(items: Iterable[bytes]) -> bytes:
+    """A parenthesised list of already formatted items separated by spaces."""
+    return b"(" + b" ".join(items) + b")"
+
+
+def number(value: int) -> bytes:
+    return b"%d" % value
+
+
+# A header field name as echoed in a FETCH response's section
+# (``BODY[HEADER.FIELDS (...)]``): spelled back the way the client may write it, an
+# atom when every octet is an astring char ("]" included), else quoted, else a literal.
+_HEADER_ATOM_CHARS = frozenset(range(0x21, 0x7F)) - frozenset(b'(){%*"\\')
+
+
+def section_header_name(value: str) -> bytes:
+    data = value.encode("utf-8")
+    if data and all(b in _HEADER_ATOM_CHARS for b in data):
+        return data
+    if len(data) <= _QUOTABLE_MAX and all(0 < b < 0x80 and b not in (10, 13) for b in data):
+        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    return literal(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A tagged completion: ``tag status [code] text``."""
+
+    status: str = "OK"
+    text: str = "Completed"
+    code: str | None = None
+
+    def line(self, tag: bytes) -> bytes:
+        code = f"[{self.code}] " if self.code else ""
+        return tag + f" {self.status} {code}{self.text}\r\n".encode("utf-8", "replace")
+
+
+def ok(text: str = "Completed", code: str | None = None) -> Result:
+    return Result("OK", text, code)
+
+
+def no(text: str, code: str | None = None) -> Result:
+    return Result("NO", text, code)
+
+
+def bad(text: str, code: str | None = None) -> Result:
+    return Result("BAD", text, code)
+
+
+class CommandFailed(Exception):
+    """Raised inside a handler to end the command with this result."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.text)
+        self.result = result

@@ -1,0 +1,100 @@
+"""The contract between the session and the command handlers.
+
+Handlers (``imap/handlers/``) are written against :class:`Session`, a small protocol
+that ``IMAPSession`` (``imap/session.py``) implements; they never import the session
+itself, so ``session.py`` can import the handler table without an import cycle.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..context import ServerContext
+    from ..store.api import User
+    from .response import Result
+    from .selected import RecentTracker, SelectedMailbox
+    from .syntax.reader import RawLine
+
+
+class State(enum.Enum):
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+# The states in which a command may run (see ``handlers.HANDLERS``).
+ANY_STATE = frozenset(State) - {State.LOGOUT}
+NOT_AUTHENTICATED = frozenset({State.NOT_AUTHENTICATED})
+AUTHENTICATED = frozenset({State.AUTHENTICATED, State.SELECTED})
+SELECTED = frozenset({State.SELECTED})
+
+
+class Output(Protocol):
+    """Where a session's bytes go (the Twisted protocol implements it)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def start_tls(self) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+class Session(Protocol):
+    """What a handler may see and do of its connection's session."""
+
+    ctx: ServerContext
+    out: Output
+    peer: str
+    state: State
+    user: User | None
+    selected: SelectedMailbox | None
+    recent_tracker: RecentTracker
+    condstore: bool
+    tls_active: bool
+    idling: bool  # while set, mailbox changes are pushed as they arrive
+
+    @property
+    def plaintext_ok(self) -> bool:
+        """Whether plaintext logins are allowed (TLS, or loopback when configured)."""
+        ...
+
+    def capabilities(self) -> list[str]: ...
+
+    def send(self, line: bytes) -> None:
+        """Write one untagged line; CRLF is added."""
+
+    def send_updates(self, *, allow_expunge: bool) -> None:
+        """Report the selected mailbox's pending changes now."""
+
+    async def read_line(self) -> RawLine:
+        """The next raw line from the client (IDLE's DONE, an AUTHENTICATE response)."""
+        ...
+
+    def discard_pending_input(self) -> None:
+        """Drop input read but not yet run (plaintext pipelined behind STARTTLS)."""
+
+    def select(self, view: SelectedMailbox, subscription: Any) -> None: ...
+
+    def unselect(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run store work nobody waits for, logging failures."""
+
+    async def login(self, login: str, password: str) -> Result: ...
+
+    async def login_failed(self, login: str) -> None: ...
