@@ -62,7 +62,7 @@ async def ctx(tmp_path: Path) -> AsyncIterator[ServerContext]:
                                   for i in range(1, 4)])
     yield context
     for client in Client.live:  # no timers or tasks left behind on the shared loop
-        if not client.proto._lost:
+        if not client.proto.out.lost:
             client.drop()
         await client.settle()
     Client.live.clear()
@@ -386,7 +386,7 @@ async def test_large_retr_waits_while_the_client_does_not_read(ctx: ServerContex
     c = Client(ctx, transport=PausingTransport())
     await c.login()
     c.proto.dataReceived(b"RETR 4\r\nNOOP\r\n")
-    gate = c.proto._gate
+    gate = c.proto.out  # the streaming producer registered for the connection
     for _ in range(1000):
         if gate.paused:
             break

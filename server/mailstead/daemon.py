@@ -218,7 +218,7 @@ class Mailstead:
         ctx = self.ctx
         proto, tls = listener.proto, listener.kind == "tls"
         if proto in ("smtp", "lmtp"):
-            from .net import ConnectionLimiter
+            from .connection import ConnectionLimiter
             from .smtp.delivery import DeliveryHandler, smtp_factory
 
             handler = DeliveryHandler(

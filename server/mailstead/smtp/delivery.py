@@ -20,8 +20,8 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
+from ..connection import ConnectionLimiter
 from ..mime.parse import normalise_crlf
-from ..net import ConnectionLimiter
 from ..store.api import MailStore, StorageFull, StoreError, User
 
 log = logging.getLogger(__name__)
