@@ -487,8 +487,8 @@ class POP3Session:
             self.channel.send(err("Authentication failed; too many failures, goodbye", "AUTH"))
             self.channel.close()
             return
-        if outcome is Outcome.NOT_AUTHORIZED:
-            raise CommandError("Not authorized to act as that user", "AUTH")
+        # (An authzid naming someone else reads like bad credentials: POP3 has no code
+        # for it, RFC 2449 §8.)
         raise CommandError("Authentication failed", "AUTH")
 
     # --- TRANSACTION -------------------------------------------------------------------
