@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 
 class Outcome(enum.Enum):
     ACCEPTED = "accepted"
-    FAILED = "failed"  # wrong credentials; the client may try again
-    DISCONNECT = "disconnect"  # wrong credentials, and too many on this connection
+    FAILED = "failed"  # wrong credentials
     NOT_AUTHORIZED = "not authorized"  # an authzid naming someone else
     REFUSED = "refused"  # not even tried: address blocked, or too many checks at once
     TOO_MANY_SESSIONS = "too many sessions"
@@ -44,10 +43,11 @@ class LoginResult:
     outcome: Outcome
     user: User | None = None
     reason: str = ""  # why a REFUSED login was refused, fit for the client
+    disconnect: bool = False  # a failure that was this connection's last allowed one
 
     @property
     def failed(self) -> bool:
-        return self.outcome in (Outcome.FAILED, Outcome.DISCONNECT, Outcome.NOT_AUTHORIZED)
+        return self.outcome in (Outcome.FAILED, Outcome.NOT_AUTHORIZED)
 
 
 class LoginPolicy:
@@ -146,9 +146,7 @@ class ConnectionLogins:
 
     def _failure(self, outcome: Outcome) -> LoginResult:
         self.failures += 1
-        if self.failures >= self.policy.max_failures:
-            return LoginResult(Outcome.DISCONNECT)
-        return LoginResult(outcome)
+        return LoginResult(outcome, disconnect=self.failures >= self.policy.max_failures)
 
     def release(self) -> None:
         """Give the session slot back (the login did not lead to a session after all)."""

@@ -372,7 +372,7 @@ class IMAPSession:
         if result.failed:
             self.ctx.count("imap_logins_failed")
             log.info("IMAP login failed for %r from %s", login[:100], self.peer)
-            if outcome is Outcome.DISCONNECT:
+            if result.disconnect:
                 # The tagged NO goes out first, then the BYE (see _run).
                 self._shutdown_reason = "Too many failed logins"
             if outcome is Outcome.NOT_AUTHORIZED:

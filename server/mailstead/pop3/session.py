@@ -421,7 +421,7 @@ class POP3Session:
                         self.channel.peer, result.reason)
             raise CommandError(result.reason, "SYS/TEMP")
         if result.failed:
-            self._login_failed(login, outcome)
+            self._login_failed(login, disconnect=result.disconnect)
             return
         user = result.user
         assert user is not None
@@ -477,13 +477,13 @@ class POP3Session:
                  self.channel.peer, count)
         self.channel.send(ok(f"Maildrop locked and ready, {count} messages ({size} octets)"))
 
-    def _login_failed(self, login: str, outcome: Outcome) -> None:
+    def _login_failed(self, login: str, *, disconnect: bool) -> None:
         failures = self.logins.failures
         self.ctx.count("pop3_logins_failed")
         log.warning("pop3 login failed for %s from %s (failure %d)", _safe(login),
                     self.channel.peer, failures)
         # The Authenticator already waited (exponentially, per address and user).
-        if outcome is Outcome.DISCONNECT:
+        if disconnect:
             self.channel.send(err("Authentication failed; too many failures, goodbye", "AUTH"))
             self.channel.close()
             return
