@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from imap_harness import WAIT, ImapWorld, NotifyingTransport, open_world
-from mailstead.connection import connection_services
 from mailstead.imap.syntax.reader import CommandReader, Fatal, RawCommand, Reject
 from mailstead.pop3.factory import POP3Factory
 from mailstead.pop3.protocol import POP3Protocol
@@ -252,6 +251,8 @@ async def test_the_global_cap_counts_imap_and_pop3_together(
     first.drop()
     again = POP(w)
     assert (await again.line()).startswith(b"+OK")
+    from mailstead.connection import connection_services  # (new in this layer)
+
     assert connection_services(w.ctx).gate.total == 2
 
 
