@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol, connectionDone
@@ -86,14 +86,15 @@ class ConnectionProtocol(Protocol):
 
     # --- Twisted ------------------------------------------------------------------------
     def connectionMade(self) -> None:
-        addr = self.transport.getPeer()
+        transport: Any = self.transport
+        addr = transport.getPeer()
         self.peer_host = str(getattr(addr, "host", ""))
         port = getattr(addr, "port", None)
         host = f"[{self.peer_host}]" if ":" in self.peer_host else self.peer_host
         self.peer = f"{host}:{port}" if port is not None else host
-        set_nodelay(self.transport)
+        set_nodelay(transport)
         self.out = TransportOutput(
-            self.transport, self.loop, coalesce=self.coalesce_writes,
+            transport, self.loop, coalesce=self.coalesce_writes,
             on_resume=self.output_drained,
         )
         name = self.protocol_name

@@ -34,7 +34,7 @@ SELECTED = frozenset({State.SELECTED})
 
 
 class Output(Protocol):
-    """Where a session's bytes go (the Twisted protocol implements it)."""
+    """Where a session's bytes go (``connection.TransportOutput`` implements it)."""
 
     def write(self, data: bytes) -> None: ...
 
