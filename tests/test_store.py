@@ -273,6 +273,7 @@ async def test_a_database_from_before_the_dot_line_mark_is_upgraded(tmp_path: Pa
     inbox_id = await closed_store_with_one_message(path)
     conn = sqlite3.connect(path)  # make it look like an older version's database
     conn.execute("ALTER TABLE blobs DROP COLUMN dot_lines")
+    conn.execute("PRAGMA user_version=0")
     conn.commit()
     conn.close()
     st2 = SqliteStore(path)
