@@ -123,7 +123,7 @@ class MailboxesMixin(SqliteBase):
 
         return await self._write(job)
 
-    async def delete_mailbox(self, user_id: int, name: str, origin: object = None) -> None:
+    async def delete_mailbox(self, user_id: int, name: str) -> None:
         def job(conn: sqlite3.Connection) -> tuple[None, list[ChangeBatch]]:
             row = conn.execute(
                 "SELECT id FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, name)
@@ -134,9 +134,7 @@ class MailboxesMixin(SqliteBase):
 
         await self._write(job)
 
-    async def rename_mailbox(
-        self, user_id: int, old: str, new: str, origin: object = None
-    ) -> None:
+    async def rename_mailbox(self, user_id: int, old: str, new: str) -> None:
         validate_mailbox_name(new, self.max_depth)
 
         def job(conn: sqlite3.Connection) -> tuple[None, list[ChangeBatch]]:
@@ -224,13 +222,8 @@ class MailboxesMixin(SqliteBase):
                 "COALESCE(SUM(uid >= ?), 0) FROM messages WHERE mailbox_id = ?",
                 (first_recent, mailbox_id),
             ).fetchone()
-            first_unseen = conn.execute(
-                "SELECT MIN(uid) FROM messages WHERE mailbox_id = ? AND instr(flags, '\\Seen') = 0",
-                (mailbox_id,),
-            ).fetchone()[0]
             return MailboxStatus(
-                name, count, unseen, recent, uidvalidity, uidnext, highestmodseq, size,
-                first_unseen,
+                name, count, unseen, recent, uidvalidity, uidnext, highestmodseq, size
             )
 
         return await self._read(q)

@@ -113,9 +113,7 @@ def copy_rows(
 
 
 class MessagesMixin(SqliteBase):
-    async def append(
-        self, mailbox_id: int, messages: Sequence[NewMessage], origin: object = None
-    ) -> list[int]:
+    async def append(self, mailbox_id: int, messages: Sequence[NewMessage]) -> list[int]:
         def job(conn: sqlite3.Connection) -> tuple[list[int], list[ChangeBatch]]:
             modseq = bump(conn, mailbox_id)
             events = []
@@ -127,7 +125,7 @@ class MessagesMixin(SqliteBase):
                         to_row_date(msg.internaldate),
                     )
                 )
-            return [e.uid for e in events], [ChangeBatch(mailbox_id, tuple(events), origin)]
+            return [e.uid for e in events], [ChangeBatch(mailbox_id, tuple(events))]
 
         return await self._write(job)
 
@@ -153,7 +151,6 @@ class MessagesMixin(SqliteBase):
         flags: Iterable[str],
         *,
         unchanged_since: int | None = None,
-        origin: object = None,
     ) -> FlagUpdate:
         wanted = list(uids)
         given = frozenset(flags)
@@ -192,16 +189,12 @@ class MessagesMixin(SqliteBase):
                 "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
                 updates,
             )
-            changes = (
-                [ChangeBatch(mailbox_id, tuple(result.changed), origin)] if result.changed else []
-            )
+            changes = [ChangeBatch(mailbox_id, tuple(result.changed))] if result.changed else []
             return result, changes
 
         return await self._write(job)
 
-    async def expunge(
-        self, mailbox_id: int, uids: Iterable[int] | None = None, origin: object = None
-    ) -> list[int]:
+    async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
         wanted = None if uids is None else sorted(set(uids))
 
         def job(conn: sqlite3.Connection) -> tuple[list[int], list[ChangeBatch]]:
@@ -214,7 +207,7 @@ class MessagesMixin(SqliteBase):
             else:
                 targets = wanted
             events = expunge_rows(conn, mailbox_id, targets)
-            changes = [ChangeBatch(mailbox_id, tuple(events), origin)] if events else []
+            changes = [ChangeBatch(mailbox_id, tuple(events))] if events else []
             return [e.uid for e in events], changes
 
         return await self._write(job)
@@ -226,7 +219,6 @@ class MessagesMixin(SqliteBase):
         dst_id: int,
         *,
         move: bool = False,
-        origin: object = None,
     ) -> list[tuple[int, int]]:
         wanted = sorted(set(uids))
 
@@ -237,9 +229,9 @@ class MessagesMixin(SqliteBase):
             changes = []
             if move and pairs:
                 src_events = expunge_rows(conn, src_id, [p[0] for p in pairs])
-                changes.append(ChangeBatch(src_id, tuple(src_events), origin))
+                changes.append(ChangeBatch(src_id, tuple(src_events)))
             if dst_events:
-                changes.append(ChangeBatch(dst_id, tuple(dst_events), None))
+                changes.append(ChangeBatch(dst_id, tuple(dst_events)))
             return pairs, changes
 
         return await self._write(job)

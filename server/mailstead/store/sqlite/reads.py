@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ...mime.parse import ParsedMessage, parse_message
 from ..api import MessageInfo, Octets
 from .base import SqliteBase
 from .rows import INFO_COLS, chunks, message_info, octets
+
+log = logging.getLogger(__name__)
 
 
 class ReadsMixin(SqliteBase):
@@ -89,5 +93,34 @@ class ReadsMixin(SqliteBase):
     async def read_headers(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
         return await self._blob_column("header", mailbox_id, uids)
 
-    async def read_structures(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, str]:
-        return await self._blob_column("structure", mailbox_id, uids)
+    async def read_structures(
+        self, mailbox_id: int, uids: Iterable[int]
+    ) -> dict[int, ParsedMessage]:
+        wanted = list(uids)
+
+        def q(conn: sqlite3.Connection) -> dict[int, ParsedMessage]:
+            # Decoded here, on a reader thread, so the loop only formats the result.
+            out: dict[int, ParsedMessage] = {}
+            for chunk in chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    "SELECT m.uid, b.structure, b.id FROM messages m JOIN blobs b "
+                    f"ON b.id = m.blob_id WHERE m.mailbox_id = ? AND m.uid IN ({marks})",
+                    (mailbox_id, *chunk),
+                )
+                for uid, text, blob_id in rows:
+                    out[uid] = _decode_structure(conn, text, blob_id)
+            return out
+
+        return await self._read(q)
+
+
+def _decode_structure(conn: sqlite3.Connection, text: str, blob_id: int) -> ParsedMessage:
+    try:
+        return ParsedMessage.from_json(text)
+    except ValueError:
+        # A damaged row (or a format this version does not know): the octets are still
+        # there, so parse them again rather than fail every FETCH of this message.
+        log.warning("store: stored structure of blob %d unreadable; parsing again", blob_id)
+        (data,) = conn.execute("SELECT data FROM blobs WHERE id = ?", (blob_id,)).fetchone()
+        return parse_message(bytes(data))
