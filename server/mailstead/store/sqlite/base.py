@@ -48,6 +48,7 @@ class SqliteBase(MailStore):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
+        self._parsers: ThreadPoolExecutor | None = None  # MIME parses of big new messages
         self._local = threading.local()
         self._all_readers: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
@@ -102,14 +103,16 @@ class SqliteBase(MailStore):
         self._writer = Writer(self._connect, self)
         self._writer.start()
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+        self._parsers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-parse")
 
     async def close(self) -> None:
         if self._writer is not None:
             writer, self._writer = self._writer, None
             await asyncio.get_running_loop().run_in_executor(None, writer.stop)
-        if self._readers is not None:
-            self._readers.shutdown(wait=True)
-            self._readers = None
+        for pool in (self._parsers, self._readers):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._parsers = self._readers = None
         with self._reader_lock:
             for conn in self._all_readers:
                 conn.close()

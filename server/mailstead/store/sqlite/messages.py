@@ -1,9 +1,17 @@
-"""Message writes: append, deliver, flags, expunge, copy and move."""
+"""Message writes: append, deliver, flags, expunge, copy and move.
+
+A new message is parsed (envelope, body structure, part offsets, dot-line mark) before
+its write job is queued, never on the writer thread: the writer runs every write of the
+server one after another, so a big message parsed there would hold up every flag change
+and delivery behind it. Small messages are parsed on the caller's thread (cheaper than a
+thread hop), larger ones on the store's parse threads.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from ...mime.parse import has_dot_lines, parse_message
 from ..api import (
@@ -15,6 +23,7 @@ from ..api import (
     FlagUpdate,
     NewMessage,
     NotFound,
+    StoreUnavailable,
 )
 from .base import SqliteBase
 from .rows import chunks, flags_set, flags_text, to_row_date
@@ -32,16 +41,39 @@ def bump(conn: sqlite3.Connection, mailbox_id: int) -> int:
     return row[0]
 
 
-def insert_blob(conn: sqlite3.Connection, data: bytes, refs: int) -> tuple[int, int]:
+# Up to this many bytes per call are parsed on the caller's thread: ~30 µs for a typical
+# 2 KB message, against ~100 µs for the round trip to a thread.
+INLINE_PARSE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBlob:
+    """A message's octets with everything computed from them that the blob row keeps."""
+
+    data: bytes
+    header: bytes
+    structure: str  # ParsedMessage.to_json()
+    dot_lines: bool
+
+
+def prepare_blob(data: bytes) -> PreparedBlob:
     parsed = parse_message(data)
-    header = data[: parsed.root.header_end]
+    return PreparedBlob(data, data[: parsed.root.header_end], parsed.to_json(),
+                        has_dot_lines(data))
+
+
+def prepare_blobs(datas: Sequence[bytes]) -> list[PreparedBlob]:
+    return [prepare_blob(data) for data in datas]
+
+
+def insert_blob(conn: sqlite3.Connection, blob: PreparedBlob, refs: int) -> tuple[int, int]:
     cur = conn.execute(
         "INSERT INTO blobs (refcount, header, structure, data, dot_lines) "
         "VALUES (?, ?, ?, ?, ?)",
-        (refs, header, parsed.to_json(), data, has_dot_lines(data)),
+        (refs, blob.header, blob.structure, blob.data, blob.dot_lines),
     )
     assert cur.lastrowid is not None
-    return cur.lastrowid, len(data)
+    return cur.lastrowid, len(blob.data)
 
 
 def insert_message(
@@ -113,12 +145,22 @@ def copy_rows(
 
 
 class MessagesMixin(SqliteBase):
+    async def _prepare(self, datas: Sequence[bytes]) -> list[PreparedBlob]:
+        """Parse new messages before their write job: see the module docstring."""
+        if sum(len(data) for data in datas) <= INLINE_PARSE_BYTES:
+            return prepare_blobs(datas)
+        if self._parsers is None or self._loop is None:
+            raise StoreUnavailable("the mail store is closed")
+        return await self._loop.run_in_executor(self._parsers, prepare_blobs, datas)
+
     async def append(self, mailbox_id: int, messages: Sequence[NewMessage]) -> list[int]:
+        blobs = await self._prepare([msg.data for msg in messages])
+
         def job(conn: sqlite3.Connection) -> tuple[list[int], list[ChangeBatch]]:
             modseq = bump(conn, mailbox_id)
             events = []
-            for msg in messages:
-                blob_id, size = insert_blob(conn, msg.data, 1)
+            for msg, blob in zip(messages, blobs, strict=True):
+                blob_id, size = insert_blob(conn, blob, 1)
                 events.append(
                     insert_message(
                         conn, mailbox_id, modseq, blob_id, size, msg.flags,
@@ -130,8 +172,10 @@ class MessagesMixin(SqliteBase):
         return await self._write(job)
 
     async def deliver(self, mailbox_ids: Sequence[int], data: bytes) -> list[int]:
+        (blob,) = await self._prepare([data])
+
         def job(conn: sqlite3.Connection) -> tuple[list[int], list[ChangeBatch]]:
-            blob_id, size = insert_blob(conn, data, len(mailbox_ids))
+            blob_id, size = insert_blob(conn, blob, len(mailbox_ids))
             when = to_row_date(None)
             uids, changes = [], []
             for mailbox_id in mailbox_ids:
