@@ -380,3 +380,17 @@ async def test_structures_come_back_typed_and_a_damaged_one_is_parsed_again(
         assert got[2].envelope.subject == b"two"
     finally:
         await st.close()
+
+
+async def test_a_new_user_gets_inbox_and_as_many_defaults_as_the_limit_allows(
+    tmp_path: Path,
+) -> None:
+    for limit, expected in ((1, ["INBOX"]), (3, ["Drafts", "INBOX", "Sent"])):
+        st = SqliteStore(tmp_path / f"db{limit}.sqlite3", max_mailboxes=limit, fsync=False)
+        await st.open()
+        try:
+            user = await st.create_user("bob", "hash")
+            assert [b.name for b in await st.list_mailboxes(user.id)] == expected
+            assert await st.list_subscriptions(user.id) == expected
+        finally:
+            await st.close()

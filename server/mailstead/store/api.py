@@ -183,7 +183,9 @@ class MailStore(abc.ABC):
     # --- users -----------------------------------------------------------------------
     @abc.abstractmethod
     async def create_user(self, name: str, password_hash: str) -> User:
-        """Create a user with the default mailboxes, subscribed. Names are case-insensitive."""
+        """Create a user with the default mailboxes, subscribed. Names are case-insensitive.
+
+        INBOX always; the other defaults only as far as the mailbox limit allows."""
 
     @abc.abstractmethod
     async def get_user(self, name: str) -> User | None: ...

@@ -25,7 +25,8 @@ class UsersMixin(SqliteBase):
             )
             user_id = cur.lastrowid
             assert user_id is not None
-            for mbox, special in DEFAULT_MAILBOXES:
+            # INBOX always (RFC 3501 §5.1); the others as far as max_mailboxes allows.
+            for mbox, special in DEFAULT_MAILBOXES[: max(1, self.max_mailboxes)]:
                 insert_mailbox(conn, user_id, mbox, special)
                 conn.execute(
                     "INSERT OR IGNORE INTO subscriptions (user_id, name) VALUES (?, ?)",
