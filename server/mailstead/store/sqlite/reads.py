@@ -30,7 +30,7 @@ class ReadsMixin(SqliteBase):
         wanted = list(uids)
 
         def q(conn: sqlite3.Connection) -> list[MessageInfo]:
-            out = []
+            out: list[MessageInfo] = []
             for chunk in chunks(wanted):
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
