@@ -36,7 +36,7 @@ async def handle_select(s: Session, cmd: Select) -> Result:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
     store = s.ctx.store
     view = SelectedMailbox(
-        mbox, readonly=cmd.readonly, origin=s, recent=s.recent_tracker,
+        mbox, readonly=cmd.readonly, recent=s.recent_tracker,
         on_recent=lambda: s.spawn(store.claim_recent(mbox.id)),
     )
     # Subscribe before reading the snapshot so no change can fall between the two.
@@ -108,7 +108,7 @@ async def handle_delete(s: Session, cmd: Delete) -> Result:
     if s.selected is not None and s.selected.mailbox.name == cmd.mailbox:
         s.unselect()  # deleting our own selected mailbox is allowed; no BYE for us
     try:
-        await s.ctx.store.delete_mailbox(s.user.id, cmd.mailbox, origin=s)
+        await s.ctx.store.delete_mailbox(s.user.id, cmd.mailbox)
     except NotFound:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
     return ok("DELETE completed")
@@ -120,7 +120,7 @@ async def handle_rename(s: Session, cmd: Rename) -> Result:
     if new == "INBOX":
         return no("INBOX already exists", "ALREADYEXISTS")
     try:
-        await s.ctx.store.rename_mailbox(s.user.id, cmd.old, new, origin=s)
+        await s.ctx.store.rename_mailbox(s.user.id, cmd.old, new)
     except NotFound:
         return no(f"Mailbox does not exist: {cmd.old}", "NONEXISTENT")
     except AlreadyExists as exc:
