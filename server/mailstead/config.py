@@ -11,7 +11,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -119,28 +119,151 @@ class Listen:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+# One frozen dataclass per section, field for field the keys of ``SCHEMA`` (checked at
+# import), so code reads ``cfg.limits.max_line_length`` typed instead of a nested dict.
+@dataclass(frozen=True)
+class ServerSection:
+    hostname: str
+    data_dir: Path
+    domains: tuple[str, ...]
+    shutdown_grace: int
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    backend: str
+    fsync: bool
+
+
+@dataclass(frozen=True)
+class ImapSection:
+    listen: tuple[Listen, ...]
+    listen_tls: tuple[Listen, ...]
+    autologout_minutes: int
+
+
+@dataclass(frozen=True)
+class Pop3Section:
+    listen: tuple[Listen, ...]
+    listen_tls: tuple[Listen, ...]
+    idle_timeout_minutes: int
+    retr_sets_seen: bool
+    expire: str
+    login_delay: int
+
+
+@dataclass(frozen=True)
+class SmtpSection:
+    listen: tuple[Listen, ...]
+    listen_tls: tuple[Listen, ...]
+
+
+@dataclass(frozen=True)
+class LmtpSection:
+    listen: tuple[Listen, ...]
+
+
+@dataclass(frozen=True)
+class HttpSection:
+    listen: tuple[Listen, ...]
+    listen_tls: tuple[Listen, ...]
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    cert: Path | None  # None: not configured (defaults inside data_dir, see tls_paths)
+    key: Path | None
+
+
+@dataclass(frozen=True)
+class AuthSection:
+    plaintext_on_loopback: bool
+    default_scheme: str
+    failure_delay: float
+    failure_delay_max: float
+    failure_burst: int
+    failure_block_seconds: int
+    throttle_loopback: bool
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    max_message_size: int
+    max_line_length: int
+    max_connections_per_ip: int
+    max_sessions_per_user: int
+    max_logins_in_progress: int
+    max_mailboxes_per_user: int
+    max_mailbox_depth: int
+    max_store_bytes: int
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str
+    format: str
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerSection,
+    "store": StoreSection,
+    "imap": ImapSection,
+    "pop3": Pop3Section,
+    "smtp": SmtpSection,
+    "lmtp": LmtpSection,
+    "http": HttpSection,
+    "tls": TlsSection,
+    "auth": AuthSection,
+    "limits": LimitsSection,
+    "log": LogSection,
+}
+
+
+def _check_sections_match_schema() -> None:
+    """A key added to SCHEMA without its field (or the reverse) fails at import, loudly."""
+    if set(_SECTIONS) != set(SCHEMA):
+        raise AssertionError(f"config sections differ: {sorted(set(_SECTIONS) ^ set(SCHEMA))}")
+    for name, cls in _SECTIONS.items():
+        declared = {f.name for f in fields(cls)}
+        if declared != set(SCHEMA[name]):
+            raise AssertionError(
+                f"[{name}] fields of {cls.__name__} differ from SCHEMA: "
+                f"{sorted(declared ^ set(SCHEMA[name]))}"
+            )
+
+
+_check_sections_match_schema()
+
+
+@dataclass(frozen=True)
 class Config:
-    """Validated configuration; ``cfg.section.key`` style access via ``cfg[section][key]``."""
+    """Validated configuration: one typed section per table, e.g. ``cfg.limits.max_line_length``."""
 
-    def __init__(self, values: dict[str, dict[str, Any]], path: Path | None) -> None:
-        self._values = values
-        self.path = path
-
-    def __getitem__(self, section: str) -> dict[str, Any]:
-        return self._values[section]
+    server: ServerSection
+    store: StoreSection
+    imap: ImapSection
+    pop3: Pop3Section
+    smtp: SmtpSection
+    lmtp: LmtpSection
+    http: HttpSection
+    tls: TlsSection
+    auth: AuthSection
+    limits: LimitsSection
+    log: LogSection
+    path: Path | None = None  # the file read; None when built from defaults
 
     # Convenience accessors for the things most modules need.
     @property
     def hostname(self) -> str:
-        return self._values["server"]["hostname"]
+        return self.server.hostname
 
     @property
     def data_dir(self) -> Path:
-        return self._values["server"]["data_dir"]
+        return self.server.data_dir
 
     @property
-    def domains(self) -> list[str]:
-        return self._values["server"]["domains"]
+    def domains(self) -> tuple[str, ...]:
+        return self.server.domains
 
     @property
     def db_path(self) -> Path:
@@ -148,24 +271,22 @@ class Config:
 
     def tls_paths(self) -> tuple[Path, Path]:
         """Certificate and key; defaults inside the data folder when not configured."""
-        cert = self._values["tls"]["cert"] or self.data_dir / "tls" / "cert.pem"
-        key = self._values["tls"]["key"] or self.data_dir / "tls" / "key.pem"
-        return Path(cert), Path(key)
+        cert = self.tls.cert or self.data_dir / "tls" / "cert.pem"
+        key = self.tls.key or self.data_dir / "tls" / "key.pem"
+        return cert, key
 
     def listeners(self) -> list[tuple[str, str, Listen]]:
         """(protocol, kind, address) for every configured listener."""
-        out = []
-        for proto, keys in (
-            ("imap", ("listen", "listen_tls")),
-            ("pop3", ("listen", "listen_tls")),
-            ("smtp", ("listen", "listen_tls")),
-            ("lmtp", ("listen",)),
-            ("http", ("listen", "listen_tls")),
+        out: list[tuple[str, str, Listen]] = []
+        for proto, plain, tls in (
+            ("imap", self.imap.listen, self.imap.listen_tls),
+            ("pop3", self.pop3.listen, self.pop3.listen_tls),
+            ("smtp", self.smtp.listen, self.smtp.listen_tls),
+            ("lmtp", self.lmtp.listen, ()),
+            ("http", self.http.listen, self.http.listen_tls),
         ):
-            for key in keys:
-                kind = "tls" if key == "listen_tls" else "plain"
-                for addr in self._values[proto][key]:
-                    out.append((proto, kind, addr))
+            out += [(proto, "plain", addr) for addr in plain]
+            out += [(proto, "tls", addr) for addr in tls]
         return out
 
     def needs_tls(self) -> bool:
@@ -226,16 +347,16 @@ def _coerce(section: str, key: str, kind: Any, value: Any, base: Path) -> Any:
     if kind is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
-        return [v.lower() for v in value] if key == "domains" else list(value)
+        return tuple(v.lower() for v in value) if key == "domains" else tuple(value)
     if kind == _ListOfAddr:
         if not isinstance(value, list):
             raise ConfigError(f'{where}: expected a list of "host:port" strings, got {value!r}')
-        return [parse_listen(v, where) for v in value]
+        return tuple(parse_listen(v, where) for v in value)
     if kind == _Path:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a path string, got {value!r}")
         if not value:
-            return ""
+            return None
         path = Path(os.path.expanduser(value))
         return path if path.is_absolute() else (base / path).resolve()
     raise AssertionError(kind)
@@ -307,7 +428,8 @@ def load_config(
     cert, key = values["tls"]["cert"], values["tls"]["key"]
     if bool(cert) != bool(key):
         raise ConfigError("[tls] cert and key: set both or neither")
-    return Config(values, Path(path).resolve() if path is not None else None)
+    sections = {name: cls(**values[name]) for name, cls in _SECTIONS.items()}
+    return Config(**sections, path=Path(path).resolve() if path is not None else None)
 
 
 def is_loopback(host: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 
 from ..config import is_loopback
 from ..store.api import MailStore, User
@@ -13,7 +14,7 @@ from .throttle import LoginThrottle
 log = logging.getLogger(__name__)
 
 
-def local_part(login: str, domains: list[str]) -> str | None:
+def local_part(login: str, domains: Collection[str]) -> str | None:
     """The user name a login or address means: ``name`` or ``name@local-domain``.
 
     Returns None for an address in a domain we do not serve.
@@ -38,7 +39,7 @@ class Authenticator:
         self,
         store: MailStore,
         hasher: PasswordHasher,
-        domains: list[str],
+        domains: Collection[str],
         *,
         throttle: LoginThrottle | None = None,
         throttle_loopback: bool = False,

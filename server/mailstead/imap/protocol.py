@@ -49,7 +49,7 @@ class IMAPProtocol(Protocol):
         self.ip = self.transport.getPeer().host
         set_nodelay(self.transport)
         self.out = SessionOutput(self)
-        limit = ctx.config["limits"]["max_connections_per_ip"]
+        limit = ctx.config.limits.max_connections_per_ip
         if not self.factory.limiter.acquire(self.ip, limit):
             self.out.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
             self.out.close()
@@ -60,11 +60,11 @@ class IMAPProtocol(Protocol):
             recent_tracker=self.factory.recent,
         )
         ctx.sessions.add(self.session)
-        ctx.count("imap_connections")
+        ctx.count("connections", protocol="imap")
         log.info("IMAP connection from %s%s", self.ip, " (TLS)" if self.factory.implicit_tls
                  else "")
         self.out.write(self.session.greeting())
-        minutes = ctx.config["imap"]["autologout_minutes"]
+        minutes = ctx.config.imap.autologout_minutes
         self._timer = IdleTimer(ctx.loop, max(minutes, 30) * 60, self._autologout)
         self._keepalive = IdleTimer(ctx.loop, IDLE_KEEPALIVE_SECONDS, self._keep_alive)
 

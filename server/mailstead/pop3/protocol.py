@@ -181,7 +181,7 @@ class POP3Protocol(Protocol):
         settings = self.factory.settings
         self.session = POP3Session(self.ctx, settings, self, self.factory.last_login)
         self.ctx.sessions.add(self)
-        self.ctx.count("pop3_connections")
+        self.ctx.count("connections", protocol="pop3")
         log.info("pop3 session open from %s%s", self.peer, " (TLS)" if self._tls else "")
         self._touch()
         self._idle_timer = self.loop.call_later(settings.idle_timeout, self._check_idle)

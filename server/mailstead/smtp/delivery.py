@@ -13,7 +13,7 @@ import asyncio
 import email.utils
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ class DeliveryHandler:
         store: MailStore,
         *,
         hostname: str,
-        domains: list[str],
+        domains: Iterable[str],
         lmtp: bool,
         count: Callable[[str, int], None] | None = None,
     ) -> None:

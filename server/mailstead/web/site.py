@@ -271,12 +271,12 @@ class MailsteadResource(resource.Resource):
 def current_listeners(ctx: Any) -> list[tuple[str, str, str, int]]:
     """(protocol, "plain"|"tls", host, port) of every listener, with the real bound ports.
 
-    The daemon offers ``ctx.shared["bound_listeners"]`` (a callable). Without it the
+    The daemon sets ``ctx.bound_listeners`` (a callable). Without it the
     configured addresses are used, and a port 0 (pick any) is looked up in the daemon's
     ``listeners.json``; listeners still unknown keep port 0 and are left out of documents.
     """
-    bound = ctx.shared.get("bound_listeners")
-    if callable(bound):
+    bound = ctx.bound_listeners
+    if bound is not None:
         return [(p, k, h, int(port)) for p, k, h, port in bound()]
     configured = [(p, k, a.host, a.port) for p, k, a in ctx.config.listeners()]
     if all(port for *_, port in configured):
