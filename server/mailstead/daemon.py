@@ -39,8 +39,8 @@ def install_reactor(loop: asyncio.AbstractEventLoop) -> Any:
         asyncioreactor.install(loop)
     from twisted.internet import reactor
 
-    if not reactor.running:  # type: ignore[attr-defined]
-        reactor.startRunning(installSignalHandlers=False)  # type: ignore[attr-defined]
+    if not reactor.running:
+        reactor.startRunning(installSignalHandlers=False)
     return reactor
 
 
@@ -368,4 +368,7 @@ def _route_twisted_logs() -> None:
     """Send Twisted's log events to stdlib logging, so there is one log stream."""
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
-    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+    # STDLibLogObserver provides ILogObserver through zope's @implementer, which mypy
+    # cannot see (it is not a subclass of the interface).
+    observer = STDLibLogObserver()
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)  # type: ignore[list-item]

@@ -17,11 +17,15 @@ import os
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL  # for annotations; the code imports it where it is used
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +166,7 @@ class TLSContexts:
         self.stdlib: ssl.SSLContext = _stdlib_context(cert, key)
         self._openssl = self._make_openssl()
 
-    def _make_openssl(self):  # type: ignore[no-untyped-def]
+    def _make_openssl(self) -> SSL.Context:
         from OpenSSL import SSL
 
         ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
@@ -192,7 +196,7 @@ class TLSContexts:
         return _ConnectionCreator(self)
 
     @property
-    def openssl_context(self):  # type: ignore[no-untyped-def]
+    def openssl_context(self) -> SSL.Context:
         return self._openssl
 
 
@@ -200,7 +204,7 @@ class _ConnectionCreator:
     def __init__(self, owner: TLSContexts) -> None:
         self._owner = owner
 
-    def serverConnectionForTLS(self, protocol):  # type: ignore[no-untyped-def]
+    def serverConnectionForTLS(self, protocol: Any) -> SSL.Connection:
         from OpenSSL import SSL
 
         return SSL.Connection(self._owner.openssl_context, None)

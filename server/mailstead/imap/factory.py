@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..context import ServerContext
 
 
-class IMAPFactory(ServerFactory):
+class IMAPFactory(ServerFactory[IMAPProtocol]):
     protocol = IMAPProtocol
     noisy = False
 

@@ -9,6 +9,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from ..net import IdleTimer, TransportOutput, set_nodelay
+from ..twisted_types import StreamTransport
 from .session import IMAPSession
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class SessionOutput(TransportOutput):
 
 class IMAPProtocol(Protocol):
     factory: IMAPFactory
+    transport: StreamTransport  # type: ignore[assignment]  # Twisted: ITransport | None, see twisted_types
 
     def __init__(self) -> None:
         self.session: IMAPSession | None = None

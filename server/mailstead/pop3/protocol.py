@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..net import set_nodelay
+from ..twisted_types import StreamTransport
 from .session import POP3Session
 from .wire import MAX_AUTH_LINE, Line, LineBuffer, err
 
@@ -78,6 +79,8 @@ class _OutputGate:
 
 class POP3Protocol(Protocol):
     """One POP3 connection; also the ``LiveSession`` the daemon can shut down."""
+
+    transport: StreamTransport  # type: ignore[assignment]  # Twisted: ITransport | None, see twisted_types
 
     def __init__(self, factory: POP3Factory) -> None:
         self.factory = factory

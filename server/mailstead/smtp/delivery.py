@@ -15,7 +15,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AnyStr, cast
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
@@ -174,7 +174,7 @@ _REWRITE = {
 }
 
 
-class _MailsteadProtocol:
+class _MailsteadProtocol(SMTP):
     """What our SMTP and LMTP listeners add to aiosmtpd's protocol classes.
 
     Enhanced status codes (RFC 3463) on aiosmtpd's own refusals, one refusal per
@@ -186,17 +186,18 @@ class _MailsteadProtocol:
     max_per_ip = 0
     _counted_ip: str | None = None
 
-    async def push(self, status: str) -> None:
-        status = _REWRITE.get(status, status)
-        envelope = getattr(self, "envelope", None)
-        if isinstance(self, LMTP) and status in _DATA_REFUSALS.values() and envelope:
-            # RFC 2033 §4.2: after DATA, one reply for each accepted recipient.
-            status = "\r\n".join([status] * max(1, len(envelope.rcpt_tos)))
-        await super().push(status)  # type: ignore[misc]
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):  # aiosmtpd's own replies are text (as are ours)
+            status = _REWRITE.get(status, status)
+            envelope = getattr(self, "envelope", None)
+            if isinstance(self, LMTP) and status in _DATA_REFUSALS.values() and envelope:
+                # RFC 2033 §4.2: after DATA, one reply for each accepted recipient.
+                status = "\r\n".join([status] * max(1, len(envelope.rcpt_tos)))
+        await super().push(status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         try:
-            return super()._getaddr(arg)  # type: ignore[misc,no-any-return]
+            return super()._getaddr(arg)
         except (IndexError, ValueError):  # e.g. "<user@" trips the stdlib parser
             return None, None
 
@@ -206,12 +207,15 @@ class _MailsteadProtocol:
         if self.limiter is not None and self._counted_ip is None:
             if not self.limiter.acquire(ip, self.max_per_ip):
                 log.info("SMTP connection from %s refused: too many from this address", ip)
-                transport.write(b"421 4.7.0 Too many connections from your address\r\n")
+                # loop.create_server hands a stream transport, which can write.
+                cast(asyncio.WriteTransport, transport).write(
+                    b"421 4.7.0 Too many connections from your address\r\n"
+                )
                 transport.close()
                 self._refused = True
                 return
             self._counted_ip = ip
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         if getattr(self, "_refused", False):
@@ -219,7 +223,7 @@ class _MailsteadProtocol:
         if self.limiter is not None and self._counted_ip is not None:
             self.limiter.release(self._counted_ip)
             self._counted_ip = None
-        super().connection_lost(error)  # type: ignore[misc]
+        super().connection_lost(error)
 
 
 class MailsteadSMTP(_MailsteadProtocol, SMTP):
