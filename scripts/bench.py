@@ -26,6 +26,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "server"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 CONFIG = """
 [server]
@@ -416,7 +417,7 @@ def cmd_imap_sync(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_pop3(args: argparse.Namespace) -> dict[str, Any]:
-    from mailstead.pop3.bench import bench_pop3
+    from bench_pop3 import bench_pop3
 
     rng = random.Random(args.seed)
     messages = [realistic_message(i, rng) for i in range(args.n)]
