@@ -59,8 +59,10 @@ class ViolationLog:
 
     def add(self, kind: str, session: str, detail: str, transcript: list[str],
             commands: list[str]) -> None:
+        """Count it; keep it as an example if it is the first of its kind or if there are
+        fewer than ``max_examples`` yet."""
         self.counts[kind] += 1
-        if len(self.examples) < self.max_examples:
+        if self.counts[kind] == 1 or len(self.examples) < self.max_examples:
             self.examples.append({"kind": kind, "session": session, "detail": detail,
                                   "recent_commands": commands, "transcript": transcript})
 
@@ -106,6 +108,7 @@ class SessionChecker:
         self.readonly = False
         self.uidvalidity = 0
         self.slots: list[Slot] = []
+        self.top = -1  # no slot above this index has a known UID (a bound, for speed)
         self.expunged_uids: set[int] = set()
         self.command: str | None = None  # the command in progress, e.g. "UID FETCH"
         self.exists_seen = False
@@ -132,7 +135,7 @@ class SessionChecker:
             # RFC 3501 §6.3.1: SELECT closes the previous mailbox, even when it fails.
             self.mailbox, self.selected = mailbox, False
             self.readonly = self.command == "EXAMINE"
-            self.uidvalidity, self.slots, self.exists_seen = 0, [], False
+            self.uidvalidity, self.slots, self.top, self.exists_seen = 0, [], -1, False
             self.expunged_uids = set()
         if verify:
             self.verify, self.verify_start = {}, self.count
@@ -176,12 +179,13 @@ class SessionChecker:
     def exists(self, n: int) -> None:
         if self.command in SELECTING and not self.exists_seen:
             self.exists_seen = True
-            self.slots = [Slot() for _ in range(n)]
+            self.slots, self.top = [Slot() for _ in range(n)], -1
         elif n < self.count:
             # Adopt the lower count, but the messages cut off were not expunged: their UIDs
             # may come back without being a second violation.
             self.violation("exists_shrank", f"* {n} EXISTS with count {self.count}")
             del self.slots[n:]
+            self.top = min(self.top, n - 1)
         else:
             self.slots.extend(Slot() for _ in range(n - self.count))
 
@@ -192,6 +196,8 @@ class SessionChecker:
             self.violation("expunge_out_of_range", f"* {n} EXPUNGE with count {self.count}")
             return
         uid = self.slots.pop(n - 1).uid
+        if n - 1 <= self.top:
+            self.top -= 1
         if uid is not None:
             self.expunged_uids.add(uid)
 
@@ -216,13 +222,24 @@ class SessionChecker:
             if slot.uid != uid:
                 self.violation("uid_changed", f"message {n}: UID {slot.uid}, now {uid}")
         else:
-            lower = next((s.uid for s in reversed(self.slots[: n - 1]) if s.uid is not None), 0)
-            higher = next((s.uid for s in self.slots[n:] if s.uid is not None), None)
+            lower, higher = self.known_uid(n - 2, -1) or 0, self.known_uid(n, 1)
             if uid <= lower or (higher is not None and uid >= higher):
                 self.violation("uids_not_ascending",
                                f"message {n}: UID {uid} between UIDs {lower} and {higher}")
             else:
                 slot.uid = uid
+                self.top = max(self.top, n - 1)
+
+    def known_uid(self, index: int, step: int) -> int | None:
+        """The first UID known from ``slots[index]`` on, walking by ``step``."""
+        slots = self.slots
+        if step < 0:
+            index = min(index, self.top)
+        while 0 <= index <= self.top:
+            if slots[index].uid is not None:
+                return slots[index].uid
+            index += step
+        return None
 
     def claim_recent(self, slot: Slot) -> None:
         # EXAMINE may show \Recent without taking it (RFC 3501 §6.3.2), so only read-write
@@ -248,9 +265,9 @@ class SessionChecker:
                 if not self.exists_seen:
                     self.violation("select_without_exists", f"{self.command} {self.mailbox}")
             else:
-                self.slots, self.mailbox = [], None
+                self.slots, self.top, self.mailbox = [], -1, None
         elif self.command in ("CLOSE", "UNSELECT") and r.status == "OK":
-            self.selected, self.slots, self.mailbox = False, [], None
+            self.selected, self.slots, self.top, self.mailbox = False, [], -1, None
         self.command = None
 
     def check_verify(self, r: Tagged) -> None:
@@ -271,3 +288,4 @@ class SessionChecker:
         old = {s.uid: s for s in self.slots if s.uid is not None}
         self.slots = [(old.get(uid) or Slot(uid)) if uid else Slot()
                       for uid in (seen.get(m) for m in range(1, k + 1))]
+        self.top = len(self.slots) - 1

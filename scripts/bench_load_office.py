@@ -82,10 +82,15 @@ class OfficeClient:
                 self.lost("timeout")
             except (ConnectionError, OSError, CommandFailed, asyncio.LimitOverrunError) as e:
                 self.lost(f"{type(e).__name__}: {e}")
+            else:
+                continue
             finally:
                 if self.conn is not None:
                     self.conn.writer.close()
                 self.conn = None
+            # Lost or refused (e.g. too many logins at once): wait a little, as clients do.
+            left = max(0.0, deadline - time.monotonic())
+            await asyncio.sleep(min(self.rng.uniform(0.2, 1.0), left))
 
     def lost(self, what: str) -> None:
         self.shared.stats.lost(f"{self.checker.connection if self.checker else '?'}: {what}")

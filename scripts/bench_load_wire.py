@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 MAX_LITERAL = 256 * 1024 * 1024
 LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}\r\n\Z")
 LITERAL_HEAD = re.compile(rb"\{(\d+)\+?\}\r\n")
+# Atom characters, and "]" (resp-specials are allowed in an astring); "[" opens a section.
+ATOM_RUN = re.compile(rb'[^\x00-\x20\x7f()"{\[]+')
 STATUS_NAMES = frozenset({"OK", "NO", "BAD", "BYE", "PREAUTH"})
 NUMBERED_KINDS = frozenset({"EXISTS", "EXPUNGE", "RECENT", "FETCH"})
 LISTED_KINDS = frozenset({"FLAGS", "LIST", "LSUB", "STATUS", "ESEARCH", "NAMESPACE", "ID"})
@@ -142,22 +144,22 @@ def _quoted(data: bytes, i: int, out: list[Value]) -> int:
 
 
 def _atom(data: bytes, i: int, out: list[Value]) -> int:
-    start, depth = i, 0
-    while i < len(data):
-        c = data[i]
-        if c == 0x5B:  # [
-            depth += 1
-        elif c == 0x5D:  # ]
-            if depth == 0:
-                raise ParseError("']' outside a section")
-            depth -= 1
-        elif depth == 0 and c in (0x20, 0x28, 0x29):
-            break
-        elif c < 0x20 or c == 0x7F or (depth == 0 and c in (0x22, 0x7B)):
-            raise ParseError(f"character {c:#x} in an atom")
-        i += 1
-    if depth:
-        raise ParseError("unterminated section")
+    start = i
+    while True:
+        run = ATOM_RUN.match(data, i)
+        if run is not None:
+            i = run.end()
+        if i < len(data) and data[i] == 0x5B:  # a section, up to its "]"
+            close = data.find(b"]", i)
+            if close < 0:
+                raise ParseError("unterminated section")
+            if any(c < 0x20 or c == 0x7F for c in data[i:close]):
+                raise ParseError("control character in a section")
+            i = close + 1
+            continue
+        break
+    if i < len(data) and data[i] not in (0x20, 0x28, 0x29):
+        raise ParseError(f"character {data[i]:#x} in an atom")
     text = data[start:i].decode("latin-1")
     out.append(None if text.upper() == "NIL" else Atom(text))
     return i

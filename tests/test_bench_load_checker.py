@@ -116,6 +116,11 @@ def test_uid_map_rules() -> None:
                     "> NOOP", "* 1 EXPUNGE", "* 3 EXISTS", "* 3 FETCH (UID 9 FLAGS ())",
                     "* 3 FETCH (UID 10 FLAGS ())", "t OK done"]) == {
         "uid_changed": 1, "uids_not_ascending": 1, "expunged_uid_returned": 1}
+    # Far from the nearest known message, below and above.
+    c = session()
+    assert play(c, [*SELECT_3, "> NOOP", "* 6 EXISTS", "* 6 FETCH (UID 12 FLAGS ())",
+                    "* 5 FETCH (UID 20 FLAGS ())", "* 4 FETCH (UID 20 FLAGS ())",
+                    "* 4 FETCH (UID 19 FLAGS ())", "t OK done"]) == {"uids_not_ascending": 2}
 
 
 def test_recent_in_two_read_write_sessions() -> None:
