@@ -110,6 +110,8 @@ def summarize(shared: Shared, elapsed: float) -> dict[str, Any]:
                        "disconnects": stats.disconnects,
                        "first_disconnects": stats.disconnect_texts},
             "sessions": stats.sessions,
+            # How much \Recent the checker saw (a server that never shows it passes trivially).
+            "recent_messages_seen_by_read_write_sessions": len(shared.registry.holders),
             "violations": shared.log.summary()}
 
 

@@ -101,7 +101,8 @@ class SessionChecker:
                  log: ViolationLog) -> None:
         self.connection, self.user = connection, user
         self.registry, self.log = registry, log
-        self.transcript: deque[str] = deque(maxlen=TRANSCRIPT_LINES)
+        # Client lines as text, server responses as received (rendered only when needed).
+        self.transcript: deque[str | bytes] = deque(maxlen=TRANSCRIPT_LINES)
         self.commands: deque[str] = deque(maxlen=COMMAND_LINES)
         self.mailbox: str | None = None  # selected (or being selected) mailbox
         self.selected = False
@@ -142,7 +143,7 @@ class SessionChecker:
 
     def feed(self, raw: bytes) -> Response | None:
         """One response from the server; returns it parsed, or None if it cannot be read."""
-        self.transcript.append("S: " + render(raw))
+        self.transcript.append(raw)
         try:
             response = parse_response(raw)
         except ParseError as e:
@@ -156,7 +157,10 @@ class SessionChecker:
 
     # --- applying responses ------------------------------------------------------------------
     def violation(self, kind: str, detail: str) -> None:
-        self.log.add(kind, self.connection, detail, list(self.transcript), list(self.commands))
+        self.log.add(kind, self.connection, detail, self.recent_lines(), list(self.commands))
+
+    def recent_lines(self) -> list[str]:
+        return [x if isinstance(x, str) else "S: " + render(x) for x in self.transcript]
 
     def untagged(self, r: Untagged) -> None:
         if r.code == "UIDVALIDITY" and r.code_args.isdigit():

@@ -87,7 +87,7 @@ class Connection:
         conn = cls(reader, writer, checker, stats, timeout)
         greeting = await asyncio.wait_for(conn.read(), timeout)
         if not isinstance(greeting, Untagged) or greeting.kind != "OK":
-            raise CommandFailed(f"greeting: {checker.transcript[-1]}")
+            raise CommandFailed(f"greeting: {checker.recent_lines()[-1]}")
         conn.learn_capabilities(greeting.code, greeting.code_args)
         return conn
 
@@ -154,7 +154,7 @@ class Connection:
             if isinstance(response, Untagged):
                 untagged.append(response)
                 if response.kind == "BYE" and self.checker.command != "LOGOUT":
-                    raise ConnectionError("BYE: " + self.checker.transcript[-1])
+                    raise ConnectionError("BYE: " + self.checker.recent_lines()[-1])
             elif isinstance(response, Tagged):
                 if response.tag == tag:
                     return response

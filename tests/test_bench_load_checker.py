@@ -204,3 +204,20 @@ def test_reader_returns_whole_responses_with_literals() -> None:
     assert first == b"* 1 FETCH (BODY[] {4}\r\n}\r\n\r UID 1)\r\n"
     assert second == b"* 2 EXISTS\r\n"
     assert parse_response(first).uid == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("line", [
+    "* 1 FETCH (UID 5 FLAGS (\\Seen $Label1))", "* 12 FETCH (FLAGS ())",
+    "* 3 FETCH (FLAGS (\\Deleted NIL nil) UID 77)", "* 3 FETCH (FLAGS (\\Recent))",
+    "* 0 FETCH (UID 5 FLAGS ())", "* 1 FETCH (UID 0 FLAGS ())", "* 1 FETCH (UID 5 FLAGS (a  b))",
+    "* 1 FETCH (UID 5 FLAGS (\\Seen) MODSEQ (9))", "* 01 FETCH (FLAGS ())",
+])
+def test_fast_fetch_path_agrees_with_the_full_parser(line: str) -> None:
+    raw = line.encode() + b"\r\n"
+    outcomes = []
+    for fast in (True, False):
+        try:
+            outcomes.append(parse_response(raw, fast=fast))
+        except ParseError:
+            outcomes.append(None)
+    assert outcomes[0] == outcomes[1]
