@@ -56,6 +56,7 @@ from mailstead.imap.syntax.reader import (
 )
 from mailstead.imap.syntax.search import (
     SEARCH_RETURN_OPTIONS,
+    AddressKey,
     AllKey,
     AndKey,
     DateKey,
@@ -820,10 +821,11 @@ def search_criteria(text: bytes) -> SearchKey:
         (b"NEW", AndKey((FlagKey("\\Recent"), FlagKey("\\Seen", False)))),
         (b"KEYWORD $Forwarded", FlagKey("$Forwarded")),
         (b"UNKEYWORD Junk", FlagKey("Junk", False)),
-        (b"BCC bob", HeaderKey("bcc", "bob")),
-        (b"CC bob", HeaderKey("cc", "bob")),
-        (b'FROM "Bob Smith"', HeaderKey("from", "Bob Smith")),
-        (b"TO {3+}\r\nb b", HeaderKey("to", "b b")),
+        (b"BCC bob", AddressKey("bcc", "bob")),
+        (b"CC bob", AddressKey("cc", "bob")),
+        (b'FROM "Bob Smith"', AddressKey("from", "Bob Smith")),
+        (b"TO {3+}\r\nb b", AddressKey("to", "b b")),
+        (b"HEADER From bob", HeaderKey("from", "bob")),
         (b"SUBJECT \xc3\xa9t\xc3\xa9", HeaderKey("subject", "été")),
         (b"HEADER X-Spam-Flag YES", HeaderKey("x-spam-flag", "YES")),
         (b'HEADER Message-ID ""', HeaderKey("message-id", "")),
@@ -850,7 +852,7 @@ def search_criteria(text: bytes) -> SearchKey:
         (
             b"OR (FROM a NOT TO b) (OR 1:3 UID 5)",
             OrKey(
-                AndKey((HeaderKey("from", "a"), NotKey(HeaderKey("to", "b")))),
+                AndKey((AddressKey("from", "a"), NotKey(AddressKey("to", "b")))),
                 OrKey(SequenceKey(ss("1:3")), SequenceKey(ss("5"), True)),
             ),
         ),
@@ -1153,6 +1155,7 @@ search_leaves = st.one_of(
     st.just(AllKey()),
     st.builds(FlagKey, st.one_of(system_flags, st.just("\\Recent"), keywords), st.booleans()),
     st.builds(HeaderKey, field_names, texts),
+    st.builds(AddressKey, st.sampled_from(["bcc", "cc", "from", "to"]), texts),
     st.builds(TextKey, st.sampled_from(["BODY", "TEXT"]), texts),
     st.builds(DateKey, st.sampled_from(["BEFORE", "ON", "SINCE"]), st.dates(), st.booleans()),
     st.builds(SizeKey, st.sampled_from(["LARGER", "SMALLER"]), mod_seqs),
