@@ -82,7 +82,13 @@ from mailstead.imap.syntax.session import (
     Noop,
 )
 from mailstead.imap.syntax.store import Store
-from mailstead.imap.syntax.tokens import MAX_NUMBER, MAX_NUMBER64, Command, ParseError
+from mailstead.imap.syntax.tokens import (
+    MAX_NUMBER,
+    MAX_NUMBER64,
+    Command,
+    ParseError,
+    UnusableName,
+)
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -628,10 +634,6 @@ ERRORS: list[tuple[bytes, bytes, str]] = [
     (b"a SELECT INBOX extra", b"a", "Unexpected argument after mailbox name"),
     (b"a SELECT INBOX (FOO)", b"a", "Unknown SELECT parameter FOO"),
     (b"a SELECT INBOX (QRESYNC (0 1))", b"a", "Invalid UIDVALIDITY: 0"),
-    (b"a SELECT &AOk", b"a", "Invalid mailbox name: Unterminated"),
-    (b"a SELECT \"a&b\xc3\xa9\"", b"a", "must not contain '&'"),
-    (b"a SELECT \"x\ty\"", b"a", "Invalid byte 0x09"),
-    (b"a SELECT \"\xc3\xa9\ty\"", b"a", "control character"),
     (b'a SELECT "unterminated', b"a", "Invalid quoted string"),
     (b'a SELECT "bad\\escape"', b"a", "Invalid quoted string"),
     (b"a SELECT {3}", b"*", "Expected exactly one complete command"),
@@ -738,6 +740,33 @@ def test_parse_errors(line: bytes, tag: bytes, message: str) -> None:
     assert err.status == "BAD"
     assert err.code is None
     assert b"\r" not in err.message.encode() and b"\n" not in err.message.encode()
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    (b"a SELECT &AOk", "Invalid mailbox name: Unterminated"),
+    (b'a SELECT "a&b\xc3\xa9"', "must not contain '&'"),
+    (b'a SELECT "x\ty"', "Invalid byte 0x09"),
+    (b'a SELECT "\xc3\xa9\ty"', "control character"),
+])
+def test_a_name_that_is_good_syntax_but_no_valid_name_parses(line: bytes, reason: str) -> None:
+    """Not BAD (RFC 3501 §7.1.3): the command parses, its handler answers NO."""
+    cmd = parse(line)
+    assert isinstance(cmd, Select)
+    assert isinstance(cmd.mailbox, UnusableName)
+    assert reason in cmd.mailbox.reason
+
+
+def test_unusable_names_in_rename_and_list_parse_too() -> None:
+    rename = parse(b"a RENAME INBOX &Jjo")
+    assert isinstance(rename, Rename) and rename.old == "INBOX"
+    assert isinstance(rename.new, UnusableName)
+    assert "new mailbox name" in rename.new.reason
+    listing = parse(b'a LIST &AOk ("&" INBOX)')
+    assert isinstance(listing, List)
+    assert isinstance(listing.reference, UnusableName)
+    assert [isinstance(p, UnusableName) for p in listing.patterns] == [True, False]
+    # The syntax around such a name is still checked: an error after it is BAD.
+    assert error(b"a SELECT &AOk extra").message == "Unexpected argument after mailbox name"
 
 
 def test_badcharset_is_no_with_code() -> None:

@@ -366,3 +366,18 @@ async def test_childinfo_over_several_levels(world: ImapWorld) -> None:
                                "RETURN (CHILDREN)") == {
         "a/b/c": ({"\\Subscribed", "\\NonExistent", "\\HasNoChildren"}, b""),
     }
+
+
+async def test_a_subscribed_parent_keeps_childinfo_when_its_child_is_listed(
+        world: ImapWorld) -> None:
+    """RFC 5258 §3.5's table: a name that meets the selection criteria and has a descendant
+    that does gets CHILDINFO, whether or not that descendant is listed as well; only a
+    parent listed *just* for its children is dropped when they are all returned."""
+    c = await fresh(world)
+    await make(c, "Fruit", "Fruit/Apple", "Veg", "Veg/Corn",
+               subscribe=("Fruit", "Fruit/Apple", "Veg/Corn"))
+    assert await list_lines(c, 'LIST (SUBSCRIBED RECURSIVEMATCH) "" *') == {
+        "Fruit": ({"\\Subscribed"}, CHILDINFO),
+        "Fruit/Apple": ({"\\Subscribed"}, b""),
+        "Veg/Corn": ({"\\Subscribed"}, b""),
+    }
