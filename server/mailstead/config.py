@@ -51,6 +51,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "smtp": {
         "listen": (_ListOfAddr, ["127.0.0.1:1025"]),
         "listen_tls": (_ListOfAddr, []),
+        "postmaster": (str, ""),
     },
     "lmtp": {
         "listen": (_ListOfAddr, ["127.0.0.1:1024"]),
