@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import ServerProcess  # noqa: E402
-from fuzzlib import create_users, rss_kb, server_config  # noqa: E402
+from conftest import ServerProcess
+from fuzzlib import create_users, rss_kb, server_config
 
 
 class _Server(ServerProcess):

@@ -4,6 +4,7 @@ chunkings and reader limits, with commands pipelined after the data."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from hypothesis import given, settings
@@ -52,7 +53,7 @@ async def run_reader(chunks: list[bytes], limit: int, **kw: object) -> tuple[Dat
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
 # Lines that exercise dots, bare CR/LF, empty lines and near-terminators.

@@ -25,9 +25,8 @@ import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 

@@ -32,7 +32,8 @@ class Spool:
     the data as it arrives."""
 
     def __init__(self, folder: Path, prefix: bytes) -> None:
-        self._file = tempfile.TemporaryFile(dir=folder, prefix="msg-")
+        # Closed by close(), which the DATA command always reaches (try/finally).
+        self._file = tempfile.TemporaryFile(dir=folder, prefix="msg-")  # noqa: SIM115
         self._pending: list[bytes] = [prefix]
         self._pending_size = len(prefix)
         self.body_start = len(prefix)
