@@ -215,6 +215,7 @@ class Mailstead:
         if proto in ("smtp", "lmtp"):
             from .net import ConnectionLimiter
             from .smtp.delivery import DeliveryHandler, smtp_factory
+            from .smtp.spool import DeliveryMemory
 
             handler = DeliveryHandler(
                 ctx.store,
@@ -222,6 +223,10 @@ class Mailstead:
                 domains=self.config.domains,
                 lmtp=proto == "lmtp",
                 count=ctx.count,
+                spool_dir=self.config.data_dir / "spool",
+                memory=ctx.shared.setdefault("delivery_memory", DeliveryMemory.for_message_size(
+                    self.config["limits"]["max_message_size"])),
+                postmaster=self.config["smtp"]["postmaster"],
             )
             factory = smtp_factory(
                 handler,
