@@ -51,6 +51,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "smtp": {
         "listen": (_ListOfAddr, ["127.0.0.1:1025"]),
         "listen_tls": (_ListOfAddr, []),
+        "postmaster": (str, ""),
     },
     "lmtp": {
         "listen": (_ListOfAddr, ["127.0.0.1:1024"]),
@@ -93,6 +94,13 @@ _CHOICES = {
     ("auth", "default_scheme"): ("argon2", "bcrypt", "sha512_crypt"),
     ("log", "level"): ("debug", "info", "warn", "error"),
     ("log", "format"): ("text", "json"),
+}
+# Bounds (inclusive) beyond "positive" for keys where an absurd value breaks the server.
+# max_line_length: below 1,000 octets ordinary commands (an IMAP UID set, a LOGIN with
+# a long password) stop fitting; above 1 MiB one unanswered line pins that much memory
+# per connection.
+_RANGES: dict[tuple[str, str], tuple[int, int]] = {
+    ("limits", "max_line_length"): (1000, 1024 * 1024),
 }
 _POSITIVE = {
     ("auth", "failure_burst"),
@@ -156,6 +164,7 @@ class Pop3Section:
 class SmtpSection:
     listen: tuple[Listen, ...]
     listen_tls: tuple[Listen, ...]
+    postmaster: str
 
 
 @dataclass(frozen=True)
@@ -332,6 +341,11 @@ def _coerce(section: str, key: str, kind: Any, value: Any, base: Path) -> Any:
         ):
             what = "an integer" if kind is int else "a number"
             raise ConfigError(f"{where}: expected {what}, got {value!r}")
+        bounds = _RANGES.get((section, key))
+        if bounds and not bounds[0] <= value <= bounds[1]:
+            raise ConfigError(
+                f"{where}: must be between {bounds[0]:,} and {bounds[1]:,}, got {value:,}"
+            )
         if (section, key) in _POSITIVE and value <= 0:
             raise ConfigError(f"{where}: must be greater than 0, got {value}")
         if value < 0:

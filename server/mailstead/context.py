@@ -11,6 +11,7 @@ from .auth.users import Authenticator
 from .config import Config
 from .imap.selected import RecentTracker
 from .net import ConnectionLimiter
+from .smtp.spool import DeliveryMemory
 from .store.api import MailStore
 from .store.hub import ChangeHub
 from .tls import TLSContexts
@@ -83,10 +84,17 @@ class ServerContext:
     user_sessions: ConnectionLimiter = field(default_factory=ConnectionLimiter)
     # User id -> monotonic time of the last POP3 login ([pop3] login_delay).
     pop3_last_login: dict[int, float] = field(default_factory=dict)
+    # Octets of messages the SMTP and LMTP listeners together hold in memory for the store.
+    delivery_memory: DeliveryMemory = field(init=False)
     # Set by the daemon once it has bound; the web site falls back to the config without it.
     bound_listeners: BoundListeners | None = None
     # Prometheus metrics, when the daemon (or the web site) set them up.
     metrics: Metrics | None = None
+
+    def __post_init__(self) -> None:
+        self.delivery_memory = DeliveryMemory.for_message_size(
+            self.config.limits.max_message_size
+        )
 
     def count(
         self, event: str, n: int = 1, *, protocol: str | None = None,

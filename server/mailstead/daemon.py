@@ -221,6 +221,9 @@ class Mailstead:
                 domains=self.config.domains,
                 lmtp=proto == "lmtp",
                 count=ctx.count,
+                spool_dir=self.config.data_dir / "spool",
+                memory=ctx.delivery_memory,
+                postmaster=self.config.smtp.postmaster,
             )
             factory = smtp_factory(
                 handler,

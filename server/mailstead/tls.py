@@ -223,10 +223,20 @@ _declare_interface()
 def ensure_tls(
     cert: Path, key: Path, hostname: str, *, configured: bool, domains: Iterable[str] = ()
 ) -> TLSContexts:
-    """Load the pair; generate a self-signed one when both are missing."""
-    if not cert.exists() and not key.exists():
-        if configured:
-            log.warning("TLS certificate %s and key %s are missing", cert, key)
+    """Load the pair. At the default location (``configured`` False) a self-signed pair
+    is generated when both files are missing; a configured path that does not exist is an
+    error: writing a fresh self-signed pair where a real certificate was expected (a typo,
+    an unmounted volume, a renewal that has not run) would hide the mistake from the admin
+    and serve a certificate no client trusts."""
+    if configured:
+        missing = [f"{what} {path}" for what, path in (("cert", cert), ("key", key))
+                   if not path.exists()]
+        if missing:
+            raise TLSError(
+                f"[tls] {' and '.join(missing)} does not exist: fix the path, or leave "
+                "[tls] cert and key empty to use a generated self-signed certificate"
+            )
+    elif not cert.exists() and not key.exists():
         ca = generate_self_signed(cert, key, hostname, domains=domains)
         log.warning(
             "generated a self-signed TLS certificate for %s at %s; clients must trust %s "
