@@ -62,3 +62,11 @@ def test_listeners_follow_the_sections_in_order(tmp_path: Path) -> None:
         ("lmtp", "plain", "127.0.0.1:1024"), ("http", "plain", "[::1]:80"),
     ]  # fmt: skip
     assert cfg.needs_tls() and cfg.path == file.resolve()
+
+
+def test_a_schema_key_without_its_field_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailstead import config
+
+    monkeypatch.setitem(SCHEMA["limits"], "max_widgets", (int, 1))
+    with pytest.raises(AssertionError, match=r"\[limits\] fields of LimitsSection .*max_widgets"):
+        config._check_sections_match_schema()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .config_sections import SECTIONS, Config
+
 
 class ConfigError(Exception):
     """A configuration problem, worded for the person who wrote the file."""
@@ -127,112 +129,11 @@ class Listen:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-# One frozen dataclass per section, field for field the keys of ``SCHEMA`` (checked at
-# import), so code reads ``cfg.limits.max_line_length`` typed instead of a nested dict.
-@dataclass(frozen=True)
-class ServerSection:
-    hostname: str
-    data_dir: Path
-    domains: tuple[str, ...]
-    shutdown_grace: int
-
-
-@dataclass(frozen=True)
-class StoreSection:
-    backend: str
-    fsync: bool
-
-
-@dataclass(frozen=True)
-class ImapSection:
-    listen: tuple[Listen, ...]
-    listen_tls: tuple[Listen, ...]
-    autologout_minutes: int
-
-
-@dataclass(frozen=True)
-class Pop3Section:
-    listen: tuple[Listen, ...]
-    listen_tls: tuple[Listen, ...]
-    idle_timeout_minutes: int
-    retr_sets_seen: bool
-    expire: str
-    login_delay: int
-
-
-@dataclass(frozen=True)
-class SmtpSection:
-    listen: tuple[Listen, ...]
-    listen_tls: tuple[Listen, ...]
-    postmaster: str
-
-
-@dataclass(frozen=True)
-class LmtpSection:
-    listen: tuple[Listen, ...]
-
-
-@dataclass(frozen=True)
-class HttpSection:
-    listen: tuple[Listen, ...]
-    listen_tls: tuple[Listen, ...]
-
-
-@dataclass(frozen=True)
-class TlsSection:
-    cert: Path | None  # None: not configured (defaults inside data_dir, see tls_paths)
-    key: Path | None
-
-
-@dataclass(frozen=True)
-class AuthSection:
-    plaintext_on_loopback: bool
-    default_scheme: str
-    failure_delay: float
-    failure_delay_max: float
-    failure_burst: int
-    failure_block_seconds: int
-    throttle_loopback: bool
-
-
-@dataclass(frozen=True)
-class LimitsSection:
-    max_message_size: int
-    max_line_length: int
-    max_connections_per_ip: int
-    max_sessions_per_user: int
-    max_logins_in_progress: int
-    max_mailboxes_per_user: int
-    max_mailbox_depth: int
-    max_store_bytes: int
-
-
-@dataclass(frozen=True)
-class LogSection:
-    level: str
-    format: str
-
-
-_SECTIONS: dict[str, type] = {
-    "server": ServerSection,
-    "store": StoreSection,
-    "imap": ImapSection,
-    "pop3": Pop3Section,
-    "smtp": SmtpSection,
-    "lmtp": LmtpSection,
-    "http": HttpSection,
-    "tls": TlsSection,
-    "auth": AuthSection,
-    "limits": LimitsSection,
-    "log": LogSection,
-}
-
-
 def _check_sections_match_schema() -> None:
     """A key added to SCHEMA without its field (or the reverse) fails at import, loudly."""
-    if set(_SECTIONS) != set(SCHEMA):
-        raise AssertionError(f"config sections differ: {sorted(set(_SECTIONS) ^ set(SCHEMA))}")
-    for name, cls in _SECTIONS.items():
+    if set(SECTIONS) != set(SCHEMA):
+        raise AssertionError(f"config sections differ: {sorted(set(SECTIONS) ^ set(SCHEMA))}")
+    for name, cls in SECTIONS.items():
         declared = {f.name for f in fields(cls)}
         if declared != set(SCHEMA[name]):
             raise AssertionError(
@@ -242,64 +143,6 @@ def _check_sections_match_schema() -> None:
 
 
 _check_sections_match_schema()
-
-
-@dataclass(frozen=True)
-class Config:
-    """Validated configuration: one typed section per table, e.g. ``cfg.limits.max_line_length``."""
-
-    server: ServerSection
-    store: StoreSection
-    imap: ImapSection
-    pop3: Pop3Section
-    smtp: SmtpSection
-    lmtp: LmtpSection
-    http: HttpSection
-    tls: TlsSection
-    auth: AuthSection
-    limits: LimitsSection
-    log: LogSection
-    path: Path | None = None  # the file read; None when built from defaults
-
-    # Convenience accessors for the things most modules need.
-    @property
-    def hostname(self) -> str:
-        return self.server.hostname
-
-    @property
-    def data_dir(self) -> Path:
-        return self.server.data_dir
-
-    @property
-    def domains(self) -> tuple[str, ...]:
-        return self.server.domains
-
-    @property
-    def db_path(self) -> Path:
-        return self.data_dir / "mailstead.sqlite3"
-
-    def tls_paths(self) -> tuple[Path, Path]:
-        """Certificate and key; defaults inside the data folder when not configured."""
-        cert = self.tls.cert or self.data_dir / "tls" / "cert.pem"
-        key = self.tls.key or self.data_dir / "tls" / "key.pem"
-        return cert, key
-
-    def listeners(self) -> list[tuple[str, str, Listen]]:
-        """(protocol, kind, address) for every configured listener."""
-        out: list[tuple[str, str, Listen]] = []
-        for proto, plain, tls in (
-            ("imap", self.imap.listen, self.imap.listen_tls),
-            ("pop3", self.pop3.listen, self.pop3.listen_tls),
-            ("smtp", self.smtp.listen, self.smtp.listen_tls),
-            ("lmtp", self.lmtp.listen, ()),
-            ("http", self.http.listen, self.http.listen_tls),
-        ):
-            out += [(proto, "plain", addr) for addr in plain]
-            out += [(proto, "tls", addr) for addr in tls]
-        return out
-
-    def needs_tls(self) -> bool:
-        return any(kind == "tls" for _, kind, _ in self.listeners())
 
 
 def parse_listen(value: str, where: str) -> Listen:
@@ -442,7 +285,7 @@ def load_config(
     cert, key = values["tls"]["cert"], values["tls"]["key"]
     if bool(cert) != bool(key):
         raise ConfigError("[tls] cert and key: set both or neither")
-    sections = {name: cls(**values[name]) for name, cls in _SECTIONS.items()}
+    sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()}
     return Config(**sections, path=Path(path).resolve() if path is not None else None)
 
 
