@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from ..net import IdleTimer, TransportOutput, set_nodelay
@@ -92,7 +92,7 @@ class IMAPProtocol(Protocol):
         if self._keepalive is not None and not (self.out and self.out.closed):
             self._keepalive.touch()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         for timer in (self._timer, self._keepalive):
             if timer is not None:
                 timer.cancel()
