@@ -79,6 +79,12 @@ class AuthSection:
     failure_burst: int
     failure_block_seconds: int
     throttle_loopback: bool
+    cache_ttl: int
+    cache_size: int
+    argon2_memory_kib: int
+    argon2_time_cost: int
+    argon2_parallelism: int
+    login_queue_seconds: float
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class LimitsSection:
     max_connections_per_ip: int
     max_sessions_per_user: int
     max_logins_in_progress: int
+    max_logins_queued: int
     max_mailboxes_per_user: int
     max_mailbox_depth: int
     max_store_bytes: int
