@@ -226,7 +226,7 @@ async def test_a_foreign_authzid_is_refused_before_any_password_check_and_counts
     assert b"NO [AUTHORIZATIONFAILED]" in reply.tagged, reply
     assert checks == []
     blob = base64.b64encode(f"{user}@example.org\0{user}\0{PASSWORD}".encode()).decode()
-    assert w.ctx.config.domains == ["localhost"]
+    assert tuple(w.ctx.config.domains) == ("localhost",)
     reply = await c.cmd(f"AUTHENTICATE PLAIN {blob}")
     # user@example.org is not a user here (not a served domain): the second failure.
     assert b"NO [AUTHORIZATIONFAILED]" in reply.tagged, reply
@@ -251,9 +251,7 @@ async def test_the_global_cap_counts_imap_and_pop3_together(
     first.drop()
     again = POP(w)
     assert (await again.line()).startswith(b"+OK")
-    from mailstead.connection import connection_services  # (new in this layer)
-
-    assert connection_services(w.ctx).gate.total == 2
+    assert w.ctx.connections.gate.total == 2
 
 
 async def test_no_login_within_the_login_timeout_closes_both_protocols(

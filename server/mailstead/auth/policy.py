@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ..config import Config
@@ -56,7 +57,7 @@ class LoginPolicy:
     def __init__(
         self,
         auth: Authenticator,
-        domains: list[str],
+        domains: Collection[str],
         *,
         max_failures_per_connection: int = 3,
         max_sessions_per_user: int = 50,
@@ -72,8 +73,8 @@ class LoginPolicy:
         return cls(
             auth,
             config.domains,
-            max_failures_per_connection=config["auth"]["max_failures_per_connection"],
-            max_sessions_per_user=config["limits"]["max_sessions_per_user"],
+            max_failures_per_connection=config.auth.max_failures_per_connection,
+            max_sessions_per_user=config.limits.max_sessions_per_user,
         )
 
     def connection(self, peer_host: str) -> ConnectionLogins:

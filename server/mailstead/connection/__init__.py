@@ -8,14 +8,15 @@ timers. The login policy itself is ``auth.policy``.
 * ``input.py`` — ``InputBudget``: queued commands and octets per connection, pause/resume
 * ``limits.py`` — ``ConnectionGate`` and ``ConnectionLimiter``
 * ``timers.py`` — ``ActivityTimer``
-* ``services.py`` — ``ConnectionSettings`` and the per-server ``ConnectionServices``
+* ``services.py`` — ``ConnectionSettings`` and ``ConnectionServices`` (one per server:
+  ``ServerContext.connections``)
 """
 
 from .input import InputBudget
 from .limits import ConnectionGate, ConnectionLimiter, Refusal
 from .output import GOODBYE_GRACE, TransportOutput, set_nodelay
 from .protocol import ConnectionProtocol
-from .services import ConnectionServices, ConnectionSettings, connection_services
+from .services import ConnectionServices, ConnectionSettings
 from .timers import ActivityTimer
 
 __all__ = [
@@ -29,6 +30,5 @@ __all__ = [
     "InputBudget",
     "Refusal",
     "TransportOutput",
-    "connection_services",
     "set_nodelay",
 ]

@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from .limits import Refusal
 from .output import GOODBYE_GRACE, TransportOutput, set_nodelay
-from .services import ConnectionServices, connection_services
+from .services import ConnectionServices
 
 if TYPE_CHECKING:
     from ..context import ServerContext
@@ -39,7 +39,7 @@ class ConnectionProtocol(Protocol):
     def __init__(self, ctx: ServerContext, *, implicit_tls: bool) -> None:
         self.ctx = ctx
         self.loop: asyncio.AbstractEventLoop = ctx.loop
-        self.services: ConnectionServices = connection_services(ctx)
+        self.services: ConnectionServices = ctx.connections
         self.peer_host = ""
         self.peer = "?"  # host:port, for logs
         self.tls_active = implicit_tls

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..auth.policy import LoginPolicy
-from ..config import Config
 from .limits import ConnectionGate
 
 if TYPE_CHECKING:
-    from ..context import ServerContext
+    from ..auth.users import Authenticator
+    from ..config import Config
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,33 +26,24 @@ class ConnectionSettings:
 
     @classmethod
     def from_config(cls, config: Config) -> ConnectionSettings:
-        limits = config["limits"]
+        limits = config.limits
         return cls(
-            max_connections=limits["max_connections"],
-            max_connections_per_ip=limits["max_connections_per_ip"],
-            login_timeout=float(limits["login_timeout_seconds"]),
-            tls_handshake_timeout=float(limits["tls_handshake_timeout_seconds"]),
-            max_queued_input=limits["max_queued_input_bytes"],
+            max_connections=limits.max_connections,
+            max_connections_per_ip=limits.max_connections_per_ip,
+            login_timeout=limits.login_timeout_seconds,
+            tls_handshake_timeout=limits.tls_handshake_timeout_seconds,
+            max_queued_input=limits.max_queued_input_bytes,
         )
 
 
 class ConnectionServices:
+    """Shared by every IMAP and POP3 listener of one server (``ServerContext.connections``)."""
+
     def __init__(self, settings: ConnectionSettings, logins: LoginPolicy) -> None:
         self.settings = settings
         self.gate = ConnectionGate(settings.max_connections, settings.max_connections_per_ip)
         self.logins = logins
 
-
-_KEY = "connection_services"
-
-
-def connection_services(ctx: ServerContext) -> ConnectionServices:
-    """The server's one ``ConnectionServices``, made from its config on first use."""
-    services = ctx.shared.get(_KEY)
-    if services is None:
-        services = ctx.shared[_KEY] = ConnectionServices(
-            ConnectionSettings.from_config(ctx.config),
-            LoginPolicy.from_config(ctx.config, ctx.auth),
-        )
-    assert isinstance(services, ConnectionServices)
-    return services
+    @classmethod
+    def from_config(cls, config: Config, auth: Authenticator) -> ConnectionServices:
+        return cls(ConnectionSettings.from_config(config), LoginPolicy.from_config(config, auth))

@@ -13,10 +13,10 @@ if TYPE_CHECKING:
     from ..context import ServerContext
 
 
-class IMAPFactory(ServerFactory):
+class IMAPFactory(ServerFactory[IMAPProtocol]):
     """``implicit_tls`` tells the sessions that the daemon wrapped this factory in a
     ``TLSMemoryBIOFactory`` (IMAPS). Admission limits, timeouts and the login policy are
-    shared with every IMAP and POP3 listener (``connection.connection_services``)."""
+    shared with every IMAP and POP3 listener (``ctx.connections``)."""
 
     noisy = False
 
@@ -24,7 +24,7 @@ class IMAPFactory(ServerFactory):
         self.ctx = ctx
         self.implicit_tls = implicit_tls
         # Shared by every IMAP listener: \Recent goes to exactly one session in the process.
-        self.recent: RecentTracker = ctx.shared.setdefault("imap_recent", RecentTracker())
+        self.recent: RecentTracker = ctx.imap_recent
 
     def buildProtocol(self, addr: Any) -> IMAPProtocol:
         proto = IMAPProtocol(self)

@@ -55,10 +55,10 @@ class IMAPProtocol(ConnectionProtocol):
             recent_tracker=self.factory.recent, link=self,
         )
         ctx.sessions.add(self)
-        ctx.count("imap_connections")
+        ctx.count("connections", protocol="imap")
         log.info("IMAP connection from %s%s", self.peer_host, " (TLS)" if self.tls_active else "")
         self.out.write(session.greeting())
-        minutes = max(ctx.config["imap"]["autologout_minutes"], 30)
+        minutes = max(ctx.config.imap.autologout_minutes, 30)
         self._autologout = ActivityTimer(
             self.loop, minutes * 60.0, self._autologout_expired, busy=lambda: session.idling
         )

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..auth.policy import ConnectionLogins, Outcome
 from ..config import is_loopback
-from ..connection import InputBudget, connection_services
+from ..connection import InputBudget
 from ..store.api import LimitExceeded, StorageFull, StoreError, User
 from .handlers import HANDLERS
 from .response import CommandFailed, Result, bad, no, ok
@@ -89,10 +89,10 @@ class IMAPSession:
         self._subscription: Any = None
         self.condstore = False
         self.idling = False
-        services = connection_services(ctx)
+        services = ctx.connections
         self.logins: ConnectionLogins = services.logins.connection(peer)
         self.reader = CommandReader(
-            max_line=ctx.config["limits"]["max_line_length"], max_literal=PREAUTH_LITERAL,
+            max_line=ctx.config.limits.max_line_length, max_literal=PREAUTH_LITERAL,
             max_other_literal=PREAUTH_LITERAL, max_nonsync_literal=LITERAL_MINUS_MAX,
         )
         self._queue: deque[tuple[Any, int]] = deque()  # (reader event, its octets)
@@ -108,7 +108,7 @@ class IMAPSession:
     @property
     def plaintext_ok(self) -> bool:
         return self.tls_active or (
-            self.ctx.config["auth"]["plaintext_on_loopback"] and is_loopback(self.peer)
+            self.ctx.config.auth.plaintext_on_loopback and is_loopback(self.peer)
         )
 
     def capabilities(self) -> list[str]:
@@ -135,7 +135,7 @@ class IMAPSession:
             "CHILDREN",
             "ESEARCH",
             "CONDSTORE",
-            f"APPENDLIMIT={self.ctx.config['limits']['max_message_size']}",
+            f"APPENDLIMIT={self.ctx.config.limits.max_message_size}",
         ]
 
     def greeting(self) -> bytes:
@@ -245,7 +245,7 @@ class IMAPSession:
             self.out.write(bad(self._state_error(states)).line(cmd.tag))
             return
         name = cmd.name
-        self.ctx.count(f"imap_command_{name.lower()}")
+        self.ctx.count("commands", protocol="imap", command=name)
         started = time.perf_counter()
         try:
             result = await handler(self, cmd)
@@ -259,7 +259,7 @@ class IMAPSession:
         except StoreError as exc:
             log.warning("IMAP %s %s failed: %s", self.peer, name, exc)
             result = no(f"{exc}", "SERVERBUG")
-        self.ctx.observe("imap_command", time.perf_counter() - started, name)
+        self.ctx.observe("command", time.perf_counter() - started, protocol="imap", command=name)
         if self.out.closed or result is None:
             return
         if self.selected is not None:
@@ -370,7 +370,7 @@ class IMAPSession:
                      result.reason)
             return no(result.reason, "UNAVAILABLE")
         if result.failed:
-            self.ctx.count("imap_logins_failed")
+            self.ctx.count("logins", protocol="imap", result="failed")
             log.info("IMAP login failed for %r from %s", login[:100], self.peer)
             if result.disconnect:
                 # The tagged NO goes out first, then the BYE (see _run).
@@ -385,11 +385,10 @@ class IMAPSession:
             return no("Too many sessions for this user", "LIMIT")
         self.user = user
         self.state = State.AUTHENTICATED
-        limits = self.ctx.config["limits"]
-        self.reader.set_limits(max_literal=limits["max_message_size"],
+        self.reader.set_limits(max_literal=self.ctx.config.limits.max_message_size,
                                max_other_literal=MAX_OTHER_LITERAL, max_nonsync_literal=None)
         if self.link is not None:
             self.link.login_succeeded()
-        self.ctx.count("imap_logins_ok")
+        self.ctx.count("logins", protocol="imap", result="ok")
         log.info("IMAP login %s from %s", user.name, self.peer)
         return ok("Logged in", "CAPABILITY " + " ".join(self.capabilities()))

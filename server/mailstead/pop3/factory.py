@@ -18,10 +18,10 @@ class POP3Factory(ServerFactory):
 
     ``implicit_tls`` tells the sessions that the daemon has wrapped this factory in a
     ``TLSMemoryBIOFactory`` (POP3S), so TLS is active from the first octet and STLS is
-    refused. Shared by every POP3 listener of one server (through ``ctx.shared``):
+    refused. Shared by every POP3 listener of one server (through the ``ctx`` fields):
     ``last_login`` (user id → monotonic time of the last successful login), which enforces
     ``[pop3] login_delay``. Admission limits, timeouts and the login policy are shared
-    with every IMAP listener too (``connection.connection_services``).
+    with every IMAP listener too (``ctx.connections``).
     """
 
     noisy = False  # no "Starting factory" log lines; the daemon logs its listeners
@@ -30,7 +30,7 @@ class POP3Factory(ServerFactory):
         self.ctx = ctx
         self.implicit_tls = implicit_tls
         self.settings = POP3Settings.from_config(ctx.config)
-        self.last_login: dict[int, float] = ctx.shared.setdefault("pop3_last_login", {})
+        self.last_login: dict[int, float] = ctx.pop3_last_login
 
     def buildProtocol(self, addr: Any) -> POP3Protocol:
         proto = POP3Protocol(self)

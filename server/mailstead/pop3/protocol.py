@@ -106,7 +106,7 @@ class POP3Protocol(ConnectionProtocol):
                                    max_bytes=self.services.settings.max_queued_input)
         self.session = POP3Session(self.ctx, settings, self, self.factory.last_login)
         self.ctx.sessions.add(self)
-        self.ctx.count("pop3_connections")
+        self.ctx.count("connections", protocol="pop3")
         log.info("pop3 session open from %s%s", self.peer, " (TLS)" if self.tls_active else "")
         self._idle = ActivityTimer(self.loop, settings.idle_timeout, self._idle_expired,
                                    busy=self._busy_sending)

@@ -30,7 +30,6 @@ from ..auth.sasl import (
     encode_base64,
 )
 from ..config import is_loopback
-from ..connection import connection_services
 from ..store.api import ChangeBatch, Expunged, FlagMode, NotFound, Octets, StoreError, User
 from ..store.hub import Subscription
 from .maildrop import Entry, Maildrop, NoSuchMessage
@@ -147,10 +146,6 @@ _COMMANDS: dict[str, _Spec] = {
 }
 
 
-# The event counted for each use of a command, e.g. pop3_retr (built once, not per line).
-_COUNTERS = {name: f"pop3_{name.lower()}" for name in _COMMANDS}
-
-
 def _safe(name: str) -> str:
     """A client-chosen name fit for one log line."""
     return repr(name[:64])
@@ -172,7 +167,7 @@ class POP3Session:
         self.state = State.AUTHORIZATION
         self.user: User | None = None
         self.maildrop: Maildrop | None = None
-        self.logins = connection_services(ctx).logins.connection(channel.peer_host)
+        self.logins = ctx.connections.logins.connection(channel.peer_host)
         self._last_login = last_login if last_login is not None else {}
         self._pending_user: str | None = None
         self._sasl: SaslExchange | None = None
@@ -277,15 +272,17 @@ class POP3Session:
         if len(cmd.args) > spec.max_args:
             raise CommandError(f"Too many arguments to {cmd.name}")
         handler: Callable[[Command], Pending] = getattr(self, spec.method)
-        self.ctx.count(_COUNTERS[cmd.name])
+        self.ctx.count("commands", protocol="pop3", command=cmd.name)
         started = time.perf_counter()
         try:
             rest = handler(cmd)
         except BaseException:
-            self.ctx.observe("pop3_command", time.perf_counter() - started, cmd.name)
+            self.ctx.observe("command", time.perf_counter() - started,
+                             protocol="pop3", command=cmd.name)
             raise
         if rest is None:
-            self.ctx.observe("pop3_command", time.perf_counter() - started, cmd.name)
+            self.ctx.observe("command", time.perf_counter() - started,
+                             protocol="pop3", command=cmd.name)
             return None
         return self._timed(rest, cmd.name, started)
 
@@ -293,7 +290,8 @@ class POP3Session:
         try:
             await rest
         finally:
-            self.ctx.observe("pop3_command", time.perf_counter() - started, name)
+            self.ctx.observe("command", time.perf_counter() - started,
+                             protocol="pop3", command=name)
 
     # --- any state ---------------------------------------------------------------------
     def _capa(self, cmd: Command) -> Pending:
@@ -324,7 +322,7 @@ class POP3Session:
         removed: list[int] = []
         if uids:
             try:
-                removed = await self.ctx.store.expunge(self.maildrop.mailbox_id, uids, origin=self)
+                removed = await self.ctx.store.expunge(self.maildrop.mailbox_id, uids)
             except Exception as exc:
                 log.error("pop3 QUIT of %s could not delete %d messages: %s",
                           self._who(), len(uids), exc)
@@ -471,7 +469,7 @@ class POP3Session:
         self.state = State.TRANSACTION
         self.channel.login_succeeded()
         self._last_login[user.id] = time.monotonic()
-        self.ctx.count("pop3_logins_ok")
+        self.ctx.count("logins", protocol="pop3", result="ok")
         count, size = self.maildrop.stat()
         log.info("pop3 login ok for %s from %s (%d messages)", _safe(user.name),
                  self.channel.peer, count)
@@ -479,7 +477,7 @@ class POP3Session:
 
     def _login_failed(self, login: str, *, disconnect: bool) -> None:
         failures = self.logins.failures
-        self.ctx.count("pop3_logins_failed")
+        self.ctx.count("logins", protocol="pop3", result="failed")
         log.warning("pop3 login failed for %s from %s (failure %d)", _safe(login),
                     self.channel.peer, failures)
         # The Authenticator already waited (exponentially, per address and user).
@@ -677,7 +675,7 @@ class POP3Session:
                 uids, self._seen_pending = self._seen_pending, []
                 try:
                     await self.ctx.store.store_flags(
-                        self.maildrop.mailbox_id, uids, FlagMode.ADD, ["\\Seen"], origin=self
+                        self.maildrop.mailbox_id, uids, FlagMode.ADD, ["\\Seen"]
                     )
                 except Exception as exc:  # the messages went out; only the flags are lost
                     failed = set(uids)

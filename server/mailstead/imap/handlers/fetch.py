@@ -39,7 +39,7 @@ async def handle_fetch(s: Session, cmd: Fetch) -> Result:
         unseen = [u for u in live if "\\Seen" not in view.flags[u]]
         if unseen:
             res = await s.ctx.store.store_flags(
-                view.mailbox.id, unseen, FlagMode.ADD, ["\\Seen"], origin=s
+                view.mailbox.id, unseen, FlagMode.ADD, ["\\Seen"]
             )
             apply_own_flag_changes(view, res.changed)
             flags_for = {ch.uid for ch in res.changed}
