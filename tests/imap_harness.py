@@ -7,13 +7,21 @@ socket client in ``imap_wire`` (``cmd``, ``cmd_literal``, ``login``, ``select``,
 ``append``), but every call is awaited on the test's own event loop. Tests that need a real
 socket (TLS, limits on connections, back-pressure of a kernel buffer, real clients) stay on
 ``imap_wire``.
+
+Differences from a real server, on purpose: passwords are hashed with argon2id at the
+smallest cost (a LOGIN costs a tenth of a millisecond, not a tenth of a second); TLS
+contexts exist only when asked for (``tls=True``, so that STARTTLS is advertised), but a
+memory transport cannot run a handshake, so STARTTLS itself belongs to the socket suite.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +30,6 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from fuzzlib import cheap_hash
 from imap_wire import Reply
 from mailstead.auth.passwords import PasswordHasher
 from mailstead.auth.users import Authenticator
@@ -32,6 +39,7 @@ from mailstead.imap.factory import IMAPFactory
 from mailstead.store.api import Mailbox, NewMessage, User
 from mailstead.store.hub import ChangeHub
 from mailstead.store.sqlite import SqliteStore
+from mailstead.tls import TLSContexts, generate_self_signed
 
 PASSWORD = "secret"
 WAIT = 10.0  # seconds a response may take before the test fails (a hang, not a slow CI)
@@ -39,12 +47,18 @@ _LITERAL_END = re.compile(rb"\{(\d+)\}$")
 
 
 class NotifyingTransport(StringTransport):
-    """A StringTransport that wakes the waiting client whenever the server writes."""
+    """A StringTransport that wakes the waiting client whenever the server writes.
 
-    def __init__(self, peer: str) -> None:
+    When the server closes it, the protocol hears ``connectionLost`` on the next turn of
+    the loop, as from a real transport once its buffer is written: the session then gives
+    back its per-user and per-IP slots and POP3 its maildrop lock.
+    """
+
+    def __init__(self, peer: str, on_lost: Callable[[], None] | None = None) -> None:
         super().__init__(peerAddress=IPv4Address("TCP", peer, 40000))
         self.written = asyncio.Event()
         self.closed = False
+        self._on_lost = on_lost
 
     def write(self, data: bytes) -> None:
         super().write(data)
@@ -52,6 +66,8 @@ class NotifyingTransport(StringTransport):
 
     def loseConnection(self) -> None:
         super().loseConnection()
+        if not self.closed and self._on_lost is not None:
+            asyncio.get_running_loop().call_soon(self._on_lost)
         self.closed = True
         self.written.set()
 
@@ -65,7 +81,7 @@ class MemoryIMAP:
     def __init__(self, world: ImapWorld, *, peer: str = "127.0.0.1") -> None:
         self.world = world
         self.proto = world.factory.buildProtocol(None)
-        self.transport = NotifyingTransport(peer)
+        self.transport = NotifyingTransport(peer, self.drop)
         self.proto.makeConnection(self.transport)
         self.buf = b""
         self.counter = itertools.count(1)
@@ -200,19 +216,40 @@ class MemoryIMAP:
             self.proto.connectionLost(Failure(ConnectionDone()))
 
 
+class ErrorLog(logging.Handler):
+    """Log records that carry a traceback: what the socket suite looked for in the log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info is not None:
+            self.records.append(record)
+
+    def tracebacks(self) -> list[str]:
+        text = logging.Formatter()
+        return [f"{r.name}: {r.getMessage()}\n{text.formatException(r.exc_info)}"
+                for r in self.records if r.exc_info is not None]
+
+
 class ImapWorld:
     """One store, one hub, one server context, and the clients connected to it."""
 
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, db_path: Path) -> None:
         self.ctx = ctx
         self.store = ctx.store
+        self.db_path = db_path
         self.factory = IMAPFactory(ctx, implicit_tls=False)
         self.clients: list[MemoryIMAP] = []
+        self.closers: list[Callable[[], None]] = []  # other clients' drops (POP3)
+        self.errors = ErrorLog()
+        logging.getLogger().addHandler(self.errors)
         self._users = itertools.count(1)
 
     async def add_user(self, name: str | None = None) -> str:
         name = name or f"u{next(self._users)}"
-        await self.store.create_user(name, cheap_hash())
+        await self.store.create_user(name, password_hash())
         return name
 
     async def user(self, name: str) -> User:
@@ -233,6 +270,13 @@ class ImapWorld:
         mb = await self.mailbox(user, mailbox)
         return await self.store.append(mb.id, [NewMessage(m) for m in messages])
 
+    async def messages(self, user: str, mailbox: str = "INBOX") -> list[bytes]:
+        """The octets of a mailbox's messages as the store keeps them, by ascending UID."""
+        mb = await self.mailbox(user, mailbox)
+        found = [await self.store.read_message(mb.id, i.uid)
+                 for i in await self.store.list_messages(mb.id)]
+        return [m for m in found if m is not None]
+
     async def connect(self, *, greeting: bool = True, peer: str = "127.0.0.1") -> MemoryIMAP:
         client = MemoryIMAP(self, peer=peer)
         self.clients.append(client)
@@ -250,34 +294,87 @@ class ImapWorld:
     async def close(self) -> None:
         for client in self.clients:
             client.drop()
+        for drop in self.closers:
+            drop()
         for client in self.clients:
             await client.settle()
         self.clients.clear()
+        self.closers.clear()
+        logging.getLogger().removeHandler(self.errors)
 
 
 _hasher: PasswordHasher | None = None
+_password_hash: str | None = None
 
 
 def _shared_hasher() -> PasswordHasher:
+    """argon2id at its smallest cost. The hashes ``add_user`` stores have exactly these
+    parameters, so a LOGIN verifies in microseconds and never asks for a rehash."""
     global _hasher
     if _hasher is None:
         _hasher = PasswordHasher("argon2")
+        _hasher.context = _hasher.context.copy(
+            argon2__memory_cost=8, argon2__rounds=1, argon2__parallelism=1
+        )
     return _hasher
 
 
-async def open_world(tmp_path: Path, config: dict[str, Any] | None = None) -> ImapWorld:
-    """A fresh store in ``tmp_path``; ``config`` overrides keys as {section: {key: value}}."""
+_tls: dict[tuple[str, tuple[str, ...]], TLSContexts] = {}
+
+
+def _tls_contexts(tmp_path: Path, hostname: str, domains: tuple[str, ...]) -> TLSContexts:
+    """One generated pair per host name in the test process (the keys cost milliseconds);
+    the files stay in the first world's folder, which outlives the run's tests."""
+    if (hostname, domains) not in _tls:
+        cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
+        generate_self_signed(cert, key, hostname, domains=domains)
+        _tls[(hostname, domains)] = TLSContexts(cert, key)
+    return _tls[(hostname, domains)]
+
+
+def password_hash() -> str:
+    """The stored hash of ``PASSWORD`` for every user the harness creates."""
+    global _password_hash
+    if _password_hash is None:
+        _password_hash = _shared_hasher().hash(PASSWORD)
+    return _password_hash
+
+
+async def open_world(tmp_path: Path, config: dict[str, Any] | None = None, *,
+                     tls: bool = False, db_name: str = "db.sqlite3") -> ImapWorld:
+    """A fresh store in ``tmp_path``; ``config`` overrides keys as {section: {key: value}}.
+
+    ``tls``: give the context TLS material (a self-signed pair, see ``_tls_contexts``), so
+    the session advertises STARTTLS as a server with a certificate does. ``db_name``:
+    ``mailstead.sqlite3`` where a CLI run with ``data_dir = tmp_path`` must find the store.
+    """
     env: dict[str, str] = {}
     for section, keys in (config or {}).items():
         for key, value in keys.items():
             env[f"MAILSTEAD_{section.upper()}__{key.upper()}"] = _env_value(value)
     cfg = load_config(None, env=env)
+    contexts = _tls_contexts(tmp_path, cfg.hostname, cfg.domains) if tls else None
     hub = ChangeHub()
-    store = SqliteStore(tmp_path / "db.sqlite3", hub, fsync=False)
+    store = SqliteStore(tmp_path / db_name, hub, fsync=False)
     await store.open()
     auth = Authenticator(store, _shared_hasher(), cfg.domains)
-    ctx = ServerContext(cfg, store, hub, auth, None, asyncio.get_running_loop())
-    return ImapWorld(ctx)
+    ctx = ServerContext(cfg, store, hub, auth, contexts, asyncio.get_running_loop())
+    return ImapWorld(ctx, tmp_path / db_name)
+
+
+@asynccontextmanager
+async def running_world(tmp_path: Path, config: dict[str, Any] | None = None, *,
+                        tls: bool = False, db_name: str = "db.sqlite3"
+                        ) -> AsyncIterator[ImapWorld]:
+    """``open_world``, then on exit: every client dropped, the store closed, and no
+    traceback logged meanwhile (the socket suite checks the server log the same way)."""
+    world = await open_world(tmp_path, config, tls=tls, db_name=db_name)
+    try:
+        yield world
+    finally:
+        await world.close()
+        await world.store.close()
+    assert world.errors.tracebacks() == [], "\n".join(world.errors.tracebacks())
 
 
 def _env_value(value: object) -> str:
