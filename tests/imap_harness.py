@@ -20,15 +20,10 @@ import asyncio
 import itertools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
-
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
+from typing import TYPE_CHECKING, Any
 
 from imap_wire import Reply
 from mailstead.auth.passwords import PasswordHasher
@@ -36,89 +31,30 @@ from mailstead.auth.users import Authenticator
 from mailstead.config import load_config
 from mailstead.context import ServerContext
 from mailstead.imap.factory import IMAPFactory
+from mailstead.pop3.factory import POP3Factory
 from mailstead.store.api import Mailbox, NewMessage, User
 from mailstead.store.hub import ChangeHub
 from mailstead.store.sqlite import SqliteStore
 from mailstead.tls import TLSContexts, generate_self_signed
+from memory_transport import MemoryConnection
+
+if TYPE_CHECKING:
+    from pop3_harness import MemoryPOP3
 
 PASSWORD = "secret"
-WAIT = 10.0  # seconds a response may take before the test fails (a hang, not a slow CI)
 _LITERAL_END = re.compile(rb"\{(\d+)\}$")
 
 
-class NotifyingTransport(StringTransport):
-    """A StringTransport that wakes the waiting client whenever the server writes.
-
-    When the server closes it, the protocol hears ``connectionLost`` on the next turn of
-    the loop, as from a real transport once its buffer is written: the session then gives
-    back its per-user and per-IP slots and POP3 its maildrop lock.
-    """
-
-    def __init__(self, peer: str, on_lost: Callable[[], None] | None = None) -> None:
-        super().__init__(peerAddress=IPv4Address("TCP", peer, 40000))
-        self.written = asyncio.Event()
-        self.closed = False
-        self._on_lost = on_lost
-
-    def write(self, data: bytes) -> None:
-        super().write(data)
-        self.written.set()
-
-    def loseConnection(self) -> None:
-        super().loseConnection()
-        if not self.closed and self._on_lost is not None:
-            asyncio.get_running_loop().call_soon(self._on_lost)
-        self.closed = True
-        self.written.set()
-
-    def abortConnection(self) -> None:
-        self.loseConnection()
-
-
-class MemoryIMAP:
+class MemoryIMAP(MemoryConnection):
     """One client connection to an in-process IMAP server."""
 
     def __init__(self, world: ImapWorld, *, peer: str = "127.0.0.1") -> None:
         self.world = world
-        self.proto = world.factory.buildProtocol(None)
-        self.transport = NotifyingTransport(peer, self.drop)
-        self.proto.makeConnection(self.transport)
-        self.buf = b""
         self.counter = itertools.count(1)
-        self.greeting = b""
-        self._lost = False
+        super().__init__(world.factory.buildProtocol(None), peer=peer)
 
-    # --- low level -------------------------------------------------------------------
-    def send(self, data: bytes | str) -> None:
-        self.proto.dataReceived(data.encode() if isinstance(data, str) else data)
-
-    async def _fill(self) -> None:
-        data = self.transport.value()
-        if data:
-            self.transport.clear()
-            self.buf += data
-            return
-        if self.transport.closed:
-            raise ConnectionError(f"server closed the connection; buffered {self.buf!r}")
-        self.transport.written.clear()
-        try:
-            await asyncio.wait_for(self.transport.written.wait(), WAIT)
-        except TimeoutError:
-            raise AssertionError(f"no response within {WAIT}s; buffered {self.buf!r}") from None
-        self.buf += self.transport.value()
-        self.transport.clear()
-
-    async def read_exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            await self._fill()
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
-
-    async def line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            await self._fill()
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line
+    def next_tag(self) -> bytes:
+        return b"A%03d" % next(self.counter)
 
     async def response(self) -> bytes:
         """One whole response: a line, plus any literals and the lines that follow them."""
@@ -127,25 +63,6 @@ class MemoryIMAP:
             out += b"\r\n" + await self.read_exact(int(m.group(1)))
             out += await self.line()
         return out
-
-    async def settle(self) -> None:
-        """Let the loop run until the server has nothing more to do for this client."""
-        for _ in range(20):
-            await asyncio.sleep(0)
-
-    async def pending(self) -> bytes:
-        """Whatever the server has written that has not been read yet (after settling)."""
-        await self.settle()
-        data, self.buf = self.buf + self.transport.value(), b""
-        self.transport.clear()
-        return data
-
-    @property
-    def closed_by_server(self) -> bool:
-        return self.transport.closed
-
-    def next_tag(self) -> bytes:
-        return b"A%03d" % next(self.counter)
 
     # --- commands --------------------------------------------------------------------
     async def collect(self, tag: bytes) -> Reply:
@@ -209,12 +126,6 @@ class MemoryIMAP:
         assert reply.ok, reply
         return reply
 
-    def drop(self) -> None:
-        """The client goes away without LOGOUT (a dropped connection)."""
-        if not self._lost:
-            self._lost = True
-            self.proto.connectionLost(Failure(ConnectionDone()))
-
 
 class ErrorLog(logging.Handler):
     """Log records that carry a traceback: what the socket suite looked for in the log."""
@@ -241,8 +152,9 @@ class ImapWorld:
         self.store = ctx.store
         self.db_path = db_path
         self.factory = IMAPFactory(ctx, implicit_tls=False)
+        self.pop3_factory = POP3Factory(ctx)
         self.clients: list[MemoryIMAP] = []
-        self.closers: list[Callable[[], None]] = []  # other clients' drops (POP3)
+        self.pop3_clients: list[MemoryPOP3] = []
         self.errors = ErrorLog()
         logging.getLogger().addHandler(self.errors)
         self._users = itertools.count(1)
@@ -291,15 +203,26 @@ class ImapWorld:
             await client.select(select)
         return client
 
+    async def pop3(self, user: str | None = None, *, peer: str = "127.0.0.1") -> MemoryPOP3:
+        """A POP3 client on the same context (logged in as ``user`` when given)."""
+        from pop3_harness import MemoryPOP3  # it builds on this module
+
+        client = MemoryPOP3(self, peer=peer)
+        self.pop3_clients.append(client)
+        client.greeting = await client.status()
+        if user is not None:
+            await client.login(user)
+        return client
+
     async def close(self) -> None:
         for client in self.clients:
             client.drop()
-        for drop in self.closers:
-            drop()
+        for pop in self.pop3_clients:
+            pop.drop()
         for client in self.clients:
             await client.settle()
         self.clients.clear()
-        self.closers.clear()
+        self.pop3_clients.clear()
         logging.getLogger().removeHandler(self.errors)
 
 
