@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from imap_wire import Reply
 from mailstead.auth.passwords import PasswordHasher
+from mailstead.auth.throttle import LoginThrottle
 from mailstead.auth.users import Authenticator
 from mailstead.config import load_config
 from mailstead.context import ServerContext
@@ -214,7 +215,8 @@ class ImapWorld:
             await client.login(user)
         return client
 
-    async def close(self) -> None:
+    async def drop_clients(self) -> None:
+        """Every client connected so far goes away (the store and context stay)."""
         for client in self.clients:
             client.drop()
         for pop in self.pop3_clients:
@@ -223,6 +225,9 @@ class ImapWorld:
             await client.settle()
         self.clients.clear()
         self.pop3_clients.clear()
+
+    async def close(self) -> None:
+        await self.drop_clients()
         logging.getLogger().removeHandler(self.errors)
 
 
@@ -280,7 +285,16 @@ async def open_world(tmp_path: Path, config: dict[str, Any] | None = None, *,
     hub = ChangeHub()
     store = SqliteStore(tmp_path / db_name, hub, fsync=False)
     await store.open()
-    auth = Authenticator(store, _shared_hasher(), cfg.domains)
+    # As the daemon builds it, so that [auth] and [limits] overrides reach the login policy.
+    throttle = LoginThrottle(
+        base_delay=cfg.auth.failure_delay, max_delay=cfg.auth.failure_delay_max,
+        burst=cfg.auth.failure_burst, block=cfg.auth.failure_block_seconds,
+    )
+    auth = Authenticator(
+        store, _shared_hasher(), cfg.domains, throttle=throttle,
+        throttle_loopback=cfg.auth.throttle_loopback,
+        max_in_progress=cfg.limits.max_logins_in_progress,
+    )
     ctx = ServerContext(cfg, store, hub, auth, contexts, asyncio.get_running_loop())
     return ImapWorld(ctx, tmp_path / db_name)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
@@ -29,10 +28,13 @@ from imap_wire import (
 
 Connect = Callable[..., Awaitable[MemoryIMAP]]
 
-# What the socket suite's server sets (conftest.BASE_CONFIG) and a command can notice.
+# What the socket suite's server sets (conftest.BASE_CONFIG) and a command can notice; and
+# one difference: failed logins wait 50 ms, doubling up to 200 ms, not 0.5 s up to 8 s
+# (no test here measures the delay; test_security and test_hardening_auth do).
 SERVER_CONFIG = {
     "server": {"hostname": "mail.test", "domains": ["example.org", "mail.test"]},
     "limits": {"max_message_size": 1_000_000},
+    "auth": {"failure_delay": 0.05, "failure_delay_max": 0.2},
 }
 
 
@@ -188,10 +190,20 @@ async def uidvalidity(c: MemoryIMAP, mailbox: str) -> int:
 
 
 # --- fixtures --------------------------------------------------------------------------------
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[ImapWorld]:
-    async with running_world(tmp_path, SERVER_CONFIG, tls=True) as w:
+@pytest.fixture(scope="module")
+async def shared_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ImapWorld]:
+    """One server for the module, as the socket suite had; each test has users of its own."""
+    async with running_world(tmp_path_factory.mktemp("imapcmd"), SERVER_CONFIG, tls=True) as w:
         yield w
+
+
+@pytest.fixture
+async def world(shared_world: ImapWorld) -> AsyncIterator[ImapWorld]:
+    yield shared_world
+    await shared_world.drop_clients()  # and with them their per-IP and per-user slots
+    tracebacks = shared_world.errors.tracebacks()
+    shared_world.errors.records.clear()  # reported once, by the test that caused them
+    assert tracebacks == [], "\n".join(tracebacks)
 
 
 @pytest.fixture
