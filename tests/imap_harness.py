@@ -4,14 +4,19 @@ store in a temp folder, several clients on one store and one change hub.
 This is where command tests live: no subprocess, no socket, no port. ``ImapWorld`` owns the
 store and the server context; ``MemoryIMAP`` is a client with the same vocabulary as the
 socket client in ``imap_wire`` (``cmd``, ``cmd_literal``, ``login``, ``select``,
-``append``), but every call is awaited on the test's own event loop. Tests that need a real
-socket (TLS, limits on connections, back-pressure of a kernel buffer, real clients) stay on
-``imap_wire``.
+``append``), but every call is awaited on the test's own event loop. ``world.pop3()`` is a
+POP3 client on the same context (``pop3_harness``), ``memory_session.MemorySession`` the twin
+of ``imap_session.Session`` for tests that watch untagged responses arrive. conftest's
+``world`` fixture gives a fresh world per test; ``running_world`` one for a fixture of your
+own, which also fails when the server logged a traceback. Tests that need a real socket
+(TLS, limits on connections, back-pressure of a kernel buffer, real clients, the daemon
+itself) stay on ``imap_wire`` (``test_imap_socket``).
 
 Differences from a real server, on purpose: passwords are hashed with argon2id at the
 smallest cost (a LOGIN costs a tenth of a millisecond, not a tenth of a second); TLS
 contexts exist only when asked for (``tls=True``, so that STARTTLS is advertised), but a
-memory transport cannot run a handshake, so STARTTLS itself belongs to the socket suite.
+memory transport cannot run a handshake, so STARTTLS itself belongs to the socket suite;
+the memory transport never pushes back, so output back-pressure belongs there too.
 """
 
 from __future__ import annotations
@@ -148,10 +153,9 @@ class ErrorLog(logging.Handler):
 class ImapWorld:
     """One store, one hub, one server context, and the clients connected to it."""
 
-    def __init__(self, ctx: ServerContext, db_path: Path) -> None:
+    def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self.store = ctx.store
-        self.db_path = db_path
         self.factory = IMAPFactory(ctx, implicit_tls=False)
         self.pop3_factory = POP3Factory(ctx)
         self.clients: list[MemoryIMAP] = []
@@ -296,7 +300,7 @@ async def open_world(tmp_path: Path, config: dict[str, Any] | None = None, *,
         max_in_progress=cfg.limits.max_logins_in_progress,
     )
     ctx = ServerContext(cfg, store, hub, auth, contexts, asyncio.get_running_loop())
-    return ImapWorld(ctx, tmp_path / db_name)
+    return ImapWorld(ctx)
 
 
 @asynccontextmanager
