@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 
-from imap_harness import WAIT, ImapWorld, NotifyingTransport, open_world
+from imap_harness import ImapWorld, open_world
 from mailstead.imap.syntax.reader import CommandReader, Fatal, RawCommand, Reject
 from mailstead.pop3.factory import POP3Factory
 from mailstead.pop3.protocol import POP3Protocol
 from mailstead.store.api import User
+from memory_transport import WAIT, NotifyingTransport
 
 PASSWORD = "secret"
 
