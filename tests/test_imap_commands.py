@@ -233,9 +233,11 @@ def test_greeting_and_capability_before_login(connect: Connect) -> None:
     assert line.startswith(b"* CAPABILITY IMAP4rev1 ")
     caps = caps_of(line)[2:]
     assert caps == caps_of(m.group(1))
-    for cap in (b"IMAP4rev1", b"STARTTLS", b"AUTH=PLAIN", b"AUTH=LOGIN", b"LITERAL+",
+    # LITERAL- before login (RFC 7888 §5: small non-synchronising literals only).
+    for cap in (b"IMAP4rev1", b"STARTTLS", b"AUTH=PLAIN", b"AUTH=LOGIN", b"LITERAL-",
                 b"SASL-IR", b"ID", b"IDLE", b"NAMESPACE", b"ENABLE"):
         assert cap in caps
+    assert b"LITERAL+" not in caps
     assert b"LOGINDISABLED" not in caps
 
 
@@ -247,8 +249,10 @@ def test_capability_after_login(imap: IMAPWire, acct: str, connect: Connect) -> 
     assert caps[:2] == [b"*", b"CAPABILITY"]
     for cap in (b"IMAP4rev1", b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE",
                 b"CREATE-SPECIAL-USE", b"LIST-EXTENDED", b"LIST-STATUS", b"CHILDREN",
-                b"ESEARCH", b"IDLE", b"NAMESPACE", b"ID", b"ENABLE", b"APPENDLIMIT=1000000"):
+                b"ESEARCH", b"IDLE", b"NAMESPACE", b"ID", b"ENABLE", b"APPENDLIMIT=1000000",
+                b"LITERAL+"):
         assert cap in caps
+    assert b"LITERAL-" not in caps
     assert b"STARTTLS" not in caps and not any(c.startswith(b"AUTH=") for c in caps)
     # The LOGIN completion carries the new list as a response code.
     c = connect()
