@@ -6,8 +6,9 @@ before anything in the folder is touched and held for the life of the process; t
 kernel drops it when the process ends however it ends, so a crash never leaves a stale
 lock to clean up (the file itself stays: deleting it at exit would let a starting server
 lock a new file while another still holds the old one). It keeps the holder's pid, for
-the message the second server prints. A supervisor that forks workers passes the held descriptor on with the fork
-(``flock`` belongs to the open file, which the children share). Command-line tools
+the message the second server prints. A supervisor that forks workers passes the held
+descriptor on with the fork (``flock`` belongs to the open file, which the children
+share). Command-line tools
 (``user add``, imports) take no lock: they are meant to run beside the server.
 """
 
