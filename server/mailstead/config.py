@@ -29,7 +29,11 @@ _Path = "path"
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "server": {
         "hostname": (str, "localhost"),
-        "data_dir": (_Path, "../data"),
+        # Absolute, the FHS place for a service's state (the systemd unit's StateDirectory,
+        # the image's volume): a relative default would follow the config file, and
+        # /etc/mailstead/mailstead.toml would put mail in /etc. The repository's example
+        # sets "../data" for scripts/run.
+        "data_dir": (_Path, "/var/lib/mailstead"),
         "domains": (list, ["localhost"]),
         "shutdown_grace": (int, 10),
     },
