@@ -42,7 +42,7 @@ CHUNK = 200
 # a chunk costing more is matched on a worker thread.
 INLINE_WORK = 20_000
 # Message octets read for BODY/TEXT in one store call (a message larger is read alone).
-BODY_BATCH_BYTES = 8 * 1024 * 1024
+BODY_BATCH_BYTES = 2 * 1024 * 1024
 
 # Runs ``fn(*args)`` off the loop (``ExpensiveWork.run``).
 Runner = Callable[..., Awaitable[list[int]]]
