@@ -13,7 +13,6 @@ from pathlib import Path
 
 from imap_harness import ImapWorld, open_world
 from imap_wire import literals
-from mailstead.imap.expensive import expensive_work
 from mailstead.imap.handlers.fetch import MAX_FETCH_ITEMS
 from mailstead.imap.handlers.fetch_items import INLINE_BODY
 
@@ -212,7 +211,7 @@ async def test_a_users_expensive_commands_take_turns(tmp_path: Path) -> None:
         a2 = await world.login(alice, select="INBOX")
         a3 = await world.login(alice, select="INBOX")
         b1 = await world.login(bob, select="INBOX")
-        work = expensive_work(world.ctx)
+        work = world.ctx.imap_expensive
         alice_id = (await world.user(alice)).id
         held = asyncio.Event()
         release = asyncio.Event()

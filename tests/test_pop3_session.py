@@ -220,9 +220,9 @@ async def test_quit_applies_deletions_in_one_expunge_and_unlocks_once(
     unlocks: list[int] = []
     real_expunge, real_unlock = ctx.store.expunge, ctx.store.unlock_maildrop
 
-    async def expunge(mailbox_id: int, uids: Any = None, origin: object = None) -> list[int]:
-        calls.append((list(uids), origin))
-        return await real_expunge(mailbox_id, uids, origin=origin)
+    async def expunge(mailbox_id: int, uids: Any = None) -> list[int]:
+        calls.append(list(uids))
+        return await real_expunge(mailbox_id, uids)
 
     def unlock(user_id: int) -> None:
         unlocks.append(user_id)
@@ -236,7 +236,7 @@ async def test_quit_applies_deletions_in_one_expunge_and_unlocks_once(
     await c.send(b"DELE 3\r\nDELE 1\r\n")
     assert await c.cmd("QUIT") == b"+OK Bye (2 messages deleted)\r\n"
     c.drop()
-    assert calls == [([uids[0], uids[2]], c.proto.session)]
+    assert calls == [[uids[0], uids[2]]]
     assert unlocks == [BOB]
     assert await inbox_uids(ctx) == [uids[1]]
 
@@ -410,7 +410,8 @@ async def test_large_retr_waits_while_the_client_does_not_read(ctx: ServerContex
 
 
 async def test_connections_per_ip_are_limited(ctx: ServerContext) -> None:
-    ctx.config["limits"]["max_connections_per_ip"] = 2
+    limits = dataclasses.replace(ctx.config.limits, max_connections_per_ip=2)
+    ctx.config = dataclasses.replace(ctx.config, limits=limits)
     first, second = Client(ctx), Client(ctx, peer="127.0.0.1")
     other = Client(ctx, peer="192.0.2.9")
     third = Client(ctx)

@@ -72,13 +72,13 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _run_store(cfg: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from .store import open_store
     from .store.api import StoreError
-    from .store.sqlite import SqliteStore
 
     async def main() -> T:
-        store = SqliteStore(cfg.db_path, fsync=cfg["store"]["fsync"])
+        # The same store, with the same limits, as the server builds.
         try:
-            await store.open()
+            store = await open_store(cfg)
         except StoreError as exc:
             raise CLIError(str(exc)) from None
         try:
@@ -114,7 +114,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    setup_logging(cfg["log"]["level"], args.log_format or cfg["log"]["format"])
+    setup_logging(cfg.log.level, args.log_format or cfg.log.format)
     from .daemon import serve
 
     return serve(cfg)
@@ -126,7 +126,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"hostname: {cfg.hostname}")
     print(f"domains: {', '.join(cfg.domains)}")
     print(f"data_dir: {cfg.data_dir}")
-    print(f"store: {cfg['store']['backend']} ({cfg.db_path})")
+    print(f"store: {cfg.store.backend} ({cfg.db_path})")
     cert, key = cfg.tls_paths()
     print(f"tls: cert {cert}, key {key}")
     print("listeners:")
@@ -140,7 +140,7 @@ def cmd_user(args: argparse.Namespace) -> int:
     from .auth.passwords import PasswordHasher
     from .store.api import AlreadyExists, InvalidName
 
-    hasher = PasswordHasher(cfg["auth"]["default_scheme"])
+    hasher = PasswordHasher(cfg.auth.default_scheme)
     if args.action == "add":
         password = _read_password(args)
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 
 from ..config import is_loopback
 from ..store.api import MailStore, User
-from .passwords import PasswordHasher
+from .passwords import PasswordHasher, password_too_long
 from .throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
 
-def local_part(login: str, domains: list[str]) -> str | None:
+def local_part(login: str, domains: Collection[str]) -> str | None:
     """The user name a login or address means: ``name`` or ``name@local-domain``.
 
     Returns None for an address in a domain we do not serve.
@@ -38,7 +39,7 @@ class Authenticator:
         self,
         store: MailStore,
         hasher: PasswordHasher,
-        domains: list[str],
+        domains: Collection[str],
         *,
         throttle: LoginThrottle | None = None,
         throttle_loopback: bool = False,
@@ -62,6 +63,8 @@ class Authenticator:
         """The user when the password is right, else None after the throttling delay.
 
         A wrong user name costs the same as a wrong password (a dummy hash is verified).
+        A password too long to be anyone's (``password_too_long``) is not hashed at all,
+        for any user: it fails like a wrong one, with the same delay and throttle record.
         Raises ``LoginRefused`` without checking anything when ``ip`` is blocked after a
         burst of failures, or when too many password checks are already running.
         """
@@ -72,14 +75,17 @@ class Authenticator:
             raise LoginRefused("Too many failed logins from your address; try again later")
         if self._in_progress >= self.max_in_progress:
             raise LoginRefused("Too many logins in progress; try again later")
-        self._in_progress += 1
-        try:
-            user = await self.find_user(login) if len(login) <= 320 else None
-            ok, new_hash = await self.hasher.verify_async(
-                password, user.password_hash if user else None
-            )
-        finally:
-            self._in_progress -= 1
+        user: User | None = None
+        ok, new_hash = False, None
+        if not password_too_long(password):
+            self._in_progress += 1
+            try:
+                user = await self.find_user(login) if len(login) <= 320 else None
+                ok, new_hash = await self.hasher.verify_async(
+                    password, user.password_hash if user else None
+                )
+            finally:
+                self._in_progress -= 1
         if not ok or user is None:
             delay = self.throttle.failure(by_ip or f"unthrottled:{ip}", login)
             if not by_ip:

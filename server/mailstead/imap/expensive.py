@@ -19,10 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
-
-if TYPE_CHECKING:
-    from ..context import ServerContext
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -78,13 +75,3 @@ class ExpensiveWork:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def expensive_work(ctx: ServerContext) -> ExpensiveWork:
-    """The server's one :class:`ExpensiveWork`, made on first use from the config."""
-    work = ctx.shared.get("imap_expensive_work")
-    if work is None:
-        work = ExpensiveWork(ctx.config["limits"]["max_expensive_commands_per_user"])
-        ctx.shared["imap_expensive_work"] = work
-    assert isinstance(work, ExpensiveWork)
-    return work

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..context import ServerContext
 
 
-class IMAPFactory(ServerFactory):
+class IMAPFactory(ServerFactory[IMAPProtocol]):
     protocol = IMAPProtocol
     noisy = False
 
@@ -23,7 +23,5 @@ class IMAPFactory(ServerFactory):
         self.implicit_tls = implicit_tls
         # Shared by every IMAP listener: \Recent goes to exactly one session in the
         # process, and the per-IP limit counts IMAP connections on all ports.
-        self.recent: RecentTracker = ctx.shared.setdefault("imap_recent", RecentTracker())
-        self.limiter: ConnectionLimiter = ctx.shared.setdefault(
-            "imap_limiter", ConnectionLimiter()
-        )
+        self.recent: RecentTracker = ctx.imap_recent
+        self.limiter: ConnectionLimiter = ctx.imap_per_ip

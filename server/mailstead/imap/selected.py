@@ -58,14 +58,12 @@ class SelectedMailbox:
         mailbox: Mailbox,
         *,
         readonly: bool,
-        origin: object,
         recent: RecentTracker,
         notify: Callable[[], None] | None = None,
         on_recent: Callable[[], None] | None = None,
     ) -> None:
         self.mailbox = mailbox
         self.readonly = readonly
-        self.origin = origin
         self._recent_tracker = recent
         self.notify = notify  # called when updates arrive (the session may be idling)
         self.on_recent = on_recent  # called when this session took \Recent of new mail
@@ -73,7 +71,7 @@ class SelectedMailbox:
         self.flags: dict[int, frozenset[str]] = {}
         self.modseqs: dict[int, int] = {}
         self.recent: set[int] = set()
-        self.pending: list[tuple[object | None, Appended | FlagsChanged | Expunged]] = []
+        self.pending: list[Appended | FlagsChanged | Expunged] = []
         self.expunge_deferred: set[int] = set()  # expunged in the store, still in our view
         self.gone = False
         self.condstore = False
@@ -95,14 +93,14 @@ class SelectedMailbox:
         # Batches that arrived while the snapshot was read may already be in it.
         known = set(self.uids)
         kept = []
-        for origin, ev in self.pending:
+        for ev in self.pending:
             if isinstance(ev, Appended) and ev.uid in known:
                 continue
             if isinstance(ev, FlagsChanged) and self.modseqs.get(ev.uid, 0) >= ev.modseq:
                 continue
             if isinstance(ev, Expunged) and ev.uid not in known:
                 continue
-            kept.append((origin, ev))
+            kept.append(ev)
         self.pending = kept
         self._reported_exists = len(self.uids)
         self._reported_recent = len(self.recent)
@@ -118,7 +116,7 @@ class SelectedMailbox:
                     and self._recent_tracker.claim(self.mailbox.id, ev.uid)):
                 self.recent.add(ev.uid)
                 claimed = True
-            self.pending.append((batch.origin, ev))
+            self.pending.append(ev)
             self.highestmodseq = max(self.highestmodseq, ev.modseq)
         if claimed and self.on_recent is not None:
             self.on_recent()
@@ -135,18 +133,17 @@ class SelectedMailbox:
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
     # --- reporting -------------------------------------------------------------------
-    def drain(self, *, allow_expunge: bool, silent_uids: frozenset[int] = frozenset()
-              ) -> Untagged:
+    def drain(self, *, allow_expunge: bool) -> Untagged:
         """Apply pending changes to the view and return the untagged responses.
 
         ``allow_expunge`` False keeps expunged messages in the view (their numbers stay
-        valid) until a command that may announce EXPUNGE. ``silent_uids`` are messages
-        whose new flags this very command reports itself (STORE), so they are not
-        echoed twice.
+        valid) until a command that may announce EXPUNGE. A session's own flag changes
+        are not echoed: the command recorded them in the view first, so the hub's copy
+        is not newer.
         """
         out = Untagged(gone=self.gone)
         pending, self.pending = self.pending, []
-        for origin, ev in pending:
+        for ev in pending:
             if isinstance(ev, Appended):
                 if not self.uids or ev.uid > self.uids[-1]:
                     self.uids.append(ev.uid)
@@ -159,8 +156,6 @@ class SelectedMailbox:
                     continue
                 self.flags[ev.uid] = ev.flags
                 self.modseqs[ev.uid] = ev.modseq
-                if origin is self.origin and ev.uid in silent_uids:
-                    continue
                 out.lines.append(self.fetch_flags_line(ev.uid))
             elif isinstance(ev, Expunged) and ev.uid in self.flags:
                 self.expunge_deferred.add(ev.uid)

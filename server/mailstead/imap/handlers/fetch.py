@@ -12,7 +12,6 @@ import logging
 
 from ...store.api import FlagMode
 from .. import response
-from ..expensive import expensive_work
 from ..response import Result, bad, no, ok
 from ..selected import SelectedMailbox
 from ..session_api import Session
@@ -73,14 +72,14 @@ async def handle_fetch(s: Session, cmd: Fetch) -> Result:
         unseen = [u for u in live if "\\Seen" not in view.flags[u]]
         if unseen:
             res = await s.ctx.store.store_flags(
-                view.mailbox.id, unseen, FlagMode.ADD, ["\\Seen"], origin=s
+                view.mailbox.id, unseen, FlagMode.ADD, ["\\Seen"]
             )
             apply_own_flag_changes(view, res.changed)
             flags_for = {ch.uid for ch in res.changed}
     if FetchNeeds.of(attrs).full and live:
         assert s.user is not None
         # Bodies: one user's sessions take turns (imap/expensive.py).
-        async with expensive_work(s.ctx).slot(s.user.id):
+        async with s.ctx.imap_expensive.slot(s.user.id):
             missing |= await _send_all(s, view, cmd, live, attrs, flags_for)
     else:
         missing |= await _send_all(s, view, cmd, live, attrs, flags_for)

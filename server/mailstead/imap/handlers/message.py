@@ -7,15 +7,15 @@ from ...store.api import NewMessage
 from ..response import Result, bad, no, ok
 from ..session_api import Session
 from ..syntax.message import Append, Check, Close, Copy, Expunge, Move, Unselect
-from .common import get_mailbox, require_writable, resolve, uid_set, view_of
+from .common import get_mailbox, require_writable, resolve, uid_set, usable_name, view_of
 
 
 # --- APPEND ------------------------------------------------------------------------------
 async def handle_append(s: Session, cmd: Append) -> Result:
-    mbox = await get_mailbox(s, cmd.mailbox)
+    mbox = await get_mailbox(s, usable_name(cmd.mailbox, "CANNOT"))
     if mbox is None:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "TRYCREATE")
-    limit = s.ctx.config["limits"]["max_message_size"]
+    limit = s.ctx.config.limits.max_message_size
     messages = []
     for m in cmd.messages:
         if not m.data:
@@ -27,7 +27,7 @@ async def handle_append(s: Session, cmd: Append) -> Result:
         if any(f == "\\Recent" for f in m.flags):
             return bad("\\Recent cannot be set")
         messages.append(NewMessage(normalise_crlf(m.data), frozenset(m.flags), m.internaldate))
-    uids = await s.ctx.store.append(mbox.id, messages, origin=s)
+    uids = await s.ctx.store.append(mbox.id, messages)
     s.ctx.count("imap_appends", len(uids))
     code = f"APPENDUID {mbox.uidvalidity} {uid_set(uids).decode()}"
     return ok("APPEND completed", code)
@@ -47,7 +47,7 @@ async def handle_close(s: Session, cmd: Close) -> Result:
     view = view_of(s)
     s.unselect()  # before expunging: CLOSE sends no EXPUNGE responses
     if not view.readonly:
-        await s.ctx.store.expunge(view.mailbox.id, None, origin=s)
+        await s.ctx.store.expunge(view.mailbox.id, None)
     return ok("CLOSE completed")
 
 
@@ -55,12 +55,12 @@ async def handle_expunge(s: Session, cmd: Expunge) -> Result:
     view = view_of(s)
     require_writable(view)
     if cmd.uids is None:
-        await s.ctx.store.expunge(view.mailbox.id, None, origin=s)
+        await s.ctx.store.expunge(view.mailbox.id, None)
         return ok("EXPUNGE completed")
     targets = [u for u in cmd.uids.matching_sorted(view.uids)
                if view.is_live(u) and "\\Deleted" in view.flags[u]]
     if targets:
-        await s.ctx.store.expunge(view.mailbox.id, targets, origin=s)
+        await s.ctx.store.expunge(view.mailbox.id, targets)
     return ok("UID EXPUNGE completed")
 
 
@@ -69,6 +69,7 @@ async def _copy(s: Session, cmd: Copy | Move, move: bool) -> Result:
     view = view_of(s)
     if move:
         require_writable(view)
+    usable_name(cmd.mailbox, "CANNOT")
     verb = f"{'UID ' if cmd.uid else ''}{'MOVE' if move else 'COPY'}"
     uids = [u for u in resolve(view, cmd.seqset, cmd.uid) if view.is_live(u)]
     dst = await get_mailbox(s, cmd.mailbox)
@@ -76,7 +77,7 @@ async def _copy(s: Session, cmd: Copy | Move, move: bool) -> Result:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "TRYCREATE")
     if not uids:
         return ok(f"{verb} completed (no messages)")
-    pairs = await s.ctx.store.copy(view.mailbox.id, uids, dst.id, move=move, origin=s)
+    pairs = await s.ctx.store.copy(view.mailbox.id, uids, dst.id, move=move)
     if not pairs:
         return no("The messages were expunged meanwhile", "EXPUNGEISSUED")
     code = (f"COPYUID {dst.uidvalidity} {uid_set(p[0] for p in pairs).decode()} "

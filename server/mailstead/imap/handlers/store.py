@@ -21,7 +21,7 @@ async def handle_store(s: Session, cmd: Store) -> Result:
         return ok("STORE completed")
     res = await s.ctx.store.store_flags(
         view.mailbox.id, uids, _MODES[cmd.mode], cmd.flags,
-        unchanged_since=cmd.unchangedsince, origin=s,
+        unchanged_since=cmd.unchangedsince,
     )
     apply_own_flag_changes(view, res.changed)
     reported = sorted(
