@@ -220,7 +220,7 @@ def test_4_search_with_a_huge_sequence_set(make_server: ServerFactory, long_mode
 # --- #5 one user's slow SEARCHes against other users' logins -------------------------------
 def test_5_slow_searches_do_not_starve_logins(make_server: ServerFactory, long_mode: bool,
                                               attack_timeout: float) -> None:
-    count, body = (400, 150_000) if long_mode else (150, 100_000)
+    count, body = (400, 300_000) if long_mode else (200, 200_000)
     srv = make_server(messages=[text_message(i, body) for i in range(count)])
     sessions = [F.imap_login(srv.port("imap"), "attacker", select="INBOX") for _ in range(6)]
     logins: list[float] = []

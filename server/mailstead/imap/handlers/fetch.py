@@ -8,6 +8,7 @@ that no response is ever held whole in memory.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ...store.api import FlagMode
@@ -26,6 +27,25 @@ log = logging.getLogger("mailstead.imap")
 MAX_FETCH_ITEMS = 256
 # Output written between two waits for the client to read it.
 DRAIN_BYTES = 256 * 1024
+# A client that reads nothing of a FETCH for this long is dropped: the response is only
+# ever written as fast as it is read, so without this a client that stopped reading
+# would keep its session, and one of its user's expensive-command turns, for good.
+# (Dovecot's CLIENT_OUTPUT_TIMEOUT was a minute, later five.)
+OUTPUT_STALL_SECONDS = 30.0
+
+
+async def _drain(s: Session) -> None:
+    """Wait until the client has read what was written, or drop it when it stalls."""
+    try:
+        await asyncio.wait_for(s.out.drain(), OUTPUT_STALL_SECONDS)
+    except TimeoutError:
+        log.warning("dropping a client that does not read its responses (IMAP %s)", s.peer)
+        # Abort, not close: a graceful close would wait for the unread output forever.
+        transport = getattr(s.out, "transport", None)
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        s.close()
 
 
 def distinct_items(attrs: tuple[FetchAttribute, ...]) -> list[FetchAttribute]:
@@ -114,7 +134,7 @@ async def _send_all(s: Session, view: SelectedMailbox, cmd: Fetch, live: list[in
         count += 1
         if sent >= DRAIN_BYTES or count % 64 == 0:  # also lets other sessions run
             sent = 0
-            await s.out.drain()
+            await _drain(s)
         if s.out.closed:
             break
     return missing
@@ -134,7 +154,7 @@ async def _send_reply(s: Session, reply: FetchReply) -> int:
             pending += len(chunk)
             if pending >= DRAIN_BYTES:
                 pending = 0
-                await s.out.drain()
+                await _drain(s)
                 if s.out.closed:
                     return 0
     return pending
