@@ -376,7 +376,7 @@ def test_11_global_connection_cap(make_server: ServerFactory, long_mode: bool) -
 
 
 def test_11_preauth_idle_timeout(make_server: ServerFactory) -> None:
-    key = find_key(r"(pre_?auth|unauth|login).*(timeout|seconds|idle)")
+    key = find_key(r"(pre_?auth|unauth|login)_?(idle_)?timeout")
     sections: dict[str, dict[str, Any]] = {}
     if key is not None:
         sections[key[0]] = {key[1]: typed_value(key[0], key[1], 2)}
