@@ -469,9 +469,10 @@ async def test_create(imap: MemoryIMAP) -> None:
     assert b"Lists" in names and b"lists" in names and b"lists/" not in names
     tagged(await imap.cmd("CREATE Lists/"), b"NO", b"ALREADYEXISTS")
     tagged(await imap.cmd("CREATE Deep/er/still"), b"OK")
+    # RFC 3501 §6.3.3: the missing superior names are created too, as real mailboxes.
     assert await list_names(imap, "Deep*") == {
-        b"Deep": {b"\\Noselect", b"\\HasChildren"},
-        b"Deep/er": {b"\\Noselect", b"\\HasChildren"},
+        b"Deep": {b"\\HasChildren"},
+        b"Deep/er": {b"\\HasChildren"},
         b"Deep/er/still": {b"\\HasNoChildren"},
     }
 
@@ -594,6 +595,8 @@ async def test_list_root_and_delimiter(imap: MemoryIMAP) -> None:
 async def test_list_wildcards_children_and_special_use(imap: MemoryIMAP) -> None:
     for name in ("Work", "Work/Q1", "Projects/2025", "Projects/2026"):
         tagged(await imap.cmd(f"CREATE {name}"), b"OK")
+    # CREATE made "Projects" too (RFC 3501 §6.3.3); without it, it is a mere level.
+    tagged(await imap.cmd("DELETE Projects"), b"OK")
     everything = await list_names(imap, "*")
     assert everything[b"INBOX"] == {b"\\HasNoChildren"}
     assert everything[b"Work"] == {b"\\HasChildren"}

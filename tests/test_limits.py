@@ -333,7 +333,9 @@ def test_slow_imap_readers_do_not_harm_others_and_get_dropped(roomy: ServerProce
     F.append_messages(roomy, "big", messages)
     total = sum(len(m) for m in messages)
     other = F.imap_login(roomy.port("imap"), "other", "INBOX")
-    readers = 3
+    # As many as the user's expensive-command turns (max_expensive_commands_per_user, 2):
+    # each streams until its client's window is full, then waits for it to read.
+    readers = 2
     before = rss(roomy)
     slow = []
     try:
@@ -345,6 +347,7 @@ def test_slow_imap_readers_do_not_harm_others_and_get_dropped(roomy: ServerProce
                 pass
             s.sendall(b"F%d FETCH 1:* (BODY.PEEK[])\r\n" % i)
             slow.append(s)
+        started = time.monotonic()
         worst = 0.0
         peak = before["Private"]
         deadline = time.monotonic() + 8
@@ -358,7 +361,10 @@ def test_slow_imap_readers_do_not_harm_others_and_get_dropped(roomy: ServerProce
             worst = max(worst, time.monotonic() - t)
             peak = max(peak, rss(roomy)["Private"])
             time.sleep(0.2)
-        dropped = sum(_closed_by_server(s, 20) for s in slow)
+        # FETCH writes only as fast as the client reads and drops one that has read
+        # nothing for 30 s (OUTPUT_STALL_SECONDS); reading earlier would revive it.
+        time.sleep(max(0.0, started + 34 - time.monotonic()))
+        dropped = sum(_closed_by_server(s, 10) for s in slow)
         after = rss(roomy)
     finally:
         other.close()

@@ -100,6 +100,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "max_mailboxes_per_user": (int, 1000),
         "max_mailbox_depth": (int, 16),
         "max_store_bytes": (int, 0),
+        "max_expensive_commands_per_user": (int, 2),
     },
     "log": {
         "level": (str, "info"),
@@ -141,6 +142,7 @@ _POSITIVE = {
     ("limits", "tls_handshake_timeout_seconds"),
     ("limits", "max_queued_input_bytes"),
     ("limits", "max_sessions_per_user"),
+    ("limits", "max_expensive_commands_per_user"),
     ("imap", "autologout_minutes"),
     ("pop3", "idle_timeout_minutes"),
 }

@@ -103,6 +103,7 @@ class LimitsSection:
     max_mailboxes_per_user: int
     max_mailbox_depth: int
     max_store_bytes: int
+    max_expensive_commands_per_user: int
 
 
 @dataclass(frozen=True)

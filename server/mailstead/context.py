@@ -11,6 +11,7 @@ from .auth.users import Authenticator
 from .config import Config
 from .connection.limits import ConnectionLimiter
 from .connection.services import ConnectionServices
+from .imap.expensive import ExpensiveWork
 from .imap.selected import RecentTracker
 from .smtp.spool import DeliveryMemory
 from .store.api import MailStore
@@ -86,6 +87,9 @@ class ServerContext:
     pop3_last_login: dict[int, float] = field(default_factory=dict)
     # Octets of messages the SMTP and LMTP listeners together hold in memory for the store.
     delivery_memory: DeliveryMemory = field(init=False)
+    # Per-user turns for expensive IMAP commands and the threads they match on
+    # ([limits] max_expensive_commands_per_user).
+    imap_expensive: ExpensiveWork = field(init=False)
     # Set by the daemon once it has bound; the web site falls back to the config without it.
     bound_listeners: BoundListeners | None = None
     # Prometheus metrics, when the daemon (or the web site) set them up.
@@ -96,6 +100,7 @@ class ServerContext:
         self.delivery_memory = DeliveryMemory.for_message_size(
             self.config.limits.max_message_size
         )
+        self.imap_expensive = ExpensiveWork(self.config.limits.max_expensive_commands_per_user)
 
     def count(
         self, event: str, n: int = 1, *, protocol: str | None = None,
