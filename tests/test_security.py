@@ -196,7 +196,7 @@ def test_mailbox_limits_and_a_full_store(tmp_path: Path) -> None:
             else:
                 pytest.fail("the store never filled up")
         typ, data = imap.append("INBOX", None, None, b"Subject: a\r\n\r\n" + BODY)
-        assert typ == "NO" and data[0].startswith(b"[SERVERBUG]")
+        assert typ == "NO" and data[0].startswith(b"[OVERQUOTA]")
         imap.select("INBOX")
         assert int(imap.search(None, "ALL")[1][0].split()[-1]) == accepted
         imap.logout()
