@@ -98,10 +98,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_user(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    from .auth.passwords import PasswordHasher
+    from .auth.passwords import Argon2Params, PasswordHasher
     from .store.api import AlreadyExists, InvalidName
 
-    hasher = PasswordHasher(cfg.auth.default_scheme)
+    auth_cfg = cfg.auth
+    hasher = PasswordHasher(auth_cfg.default_scheme, argon2=Argon2Params(
+        auth_cfg.argon2_memory_kib, auth_cfg.argon2_time_cost, auth_cfg.argon2_parallelism,
+    ))
     if args.action == "add":
         name = user_name(args.name, cfg)
 

@@ -82,13 +82,25 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "failure_burst": (int, 10),
         "failure_block_seconds": (int, 300),
         "throttle_loopback": (bool, False),
+        "cache_ttl": (int, 300),
+        "cache_size": (int, 10000),
+        "argon2_memory_kib": (int, 19456),
+        "argon2_time_cost": (int, 2),
+        "argon2_parallelism": (int, 1),
+        "login_queue_seconds": (float, 5.0),
+        "max_failures_per_connection": (int, 3),
     },
     "limits": {
         "max_message_size": (int, 50 * 1024 * 1024),
         "max_line_length": (int, 65536),
+        "max_connections": (int, 2000),
         "max_connections_per_ip": (int, 50),
         "max_sessions_per_user": (int, 50),
+        "login_timeout_seconds": (float, 60.0),
+        "tls_handshake_timeout_seconds": (float, 20.0),
+        "max_queued_input_bytes": (int, 1024 * 1024),
         "max_logins_in_progress": (int, 16),
+        "max_logins_queued": (int, 1000),
         "max_mailboxes_per_user": (int, 1000),
         "max_mailbox_depth": (int, 16),
         "max_store_bytes": (int, 0),
@@ -111,15 +123,27 @@ _CHOICES = {
 # per connection.
 _RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("limits", "max_line_length"): (1000, 1024 * 1024),
+    # argon2 below 1 MiB protects little; above 4 GiB or t = 100 one login would stall
+    # the server. Parallelism beyond 64 lanes buys nothing.
+    ("auth", "argon2_memory_kib"): (1024, 4 * 1024 * 1024),
+    ("auth", "argon2_time_cost"): (1, 100),
+    ("auth", "argon2_parallelism"): (1, 64),
+    # A login waiting longer than a minute for a slot is better told to retry.
+    ("auth", "login_queue_seconds"): (0, 60),
 }
 _POSITIVE = {
     ("auth", "failure_burst"),
+    ("auth", "max_failures_per_connection"),
     ("limits", "max_logins_in_progress"),
     ("limits", "max_mailboxes_per_user"),
     ("limits", "max_mailbox_depth"),
     ("limits", "max_message_size"),
     ("limits", "max_line_length"),
+    ("limits", "max_connections"),
     ("limits", "max_connections_per_ip"),
+    ("limits", "login_timeout_seconds"),
+    ("limits", "tls_handshake_timeout_seconds"),
+    ("limits", "max_queued_input_bytes"),
     ("limits", "max_sessions_per_user"),
     ("imap", "autologout_minutes"),
     ("pop3", "idle_timeout_minutes"),

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from .auth.users import Authenticator
 from .config import Config
+from .connection.limits import ConnectionLimiter
+from .connection.services import ConnectionServices
 from .imap.selected import RecentTracker
-from .net import ConnectionLimiter
 from .smtp.spool import DeliveryMemory
 from .store.api import MailStore
 from .store.hub import ChangeHub
@@ -81,13 +82,12 @@ class ServerContext:
     # protocol shares it, whatever port it is bound to):
     # \Recent goes to exactly one IMAP session in the process.
     imap_recent: RecentTracker = field(default_factory=RecentTracker)
-    # Connections per client IP, per protocol ([limits] max_connections_per_ip).
-    imap_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
-    pop3_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
+    # IMAP and POP3: admission (the global cap, per client IP), the login policy with the
+    # sessions per user, and the connection settings (``connection.services``).
+    connections: ConnectionServices = field(init=False)
+    # SMTP/LMTP connections per client IP ([limits] max_connections_per_ip).
     smtp_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
     lmtp_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
-    # Logged-in sessions per user id ([limits] max_sessions_per_user).
-    user_sessions: ConnectionLimiter = field(default_factory=ConnectionLimiter)
     # User id -> monotonic time of the last POP3 login ([pop3] login_delay).
     pop3_last_login: dict[int, float] = field(default_factory=dict)
     # Octets of messages the SMTP and LMTP listeners together hold in memory for the store.
@@ -98,6 +98,7 @@ class ServerContext:
     metrics: Metrics | None = None
 
     def __post_init__(self) -> None:
+        self.connections = ConnectionServices.from_config(self.config, self.auth)
         self.delivery_memory = DeliveryMemory.for_message_size(
             self.config.limits.max_message_size
         )

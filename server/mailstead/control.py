@@ -65,14 +65,15 @@ class SessionInfo:
 def describe(session: LiveSession, since: float) -> SessionInfo:
     """What ``who`` shows of one registered session.
 
-    IMAP registers its ``IMAPSession`` (``user``, ``peer``, ``tls_active``), POP3 its
-    protocol object (``peer_host``, ``tls_active``, and ``session.user``); a session
-    type that offers neither is still listed, with what is known.
+    IMAP and POP3 register their connection protocols (``connection.ConnectionProtocol``:
+    ``protocol_name``, ``peer_host``, ``tls_active``), whose ``session`` knows the
+    ``user``; anything registered that offers less is still listed, with what is known.
     """
     inner = getattr(session, "session", None)
     user = getattr(session, "user", None) or getattr(inner, "user", None)
     module = type(session).__module__
-    protocol = "imap" if ".imap" in module else "pop3" if ".pop3" in module else "?"
+    protocol = getattr(session, "protocol_name", None) or (
+        "imap" if ".imap" in module else "pop3" if ".pop3" in module else "?")
     remote = getattr(session, "peer_host", None) or getattr(session, "peer", "") or ""
     tls = getattr(session, "tls_active", False)
     return SessionInfo(

@@ -132,7 +132,8 @@ class Mailstead:
         self._stopping = False
 
     async def start(self) -> None:
-        from .auth.passwords import PasswordHasher
+        from .auth.cache import LoginCache
+        from .auth.passwords import Argon2Params, PasswordHasher
         from .auth.throttle import LoginThrottle
         from .auth.users import Authenticator
         from .context import ServerContext
@@ -168,7 +169,9 @@ class Mailstead:
         except Exception as exc:
             raise StartupError(str(exc)) from None
         auth_cfg = cfg.auth
-        hasher = PasswordHasher(auth_cfg.default_scheme)
+        hasher = PasswordHasher(auth_cfg.default_scheme, argon2=Argon2Params(
+            auth_cfg.argon2_memory_kib, auth_cfg.argon2_time_cost, auth_cfg.argon2_parallelism,
+        ))
         throttle = LoginThrottle(
             base_delay=auth_cfg.failure_delay, max_delay=auth_cfg.failure_delay_max,
             burst=auth_cfg.failure_burst, block=auth_cfg.failure_block_seconds,
@@ -177,6 +180,9 @@ class Mailstead:
             store, hasher, cfg.domains, throttle=throttle,
             throttle_loopback=auth_cfg.throttle_loopback,
             max_in_progress=limits.max_logins_in_progress,
+            cache=LoginCache(auth_cfg.cache_ttl, auth_cfg.cache_size),
+            login_queue_seconds=auth_cfg.login_queue_seconds,
+            max_logins_queued=limits.max_logins_queued,
         )
         self.ctx = ServerContext(cfg, store, hub, auth, tls, self.loop)
         install_metrics(self.ctx)

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
-from ..net import ConnectionLimiter
+from ..connection import ConnectionLimiter
 from ..store.api import MailStore, StorageFull, StoreError, User
 from ..usernames import resolve_user_name
 from .protocol import MailsteadLMTP, MailsteadSMTP
