@@ -39,9 +39,9 @@ def test_user_commands_round_trip(fresh_server: ServerProcess) -> None:
     )
     res = run_cli(srv, "user", "passwd", "nobody", "--password-stdin", input="pw\n")
     assert res.returncode == 1 and "no such user" in res.stderr
-    assert run_cli(srv, "user", "del", "CAROL").returncode == 0
+    assert run_cli(srv, "user", "del", "CAROL", "--yes").returncode == 0
     assert run_cli(srv, "user", "list").stdout == ""
-    res = run_cli(srv, "user", "del", "carol")
+    res = run_cli(srv, "user", "del", "carol", "--yes")
     assert res.returncode == 1 and "no such user" in res.stderr
     assert "Traceback" not in res.stderr
 

@@ -402,7 +402,7 @@ def test_user_passwd_and_del_in_another_process_end_cached_logins(
     assert not imap_login("first-password")
     assert not pop3_login("first-password")
     assert imap_login("second-password") and pop3_login("second-password")
-    srv.cli("user", "del", "bob")
+    srv.cli("user", "del", "bob", "--yes")
     assert not imap_login("second-password")
     assert not pop3_login("second-password")
     srv.stop()

@@ -167,7 +167,7 @@ def test_pop3_blocked_address_gets_sys_temp(tmp_path: Path) -> None:
 BODY = (b"x" * 998 + b"\r\n") * 60
 
 LIMITED = BASE_CONFIG.replace("[limits]\n", """[limits]
-max_mailboxes_per_user = 8
+max_mailboxes_per_user = 10
 max_mailbox_depth = 3
 max_store_bytes = 700000
 """)
@@ -179,10 +179,10 @@ def test_mailbox_limits_and_a_full_store(tmp_path: Path) -> None:
         srv.add_user("fill", "pw")
         imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"), timeout=10)
         imap.login("fill", "pw")
-        assert imap.create("a/b/c")[0] == "OK"
+        assert imap.create("a/b/c")[0] == "OK"  # creates a and a/b too (RFC 3501 §6.3.3)
         typ, data = imap.create("a/b/c/d")
         assert typ == "NO" and b"deeper" in data[0]
-        assert imap.create("x1")[0] == "OK"  # 6 default + 2 = 8
+        assert imap.create("x1")[0] == "OK"  # 6 default + a, a/b, a/b/c + x1 = 10
         typ, data = imap.create("x2")
         assert typ == "NO" and data[0].startswith(b"[LIMIT]")
         # Fill the store: deliveries are refused with 452, never half-stored.
@@ -199,7 +199,7 @@ def test_mailbox_limits_and_a_full_store(tmp_path: Path) -> None:
             else:
                 pytest.fail("the store never filled up")
         typ, data = imap.append("INBOX", None, None, b"Subject: a\r\n\r\n" + BODY)
-        assert typ == "NO" and data[0].startswith(b"[SERVERBUG]")
+        assert typ == "NO" and data[0].startswith(b"[OVERQUOTA]")
         imap.select("INBOX")
         assert int(imap.search(None, "ALL")[1][0].split()[-1]) == accepted
         imap.logout()

@@ -32,7 +32,7 @@ import pytest
 from twisted.web.test.requesthelper import DummyRequest
 
 from conftest import BASE_CONFIG, ServerProcess
-from mailstead.config import Listen
+from mailstead.config import Config, Listen, load_config
 from mailstead.metrics import Metrics, install_metrics
 from mailstead.web import site as web_site
 from mailstead.web.autoconfig import (
@@ -389,14 +389,26 @@ class FakeStore:
             raise self.error
 
 
-def fake_ctx(store: FakeStore | None = None, bound_listeners: Any = None) -> Any:
+def web_config(data_dir: Path = Path("/nonexistent"), **env: str) -> Config:
+    """A real configuration with the ``LISTENERS`` above; ``env``: more MAILSTEAD_* keys."""
+    addresses: dict[str, list[str]] = {}
+    for proto, kind, host, port in LISTENERS:
+        key = f"MAILSTEAD_{proto.upper()}__LISTEN" + ("_TLS" if kind == "tls" else "")
+        addresses.setdefault(key, []).append(str(Listen(host, port)))
+    return load_config(None, env={
+        "MAILSTEAD_SERVER__HOSTNAME": "mail.test",
+        "MAILSTEAD_SERVER__DOMAINS": json.dumps(list(DOMAINS)),
+        "MAILSTEAD_SERVER__DATA_DIR": str(data_dir),
+        **{key: json.dumps(value) for key, value in addresses.items()},
+        **env,
+    })
+
+
+def fake_ctx(
+    store: FakeStore | None = None, bound_listeners: Any = None, config: Config | None = None
+) -> Any:
     """Enough of a ServerContext for the site: config, store, tls, loop, listeners, metrics."""
-    config = SimpleNamespace(
-        hostname="mail.test",
-        domains=list(DOMAINS),
-        data_dir=Path("/nonexistent"),
-        listeners=lambda: [(p, k, Listen(h, port)) for p, k, h, port in LISTENERS],
-    )
+    config = config or web_config()
     ctx = SimpleNamespace(
         config=config, store=store or FakeStore(), tls=object(), bound_listeners=bound_listeners,
         metrics=None, sessions=[], loop=asyncio.get_running_loop(),
@@ -457,9 +469,11 @@ async def test_site_answers_500_without_details_and_logs_once(
     assert len(errors) == 1 and errors[0].exc_info is not None
 
 
-async def test_healthz_ok_and_503_on_slow_or_failing_store(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_healthz_ok_and_503_on_slow_or_failing_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     store = FakeStore()
-    resource = web_site.MailsteadResource(fake_ctx(store))
+    resource = web_site.MailsteadResource(fake_ctx(store, config=web_config(tmp_path)))
     request = dummy_request(b"/healthz")
     assert await render_async(resource, request) == b"ok\n"
     assert request.responseCode == 200 and store.asked == ["healthcheck-probe"]

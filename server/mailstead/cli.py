@@ -1,48 +1,39 @@
 """The ``mailstead`` command line.
 
 Outside tooling depends on these spellings: ``serve``, ``check``, ``user add|passwd|del|list``,
-``mailbox status``, ``cert self-signed``. Every failure is one clear line on stderr and a
-non-zero exit status, never a traceback.
+``mailbox status|create|delete|rename``, ``who``, ``kick``, ``expunge``, ``fetch``,
+``cert self-signed``. Every failure is one clear line on stderr and a non-zero exit
+status, never a traceback; ``-c FILE`` goes before or after the command. Commands that
+destroy mail ask first (``--yes`` to skip; without a terminal they refuse instead).
+User names follow one rule everywhere (``usernames.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from .config import Config, ConfigError, load_config
+from . import __version__
+from .cli_check import cmd_check
+from .cli_common import CLIError, confirm, find_user, user_name
+from .cli_common import load as _load
+from .cli_common import run_store as _run_store
+from .cli_ops import add_ops_commands, kick_sessions
 from .migrate.cli import add_commands, add_user_commands
 
-T = TypeVar("T")
 # MAILSTEAD_CONFIG names the config file when -c is not given (the Docker image sets it).
 DEFAULT_CONFIG = os.environ.get("MAILSTEAD_CONFIG", "config/mailstead.toml")
+# The exit status of a command whose output pipe was closed (as if killed by SIGPIPE).
+EXIT_BROKEN_PIPE = 141
 
-
-# Exit status of a configuration that cannot be used (sysexits.h EX_CONFIG), distinct from
-# 1 (anything else) so that systemd can stop restarting a server whose config is broken
-# (RestartPreventExitStatus= in scripts/mailstead.service).
-EXIT_CONFIG = 78
-
-
-class CLIError(Exception):
-    """A failure worded for the person at the terminal."""
-
-    exit_status = 1
-
-
-class ConfigFileError(CLIError):
-    """The configuration file or environment is invalid."""
-
-    exit_status = EXIT_CONFIG
+__all__ = ["DEFAULT_CONFIG", "CLIError", "_load", "_run_store", "build_parser", "main"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -78,39 +69,6 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     logging.getLogger("twisted").setLevel(logging.WARNING)
 
 
-def _load(args: argparse.Namespace) -> Config:
-    try:
-        return load_config(args.config)
-    except ConfigError as exc:
-        raise ConfigFileError(f"configuration error: {exc}") from None
-
-
-def _run_store(cfg: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
-    from .store import open_store
-    from .store.api import StoreError
-
-    async def main() -> T:
-        # The same store, with the same limits, as the server builds.
-        try:
-            store = await open_store(cfg)
-        except StoreError as exc:
-            raise CLIError(str(exc)) from None
-        try:
-            return await fn(store)
-        except StoreError as exc:
-            raise CLIError(str(exc)) from None
-        finally:
-            await store.close()
-
-    from .files import private_dir
-
-    try:
-        private_dir(cfg.data_dir)
-    except OSError as exc:
-        raise CLIError(f"cannot create data folder {cfg.data_dir}: {exc.strerror}") from None
-    return asyncio.run(main())
-
-
 def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         line = sys.stdin.readline()
@@ -123,6 +81,8 @@ def _read_password(args: argparse.Namespace) -> str:
             raise CLIError("the passwords do not match")
     if not password:
         raise CLIError("the password must not be empty")
+    if not password.strip():
+        raise CLIError("the password must not be only white space")
     if len(password) > 1024:
         raise CLIError("the password is longer than 1024 characters")
     return password
@@ -136,21 +96,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(cfg)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    cfg = _load(args)
-    print(f"configuration OK: {cfg.path or '(defaults)'}")
-    print(f"hostname: {cfg.hostname}")
-    print(f"domains: {', '.join(cfg.domains)}")
-    print(f"data_dir: {cfg.data_dir}")
-    print(f"store: {cfg.store.backend} ({cfg.db_path})")
-    cert, key = cfg.tls_paths()
-    print(f"tls: cert {cert}, key {key}")
-    print("listeners:")
-    for proto, kind, addr in cfg.listeners():
-        print(f"  {proto:5} {'tls' if kind == 'tls' else 'plain':5} {addr}")
-    return 0
-
-
 def cmd_user(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from .auth.passwords import Argon2Params, PasswordHasher
@@ -161,37 +106,51 @@ def cmd_user(args: argparse.Namespace) -> int:
         auth_cfg.argon2_memory_kib, auth_cfg.argon2_time_cost, auth_cfg.argon2_parallelism,
     ))
     if args.action == "add":
-        password = _read_password(args)
+        name = user_name(args.name, cfg)
 
         async def add(store: Any) -> None:
+            # Refused before the password is asked for, not after.
+            if await store.get_user(name) is not None:
+                raise CLIError(f"user {name} already exists")
+            password = _read_password(args)
             try:
-                await store.create_user(args.name, hasher.hash(password))
+                await store.create_user(name, hasher.hash(password))
             except AlreadyExists:
-                raise CLIError(f"user {args.name} already exists") from None
+                raise CLIError(f"user {name} already exists") from None
             except InvalidName as exc:
                 raise CLIError(str(exc)) from None
 
         _run_store(cfg, add)
-        print(f"user {args.name} added")
+        if name != args.name.strip():
+            print(f"{args.name.strip()} is the user {name}: a user receives mail at every "
+                  f"domain of [server] domains and logs in as {name} or {name}@<domain>")
+        print(f"user {name} added")
     elif args.action == "passwd":
-        password = _read_password(args)
 
-        async def passwd(store: Any) -> None:
-            user = await store.get_user(args.name)
-            if user is None:
-                raise CLIError(f"no such user: {args.name}")
-            await store.set_password_hash(user.id, hasher.hash(password))
+        async def passwd(store: Any) -> str:
+            user = await find_user(store, args.name, cfg)  # before asking, not after
+            await store.set_password_hash(user.id, hasher.hash(_read_password(args)))
+            return str(user.name)
 
-        _run_store(cfg, passwd)
-        print(f"password of {args.name} changed")
+        print(f"password of {_run_store(cfg, passwd)} changed")
     elif args.action == "del":
 
-        async def delete(store: Any) -> bool:
-            return await store.delete_user(args.name)
+        async def delete(store: Any) -> str:
+            user = await find_user(store, args.name, cfg)
+            boxes = await store.list_mailboxes(user.id)
+            messages = sum([(await store.mailbox_status(b.id)).messages for b in boxes])
+            confirm(f"Delete user {user.name} and all their mail ({messages} message(s) in "
+                    f"{len(boxes)} mailboxes)?", args.yes, f"deleting user {user.name}")
+            if not await store.delete_user(user.name):
+                raise CLIError(f"no such user: {user.name}")
+            return str(user.name)
 
-        if not _run_store(cfg, delete):
-            raise CLIError(f"no such user: {args.name}")
-        print(f"user {args.name} deleted")
+        name = _run_store(cfg, delete)
+        print(f"user {name} deleted")
+        # Sessions logged in as the user would go on with stale counts: end them.
+        closed = kick_sessions(cfg, name)
+        if closed:
+            print(f"closed {closed} open session(s) of {name}")
     elif args.action == "list":
 
         async def listing(store: Any) -> list[Any]:
@@ -206,9 +165,7 @@ def cmd_mailbox_status(args: argparse.Namespace) -> int:
     cfg = _load(args)
 
     async def status(store: Any) -> list[Any]:
-        user = await store.get_user(args.name)
-        if user is None:
-            raise CLIError(f"no such user: {args.name}")
+        user = await find_user(store, args.name, cfg)
         boxes = await store.list_mailboxes(user.id)
         if args.mailbox is not None:
             wanted = "INBOX" if args.mailbox.upper() == "INBOX" else args.mailbox
@@ -260,10 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailstead", description="Mailstead: IMAP4 and POP3 over one shared mailbox store"
     )
+    parser.add_argument("--version", action="version", version=f"mailstead {__version__}")
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                        help=f"configuration file (default: {DEFAULT_CONFIG})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+        # SUPPRESS: a -c given before the command stays unless one is given after it.
+        p.add_argument("-c", "--config", default=argparse.SUPPRESS,
                        help=f"configuration file (default: {DEFAULT_CONFIG})")
         return p
 
@@ -271,31 +232,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("text", "json"), default=None)
     p.set_defaults(func=cmd_serve)
 
-    p = with_config(sub.add_parser("check", help="validate the config, print the listeners"))
+    p = with_config(sub.add_parser(
+        "check", help="check the config and everything serve needs, print the listeners"))
     p.set_defaults(func=cmd_check)
 
     user = sub.add_parser("user", help="manage users")
     usub = user.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (("add", "add a user"), ("passwd", "change a user's password")):
         p = with_config(usub.add_parser(action, help=text))
-        p.add_argument("name")
+        p.add_argument("name", help="user name: letters, digits, '.', '_', '-' (NAME@DOMAIN "
+                                    "of a served domain means NAME)")
         p.add_argument("--password-stdin", action="store_true",
                        help="read the password from the first line of standard input")
         p.set_defaults(func=cmd_user)
     p = with_config(usub.add_parser("del", help="delete a user and all their mail"))
     p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_user)
     p = with_config(usub.add_parser("list", help="list users"))
     p.set_defaults(func=cmd_user)
     add_user_commands(usub, with_config)
 
-    mailbox = sub.add_parser("mailbox", help="inspect mailboxes")
+    mailbox = sub.add_parser("mailbox", help="inspect and manage mailboxes")
     msub = mailbox.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = with_config(msub.add_parser("status", help="message counts and state per mailbox"))
     p.add_argument("name", help="user name")
     p.add_argument("mailbox", nargs="?", help="one mailbox (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_mailbox_status)
+    add_ops_commands(sub, msub, with_config)
 
     cert = sub.add_parser("cert", help="TLS certificates")
     csub = cert.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -315,13 +280,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return status
     except CLIError as exc:
         print(f"mailstead: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print("mailstead: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `mailstead user list | head`: the reader has what it wanted. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail once more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .config_rules import VALUE_CHECKS
 from .config_sections import SECTIONS, Config
 
 
@@ -65,6 +66,13 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "http": {
         "listen": (_ListOfAddr, []),
         "listen_tls": (_ListOfAddr, []),
+        # Who may read /metrics (addresses or networks); [] = nobody.
+        "metrics_allow": (list, ["127.0.0.0/8", "::1"]),
+        # What autoconfig, Autodiscover and the Apple profile advertise, when clients
+        # reach the server under another name or other ports (NAT, Docker): "" and []
+        # = [server] hostname and the listeners' own ports. Ports as "imaps:993".
+        "public_hostname": (str, ""),
+        "public_ports": (list, []),
     },
     "tls": {
         "cert": (_Path, ""),
@@ -203,6 +211,17 @@ def parse_listen(value: str, where: str) -> Listen:
 
 
 def _coerce(section: str, key: str, kind: Any, value: Any, base: Path) -> Any:
+    coerced = _coerce_type(section, key, kind, value, base)
+    check = VALUE_CHECKS.get((section, key))
+    if check is not None:
+        try:
+            check(coerced)
+        except ValueError as exc:
+            raise ConfigError(f"[{section}] {key}: {exc}") from None
+    return coerced
+
+
+def _coerce_type(section: str, key: str, kind: Any, value: Any, base: Path) -> Any:
     where = f"[{section}] {key}"
     if kind is bool:
         if not isinstance(value, bool):

@@ -62,6 +62,9 @@ class LmtpSection:
 class HttpSection:
     listen: tuple[Listen, ...]
     listen_tls: tuple[Listen, ...]
+    metrics_allow: tuple[str, ...]
+    public_hostname: str
+    public_ports: tuple[str, ...]
 
 
 @dataclass(frozen=True)

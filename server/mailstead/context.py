@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -29,24 +30,29 @@ class LiveSession(Protocol):
 
 
 class SessionRegistry:
-    """Every open IMAP/POP3 session, so a graceful stop can say goodbye to each."""
+    """Every open IMAP/POP3 session, so a graceful stop can say goodbye to each, and
+    since when (wall-clock seconds), for ``mailstead who``."""
 
     def __init__(self) -> None:
-        self._sessions: set[LiveSession] = set()
+        self._sessions: dict[LiveSession, float] = {}
         self._empty = asyncio.Event()
         self._empty.set()
 
     def add(self, session: LiveSession) -> None:
-        self._sessions.add(session)
+        self._sessions.setdefault(session, time.time())
         self._empty.clear()
 
     def discard(self, session: LiveSession) -> None:
-        self._sessions.discard(session)
+        self._sessions.pop(session, None)
         if not self._sessions:
             self._empty.set()
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def opened(self) -> list[tuple[LiveSession, float]]:
+        """(session, time it was added) for every open session, oldest first."""
+        return sorted(self._sessions.items(), key=lambda item: item[1])
 
     def close_all(self, reason: str) -> None:
         for session in list(self._sessions):
@@ -104,11 +110,13 @@ class ServerContext:
 
     def count(
         self, event: str, n: int = 1, *, protocol: str | None = None,
-        command: str | None = None, result: str | None = None,
+        command: str | None = None, result: str | None = None, reason: str | None = None,
     ) -> None:
         """Count an event; see ``Metrics.count`` for the names and their labels."""
         if self.metrics is not None:
-            self.metrics.count(event, n, protocol=protocol, command=command, result=result)
+            self.metrics.count(
+                event, n, protocol=protocol, command=command, result=result, reason=reason
+            )
 
     def observe(
         self, name: str, seconds: float, *, protocol: str | None = None,

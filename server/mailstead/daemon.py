@@ -130,6 +130,7 @@ class Mailstead:
         self.loop = loop
         self.listeners: list[ListenerService] = []
         self.ctx: Any = None
+        self.control: Any = None  # control.ControlServer once listening
         self._stopped = asyncio.Event()
         self._stopping = False
         self._data_lock: DataFolderLock | None = None
@@ -210,6 +211,10 @@ class Mailstead:
             await store.close()
             raise
         inherited.close_unused()
+        from .control import ControlServer, socket_path
+
+        self.control = ControlServer(self.ctx.sessions, socket_path(cfg.data_dir))
+        await self.control.start()
         self._write_listeners_file()
         _sd_notify("READY=1")
         log.info("Mailstead ready (%d listeners)", len(self.listeners))
@@ -297,6 +302,8 @@ class Mailstead:
         log.info("stopping: %s", reason)
         _sd_notify("STOPPING=1")
         await self._stop_listeners()
+        if self.control is not None:
+            await self.control.stop()
         if self.ctx is not None:
             self.ctx.sessions.close_all("Server shutting down")
             grace = self.config.server.shutdown_grace

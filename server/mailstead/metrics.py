@@ -10,6 +10,7 @@ free of Prometheus; this module maps them onto labelled families a dashboard can
 ``"logins", protocol=, result="ok"|"failed"``       ``mailstead_logins_total{protocol,result}``
 ``"commands", protocol=, command=``                 ``mailstead_commands_total{protocol,command}``
 ``"delivered"``                                     ``mailstead_deliveries_total``
+``"rejections", protocol=, reason=``                ``mailstead_rejections_total{protocol,reason}``
 ``"delivered_bytes"``                               ``mailstead_delivered_bytes_total``
 anything else (no labels), e.g. ``"imap_appends"``  ``mailstead_events_total{event}``
 ==================================================  ===========================================
@@ -19,17 +20,36 @@ Durations (``observe(...)``): ``"command", protocol=, command=`` →
 ``mailstead_store_seconds{op}``, anything else → ``mailstead_duration_seconds{name,label}``.
 Command labels are upper-cased, as on the wire. Gauges are read at scrape time.
 
+Besides: the process (``process_*``: CPU, memory, open files, start time) and Python
+(``python_info``), ``mailstead_build_info{version,python}``, and, when the metrics belong to
+a server (``config`` given), the store's size and room and the certificate's expiry (see
+``ServerCollector``). Reading those touches files: ``render`` belongs in a thread.
+
 Each ``Metrics`` owns its ``CollectorRegistry`` (never the global one), so several servers in
 one process (tests) do not collide.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import platform
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from . import __version__
 
 if TYPE_CHECKING:
     from .context import ServerContext
@@ -43,6 +63,7 @@ _COUNT_LABELS: dict[str, tuple[str, ...]] = {
     "commands": ("protocol", "command"),
     "delivered": (),
     "delivered_bytes": (),
+    "rejections": ("protocol", "reason"),
 }
 # Commands take well under a millisecond when cached, seconds when a big mailbox is searched.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -56,9 +77,12 @@ class Metrics:
     Methods are cheap and thread-safe (the store may report latencies from its threads).
     """
 
-    def __init__(self, open_sessions: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, open_sessions: Callable[[], int] | None = None, *, config: Any = None,
+        certificate: Path | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._count_children: dict[tuple[str, str | None, str | None, str | None], Any] = {}
+        self._count_children: dict[tuple[str | None, ...], Any] = {}
         self._observe_children: dict[tuple[str, str | None, str | None, str | None, str], Any] = {}
         reg = self.registry
         self.connections = Counter(
@@ -76,7 +100,18 @@ class Metrics:
         self.delivered_bytes = Counter(
             "mailstead_delivered_bytes", "Bytes of messages delivered", registry=reg
         )
+        self.rejections = Counter(
+            "mailstead_rejections", "Connections, recipients and messages refused, by reason",
+            ["protocol", "reason"], registry=reg,
+        )
         self.events = Counter("mailstead_events", "Other counted events", ["event"], registry=reg)
+        ProcessCollector(registry=reg)
+        PlatformCollector(registry=reg)
+        Info("mailstead_build", "The running Mailstead", registry=reg).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
+        if config is not None:
+            reg.register(ServerCollector(config, certificate))
         self.command_seconds = Histogram(
             "mailstead_command_seconds",
             "Time to execute a command",
@@ -104,7 +139,7 @@ class Metrics:
 
     def count(
         self, event: str, n: int = 1, *, protocol: str | None = None,
-        command: str | None = None, result: str | None = None,
+        command: str | None = None, result: str | None = None, reason: str | None = None,
     ) -> None:
         """Record ``n`` occurrences of ``event`` with its labels (see the module table).
 
@@ -115,16 +150,18 @@ class Metrics:
             return  # Prometheus counters only go up; a zero batch is nothing to record.
         # Resolving labels costs a lock and several lookups; events repeat (every RETR,
         # every FETCH), so remember which child counter each event lands on.
-        key = (event, protocol, command, result)
+        key = (event, protocol, command, result, reason)
         child = self._count_children.get(key)
         if child is None:
-            child = self._count_children[key] = self._count_child(*key)
+            child = self._count_child(event, protocol, command, result, reason)
+            self._count_children[key] = child
         child.inc(n)
 
     def _count_child(
-        self, event: str, protocol: str | None, command: str | None, result: str | None
+        self, event: str, protocol: str | None, command: str | None, result: str | None,
+        reason: str | None = None,
     ) -> Any:
-        given = {"protocol": protocol, "command": command, "result": result}
+        given = {"protocol": protocol, "command": command, "result": result, "reason": reason}
         needed = _COUNT_LABELS.get(event, ())
         wrong = sorted(name for name, value in given.items() if (value is None) == (name in needed))
         if wrong:
@@ -139,6 +176,8 @@ class Metrics:
             return self.deliveries
         if event == "delivered_bytes":
             return self.delivered_bytes
+        if event == "rejections":
+            return self.rejections.labels(protocol, reason)
         return self.events.labels(event)
 
     def observe(
@@ -166,6 +205,46 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class ServerCollector:
+    """Gauges read from files at each scrape: the store's size and room, whether the
+    server can take mail (as ``/healthz`` judges it), and the certificate's expiry."""
+
+    def __init__(self, config: Any, certificate: Path | None) -> None:
+        from .web.health import CertificateDates
+
+        self.config = config
+        self.certificate = CertificateDates(certificate) if certificate is not None else None
+
+    def describe(self) -> list[Metric]:
+        return []  # (or the registry would read the files once to learn the names)
+
+    def collect(self) -> Iterator[Metric]:
+        from .web.health import storage_state
+
+        state = storage_state(self.config)
+        yield GaugeMetricFamily("mailstead_store_bytes",
+                                "Bytes of the mail store on disk (database and WAL)",
+                                value=state.file_bytes)
+        yield GaugeMetricFamily("mailstead_store_used_bytes",
+                                "Bytes of the database in use (free pages not counted)",
+                                value=state.used_bytes)
+        if state.limit_bytes:
+            yield GaugeMetricFamily("mailstead_store_limit_bytes",
+                                    "[limits] max_store_bytes", value=state.limit_bytes)
+        if state.disk_free_bytes is not None:
+            yield GaugeMetricFamily("mailstead_disk_free_bytes",
+                                    "Free bytes in the data folder's file system",
+                                    value=state.disk_free_bytes)
+        yield GaugeMetricFamily("mailstead_accepting_mail",
+                                "1 when the store can take mail (see /healthz), else 0",
+                                value=1.0 if state.ok else 0.0)
+        expiry = self.certificate.expiry() if self.certificate is not None else None
+        if expiry is not None:
+            yield GaugeMetricFamily("mailstead_tls_certificate_expiry_timestamp_seconds",
+                                    "When the server's TLS certificate expires (Unix time)",
+                                    value=expiry)
+
+
 def install_metrics(ctx: ServerContext) -> Metrics:
     """Create the metrics for ``ctx`` (a ``ServerContext``) and hook them up; idempotent.
 
@@ -175,7 +254,11 @@ def install_metrics(ctx: ServerContext) -> Metrics:
     """
     if ctx.metrics is not None:
         return ctx.metrics
-    metrics = Metrics(open_sessions=lambda: len(ctx.sessions))
+    tls = getattr(ctx, "tls", None)
+    metrics = Metrics(
+        open_sessions=lambda: len(ctx.sessions), config=ctx.config,
+        certificate=getattr(tls, "cert", None),
+    )
     ctx.metrics = metrics
     if hasattr(ctx.store, "on_latency") and ctx.store.on_latency is None:
         ctx.store.on_latency = lambda op, seconds: ctx.observe("store", seconds, op=op)

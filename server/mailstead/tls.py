@@ -229,14 +229,38 @@ def _stdlib_context(cert: Path, key: Path) -> ssl.SSLContext:
     try:
         ctx.load_cert_chain(str(cert), str(key))
     except FileNotFoundError as exc:
-        raise TLSError(f"TLS file missing: {exc.filename}") from None
+        # ssl does not say which file (exc.filename is None): look.
+        raise TLSError(f"TLS file missing: {exc.filename or _first_missing(cert, key)}"
+                       ) from None
     except PermissionError as exc:
-        raise TLSError(f"TLS file not readable: {exc.filename}") from None
+        raise TLSError(f"TLS file not readable: {exc.filename or f'{cert} or {key}'}"
+                       ) from None
     except ssl.SSLError as exc:
-        raise TLSError(
-            f"TLS certificate {cert} and key {key} cannot be used together: {exc.reason}"
-        ) from None
+        raise TLSError(pair_problem(cert, key, exc)) from None
     return ctx
+
+
+def _first_missing(cert: Path, key: Path) -> Path:
+    return cert if not cert.exists() else key
+
+
+def pair_problem(cert: Path, key: Path, exc: ssl.SSLError) -> str:
+    """Which of the two files is wrong, in words: ssl's own reason is often None (a
+    file that is no PEM at all) or a code like KEY_VALUES_MISMATCH."""
+    if exc.reason == "KEY_VALUES_MISMATCH":
+        return f"TLS key {key} does not belong to the certificate {cert}"
+    try:
+        x509.load_pem_x509_certificates(cert.read_bytes())
+    except (OSError, ValueError):
+        return f"TLS certificate {cert} holds no PEM certificate"
+    try:
+        serialization.load_pem_private_key(key.read_bytes(), None)
+    except TypeError:
+        return f"TLS key {key} is protected by a password; the server needs it without one"
+    except (OSError, ValueError):
+        return f"TLS key {key} holds no PEM private key"
+    detail = exc.reason or exc.strerror or str(exc)
+    return f"TLS certificate {cert} and key {key} cannot be used together: {detail}"
 
 
 class TLSContexts:

@@ -9,6 +9,7 @@ from collections.abc import Collection
 
 from ..config import is_loopback
 from ..store.api import MailStore, User
+from ..usernames import resolve_user_name
 from .cache import LoginCache
 from .passwords import PasswordHasher, password_too_long
 from .throttle import LoginThrottle
@@ -17,17 +18,12 @@ log = logging.getLogger(__name__)
 
 
 def local_part(login: str, domains: Collection[str]) -> str | None:
-    """The user name a login or address means: ``name`` or ``name@local-domain``.
+    """The user name a login or address means (``usernames.parse_user_name``'s rule).
 
-    Returns None for an address in a domain we do not serve.
+    Returns None for an address in a domain we do not serve, or for a text that is no
+    user name at all.
     """
-    login = login.strip()
-    if "@" not in login:
-        return login
-    name, _, domain = login.rpartition("@")
-    if domain.lower() not in domains or not name:
-        return None
-    return name
+    return resolve_user_name(login, domains)
 
 
 class LoginRefused(Exception):

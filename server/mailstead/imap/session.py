@@ -253,7 +253,7 @@ class IMAPSession:
             result = exc.result
         except StorageFull:
             log.error("IMAP %s %s failed: the mail store is full", self.peer, name)
-            result = no("The mail store is full; nothing was changed", "SERVERBUG")
+            result = no("The mail store is full; nothing was changed", "OVERQUOTA")
         except LimitExceeded as exc:
             result = no(f"Limit reached: {exc}", "LIMIT")
         except StoreError as exc:

@@ -2,7 +2,10 @@
 
 Lines are ``user:{SCHEME}hash:uid:gid:gecos:home:shell:extra`` (only the first two fields
 matter), ``user@domain:...`` for a domain this server serves, or ``user:hash`` with a bare
-self-describing crypt hash. Blank lines and ``#`` comments are skipped.
+self-describing crypt hash. User names follow ``usernames.parse_user_name``, the rule of
+``mailstead user add`` and of logins: ``bob@example.org`` is the user ``bob`` when
+example.org is served (as Dovecot's ``auth_username_format = %n`` would read it), a foreign
+domain or a name with ``/`` is refused. Blank lines and ``#`` comments are skipped.
 
 Each scheme is dispatched to exactly one passlib handler, which must parse the hash and find
 a checksum in it; nothing goes through a context that could hold ``plaintext``, and the
@@ -40,6 +43,7 @@ from typing import Any
 
 from passlib import hash as passlib_hash
 
+from ..usernames import UserNameError, parse_user_name, shown_name
 from . import MigrateError
 from .progress import Reporter
 
@@ -135,14 +139,11 @@ def parse_line(lineno: int, line: str, domains: list[str]) -> Entry | None:
         raise LineError("no ':' (expected user:{SCHEME}hash:...)")
     if not name:
         raise LineError("empty user name")
-    if "@" in name:
-        local, _, domain = name.rpartition("@")
-        if domain.lower() not in domains:
-            raise LineError(f"user {name}: domain {domain} is not one of this server's "
-                            "domains ([server] domains)")
-        if not local:
-            raise LineError(f"user {name}: empty local part")
-        name = local
+    # The rule ``mailstead user add`` and logins follow: name@served-domain means name.
+    try:
+        name = parse_user_name(name, domains)
+    except UserNameError as exc:
+        raise LineError(f"user {shown_name(name)}: {exc}") from None
     field = rest.split(":", 1)[0]
     if not field.strip():
         raise LineError(f"user {name}: empty password field")

@@ -32,6 +32,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from ..connection import ConnectionLimiter
 from ..store.api import MailStore, StorageFull, StoreError, User
+from ..usernames import resolve_user_name
 from .protocol import MailsteadLMTP, MailsteadSMTP
 from .spool import DeliveryMemory, Spool, make_spool_folder
 
@@ -54,7 +55,7 @@ class DeliveryHandler:
         hostname: str,
         domains: Iterable[str],
         lmtp: bool,
-        count: Callable[[str, int], None] | None = None,
+        count: Callable[..., None] | None = None,  # ServerContext.count
         spool_dir: Path | None = None,  # None: the system's temporary folder
         memory: DeliveryMemory | None = None,
         postmaster: str = "",
@@ -64,10 +65,14 @@ class DeliveryHandler:
         self.domains = [d.lower() for d in domains]
         self.local_domains = frozenset([*self.domains, hostname.lower()])
         self.lmtp = lmtp
-        self.count = count or (lambda name, n: None)
+        self.count = count or (lambda *args, **labels: None)
         self.spool_dir = spool_dir
         self.memory = memory or DeliveryMemory.for_message_size(0)
         self.postmaster = postmaster
+
+    def refused(self, reason: str) -> None:
+        """Count a refusal (``mailstead_rejections_total{protocol,reason}``)."""
+        self.count("rejections", 1, protocol="lmtp" if self.lmtp else "smtp", reason=reason)
 
     async def resolve(self, address: str) -> Recipient | str:
         """A local recipient, or the SMTP reply refusing it."""
@@ -75,19 +80,25 @@ class DeliveryHandler:
         if not at:
             local, domain = address, ""
             if local.lower() != "postmaster":  # the one address allowed without a domain
+                self.refused("relay_denied")
                 return "550 5.7.1 Relaying denied: we only accept mail for our own domains"
         elif domain.lower() not in self.local_domains:
+            self.refused("relay_denied")
             return "550 5.7.1 Relaying denied: we only accept mail for our own domains"
-        user_name = local.split("+", 1)[0]
+        # The user-name rule of logins and ``user add`` (usernames.py), after the tag.
+        user_name = resolve_user_name(local.split("+", 1)[0], ())
         if not user_name:
+            self.refused("no_such_user")
             return "550 5.1.1 No such user here"
         try:
             user = await self.store.get_user(user_name)
             if user is None and user_name.lower() == "postmaster":
                 user = await self._postmaster()
         except StoreError:
+            self.refused("store_unavailable")
             return "451 4.3.0 Mail store temporarily unavailable"
         if user is None:
+            self.refused("no_such_user")
             return "550 5.1.1 No such user here"
         return Recipient(address, user)
 
@@ -184,12 +195,15 @@ class DeliveryHandler:
                     del data
             except StorageFull:
                 log.error("delivery to %s failed: store full", rcpt.user.name)
+                self.refused("store_full")
                 return "452 4.3.1 Insufficient system storage"
             except StoreError as exc:
                 log.error("delivery to %s failed: %s", rcpt.user.name, exc)
+                self.refused("store_error")
                 return "451 4.3.0 Temporary failure storing the message"
             except Exception:
                 log.exception("delivery to %s failed", rcpt.user.name)
+                self.refused("store_error")
                 return "451 4.3.0 Temporary failure storing the message"
             self.count("delivered", 1)
             self.count("delivered_bytes", size)

@@ -100,6 +100,8 @@ class MailsteadProtocol(SMTP):
             )
             if end is not DataEnd.COMPLETE:
                 spool.discard()
+                proto.event_handler.refused(
+                    "line_too_long" if end is DataEnd.LINE_TOO_LONG else "too_big")
                 await self.push(LINE_TOO_LONG if end is DataEnd.LINE_TOO_LONG else TOO_BIG)
                 proto._set_post_data_state()
                 if end is DataEnd.HARD_CAP:
@@ -110,6 +112,7 @@ class MailsteadProtocol(SMTP):
             await spool.flush()
             if spool.error is not None:
                 log.error("spool write failed: %s", spool.error)
+                proto.event_handler.refused("spool_full")
                 await self.push(NO_SPOOL_ROOM)
                 proto._set_post_data_state()
                 return
@@ -126,6 +129,7 @@ class MailsteadProtocol(SMTP):
         if self.limiter is not None and self._counted_ip is None:
             if not self.limiter.acquire(ip, self.max_per_ip):
                 log.info("SMTP connection from %s refused: too many from this address", ip)
+                self.event_handler.refused("too_many_connections")
                 # loop.create_server hands a stream transport, which can write.
                 cast(asyncio.WriteTransport, transport).write(
                     b"421 4.7.0 Too many connections from your address\r\n"
@@ -134,6 +138,8 @@ class MailsteadProtocol(SMTP):
                 self._refused = True
                 return
             self._counted_ip = ip
+        handler = self.event_handler
+        handler.count("connections", 1, protocol="lmtp" if handler.lmtp else "smtp")
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:

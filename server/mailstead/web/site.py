@@ -11,9 +11,15 @@ path                                               method  answer
 ``/autodiscover/autodiscover.xml`` (any case)      POST,   Microsoft Autodiscover (POX)
                                                    GET
 ``/mail/mobileconfig?emailaddress=…``              GET     Apple configuration profile
-``/metrics``                                       GET     Prometheus text format
-``/healthz``                                       GET     ``ok`` when the store answers in 2 s
+``/metrics``                                       GET     Prometheus text format, to the
+                                                           ``[http] metrics_allow`` addresses
+``/healthz``                                       GET     ``ok`` when the server can take
+                                                           mail (see ``healthz``)
 =================================================  ======  ===================================
+
+The documents advertise ``[http] public_hostname`` and ``public_ports`` when set (clients
+reach the server through NAT or published container ports), else the server's hostname
+and the listeners' real ports.
 
 HEAD works wherever GET does. Errors are short ``text/plain`` answers; an unexpected
 exception is logged once and answered 500 without details (no traceback reaches a client).
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import ipaddress
 import json
 import logging
 import re
@@ -33,6 +40,7 @@ from typing import Any, cast
 from twisted.internet.defer import Deferred
 from twisted.web import http, resource, server
 
+from ..config_rules import parse_network, parse_public_port
 from ..metrics import CONTENT_TYPE_LATEST, install_metrics
 from ..twisted_types import StreamTransport
 from .autoconfig import (
@@ -45,6 +53,7 @@ from .autoconfig import (
     build_mobileconfig,
     parse_autodiscover_request,
 )
+from .health import storage_state
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +145,10 @@ def _peer(request: server.Request) -> str:
     return getattr(addr, "host", "?")
 
 
+class CannotTakeMail(Exception):
+    """The store answers but a delivery would fail now (full, not writable)."""
+
+
 class MailsteadResource(resource.Resource):
     """The whole site as one leaf: routing is a dict lookup on the path."""
 
@@ -144,6 +157,13 @@ class MailsteadResource(resource.Resource):
     def __init__(self, ctx: Any) -> None:
         super().__init__()
         self.ctx = ctx
+        http_cfg = ctx.config.http
+        self.metrics_allow = [parse_network(n) for n in http_cfg.metrics_allow]
+        self.public_hostname = http_cfg.public_hostname or ctx.config.hostname
+        self.public_ports = [
+            (proto, kind, "*", port)
+            for proto, kind, port in map(parse_public_port, http_cfg.public_ports)
+        ]
         self.routes: dict[bytes, tuple[frozenset[bytes], Handler]] = {}
         get = frozenset({b"GET", b"HEAD"})
         for path in AUTOCONFIG_PATHS:
@@ -178,11 +198,22 @@ class MailsteadResource(resource.Resource):
     # --- settings -------------------------------------------------------------------------
 
     def settings(self) -> MailSettings:
-        """What the listeners offer right now (built per request: cheap, never stale)."""
+        """What clients should use: the public ports when configured, else what the
+        listeners offer right now (built per request: cheap, never stale)."""
         cfg = self.ctx.config
         return MailSettings.from_listeners(
-            cfg.hostname, cfg.domains, current_listeners(self.ctx), self.ctx.tls is not None
+            self.public_hostname, cfg.domains,
+            self.public_ports or current_listeners(self.ctx), self.ctx.tls is not None,
         )
+
+    def metrics_allowed(self, request: server.Request) -> bool:
+        try:
+            addr = ipaddress.ip_address(_peer(request).split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self.metrics_allow)
 
     # --- handlers -------------------------------------------------------------------------
 
@@ -223,13 +254,45 @@ class MailsteadResource(resource.Resource):
         log.info("mobileconfig for %s from %s", address, _peer(request))
         return _reply(request, http.OK, body, MOBILECONFIG_CONTENT_TYPE)
 
-    def metrics(self, request: server.Request) -> bytes:
+    def metrics(self, request: server.Request) -> bytes | int:
         request.setHeader(b"cache-control", b"no-store")
+        if not self.metrics_allowed(request):
+            log.info("metrics refused to %s ([http] metrics_allow)", _peer(request))
+            return _reply(request, http.FORBIDDEN, b"forbidden ([http] metrics_allow)\n")
         metrics = install_metrics(self.ctx)
-        return _reply(request, http.OK, metrics.render(), CONTENT_TYPE_LATEST)
+        # Rendering reads the store's size and the certificate from disk: off the loop.
+        return self._later(request, self.ctx.loop.run_in_executor(None, metrics.render),
+                           CONTENT_TYPE_LATEST)
+
+    def _later(
+        self, request: server.Request, future: asyncio.Future[bytes], content_type: str
+    ) -> int:
+        """Answer with the bytes ``future`` gives (500 if it fails), unless the client left."""
+        gone = False
+
+        def done(body: bytes) -> None:
+            if not gone:
+                request.write(_reply(request, http.OK, body, content_type))
+                request.finish()
+
+        def failed(failure: Any) -> None:
+            if not gone:
+                log.error("HTTP %s failed: %s", request.path.decode("latin-1"), failure.value)
+                request.write(_reply(request, http.INTERNAL_SERVER_ERROR, b"internal error\n"))
+                request.finish()
+
+        def client_gone(_: Any) -> None:
+            nonlocal gone
+            gone = True
+
+        Deferred.fromFuture(future).addCallbacks(done, failed)
+        request.notifyFinish().addErrback(client_gone)
+        return server.NOT_DONE_YET
 
     def healthz(self, request: server.Request) -> int:
-        """Ask the store something cheap; answer when it does (or does not) reply."""
+        """``ok`` when the server can take mail: the store answers a cheap question in
+        time, and has room, a writable folder and disk space (``health.storage_state``);
+        else 503 with the reason. Answers when the checks do."""
         request.setHeader(b"cache-control", b"no-store")
         ctx = self.ctx
         gone = False
@@ -237,6 +300,11 @@ class MailsteadResource(resource.Resource):
         async def probe() -> None:
             # A user that never exists: one indexed lookup, no rows.
             await asyncio.wait_for(ctx.store.get_user("healthcheck-probe"), HEALTH_TIMEOUT)
+            state = await asyncio.wait_for(
+                asyncio.to_thread(storage_state, ctx.config), HEALTH_TIMEOUT
+            )
+            if state.problem is not None:
+                raise CannotTakeMail(state.problem)
 
         def answer(code: int, text: bytes) -> None:
             if gone:
@@ -251,7 +319,10 @@ class MailsteadResource(resource.Resource):
             if gone:
                 return  # the client left and we cancelled the probe
             exc = failure.value
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, CannotTakeMail):
+                log.warning("health check: %s", exc)
+                answer(http.SERVICE_UNAVAILABLE, f"{exc}\n".encode())
+            elif isinstance(exc, TimeoutError):
                 log.warning("health check: the store did not answer in %.0f s", HEALTH_TIMEOUT)
                 answer(http.SERVICE_UNAVAILABLE, b"store not answering\n")
             else:
