@@ -8,7 +8,6 @@ from twisted.internet.protocol import ServerFactory
 
 from ..net import ConnectionLimiter
 from .protocol import IMAPProtocol
-from .selected import RecentTracker
 
 if TYPE_CHECKING:
     from ..context import ServerContext
@@ -21,9 +20,7 @@ class IMAPFactory(ServerFactory):
     def __init__(self, ctx: ServerContext, *, implicit_tls: bool) -> None:
         self.ctx = ctx
         self.implicit_tls = implicit_tls
-        # Shared by every IMAP listener: \Recent goes to exactly one session in the
-        # process, and the per-IP limit counts IMAP connections on all ports.
-        self.recent: RecentTracker = ctx.shared.setdefault("imap_recent", RecentTracker())
+        # Shared by every IMAP listener: the per-IP limit counts connections on all ports.
         self.limiter: ConnectionLimiter = ctx.shared.setdefault(
             "imap_limiter", ConnectionLimiter()
         )

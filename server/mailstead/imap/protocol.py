@@ -56,8 +56,7 @@ class IMAPProtocol(Protocol):
             return
         self._counted = True
         self.session = IMAPSession(
-            ctx, self.out, peer=self.ip, tls_active=self.factory.implicit_tls,
-            recent_tracker=self.factory.recent,
+            ctx, self.out, peer=self.ip, tls_active=self.factory.implicit_tls
         )
         ctx.sessions.add(self.session)
         ctx.count("imap_connections")

@@ -45,6 +45,7 @@ from .api import (
     Octets,
     StoreUnavailable,
     User,
+    ViewSnapshot,
 )
 from .hub import ChangeHub
 from .names import validate_mailbox_name
@@ -590,19 +591,41 @@ class SqliteStore(MailStore):
 
         return await self._read(q)
 
-    async def claim_recent(self, mailbox_id: int) -> int:
+    async def claim_recent(self, mailbox_id: int, below: int | None = None) -> int:
         def job(conn: sqlite3.Connection) -> tuple[int, list[ChangeBatch]]:
+            # The writer is the only writer and runs inside BEGIN IMMEDIATE, so this read
+            # and the UPDATE are one atomic step, for other processes too.
             row = conn.execute(
                 "SELECT first_recent_uid, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
             ).fetchone()
             if row is None:
                 raise NotFound("mailbox does not exist")
+            was, uidnext = row
+            target = uidnext if below is None else min(below, uidnext)
             conn.execute(
-                "UPDATE mailboxes SET first_recent_uid = uidnext WHERE id = ?", (mailbox_id,)
+                "UPDATE mailboxes SET first_recent_uid = ? WHERE id = ? AND first_recent_uid < ?",
+                (target, mailbox_id, target),
             )
-            return row[0], []
+            return was, []
 
         return await self._write(job)
+
+    async def read_view(self, mailbox_id: int) -> ViewSnapshot:
+        def q(conn: sqlite3.Connection) -> ViewSnapshot:
+            row = conn.execute(
+                f"SELECT {self._MAILBOX_COLS}, first_recent_uid FROM mailboxes WHERE id = ?",
+                (mailbox_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound("mailbox does not exist")
+            rows = conn.execute(
+                f"SELECT {self._INFO_COLS} FROM messages WHERE mailbox_id = ? ORDER BY uid",
+                (mailbox_id,),
+            )
+            return ViewSnapshot(self._mailbox_row(row[:-1]), [self._info(r) for r in rows],
+                                row[-1])
+
+        return await self._read(q)
 
     # --- messages --------------------------------------------------------------------
     def _bump(self, conn: sqlite3.Connection, mailbox_id: int) -> int:

@@ -10,7 +10,7 @@ from ...store.api import FlagMode
 from ..response import Result, bad, no, ok
 from ..session_api import Session
 from ..syntax.fetch import Fetch, FetchAttribute
-from .common import apply_own_flag_changes, resolve, view_of
+from .common import resolve, view_of
 from .fetch_items import fetch_responses
 
 
@@ -39,9 +39,10 @@ async def handle_fetch(s: Session, cmd: Fetch) -> Result:
         unseen = [u for u in live if "\\Seen" not in view.flags[u]]
         if unseen:
             res = await s.ctx.store.store_flags(
-                view.mailbox.id, unseen, FlagMode.ADD, ["\\Seen"], origin=s
+                view.mailbox.id, unseen, FlagMode.ADD, ["\\Seen"]
             )
-            apply_own_flag_changes(view, res.changed)
+            for line in view.apply_own_changes(res.changed):  # \Seen: no keyword, no lines
+                s.send(line)
             flags_for = {ch.uid for ch in res.changed}
     sent = 0
     async for _uid, line in fetch_responses(

@@ -7,7 +7,7 @@ from ...store.api import NewMessage
 from ..response import Result, bad, no, ok
 from ..session_api import Session
 from ..syntax.message import Append, Check, Close, Copy, Expunge, Move, Unselect
-from .common import get_mailbox, require_writable, resolve, uid_set, view_of
+from .common import get_mailbox, refuse_nil_keyword, require_writable, resolve, uid_set, view_of
 
 
 # --- APPEND ------------------------------------------------------------------------------
@@ -22,8 +22,9 @@ async def handle_append(s: Session, cmd: Append) -> Result:
             return no(f"Message is larger than {limit} octets", "TOOBIG")
         if any(f == "\\Recent" for f in m.flags):
             return bad("\\Recent cannot be set")
+        refuse_nil_keyword(m.flags)
         messages.append(NewMessage(normalise_crlf(m.data), frozenset(m.flags), m.internaldate))
-    uids = await s.ctx.store.append(mbox.id, messages, origin=s)
+    uids = await s.ctx.store.append(mbox.id, messages)
     s.ctx.count("imap_appends", len(uids))
     code = f"APPENDUID {mbox.uidvalidity} {uid_set(uids).decode()}"
     return ok("APPEND completed", code)
@@ -43,7 +44,7 @@ async def handle_close(s: Session, cmd: Close) -> Result:
     view = view_of(s)
     s.unselect()  # before expunging: CLOSE sends no EXPUNGE responses
     if not view.readonly:
-        await s.ctx.store.expunge(view.mailbox.id, None, origin=s)
+        await s.ctx.store.expunge(view.mailbox.id, None)
     return ok("CLOSE completed")
 
 
@@ -51,12 +52,12 @@ async def handle_expunge(s: Session, cmd: Expunge) -> Result:
     view = view_of(s)
     require_writable(view)
     if cmd.uids is None:
-        await s.ctx.store.expunge(view.mailbox.id, None, origin=s)
+        await s.ctx.store.expunge(view.mailbox.id, None)
         return ok("EXPUNGE completed")
     targets = [u for u in cmd.uids.matching_sorted(view.uids)
                if view.is_live(u) and "\\Deleted" in view.flags[u]]
     if targets:
-        await s.ctx.store.expunge(view.mailbox.id, targets, origin=s)
+        await s.ctx.store.expunge(view.mailbox.id, targets)
     return ok("UID EXPUNGE completed")
 
 
@@ -72,7 +73,7 @@ async def _copy(s: Session, cmd: Copy | Move, move: bool) -> Result:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "TRYCREATE")
     if not uids:
         return ok(f"{verb} completed (no messages)")
-    pairs = await s.ctx.store.copy(view.mailbox.id, uids, dst.id, move=move, origin=s)
+    pairs = await s.ctx.store.copy(view.mailbox.id, uids, dst.id, move=move)
     if not pairs:
         return no("The messages were expunged meanwhile", "EXPUNGEISSUED")
     code = (f"COPYUID {dst.uidvalidity} {uid_set(p[0] for p in pairs).decode()} "

@@ -6,7 +6,7 @@ from ...store.api import FlagMode
 from ..response import Result, ok
 from ..session_api import Session
 from ..syntax.store import Store
-from .common import apply_own_flag_changes, require_writable, resolve, uid_set, view_of
+from .common import refuse_nil_keyword, require_writable, resolve, uid_set, view_of
 
 _MODES = {"": FlagMode.REPLACE, "+": FlagMode.ADD, "-": FlagMode.REMOVE}
 
@@ -14,6 +14,7 @@ _MODES = {"": FlagMode.REPLACE, "+": FlagMode.ADD, "-": FlagMode.REMOVE}
 async def handle_store(s: Session, cmd: Store) -> Result:
     view = view_of(s)
     require_writable(view)
+    refuse_nil_keyword(cmd.flags)
     uids = [u for u in resolve(view, cmd.seqset, cmd.uid) if view.is_live(u)]
     if cmd.unchangedsince is not None:
         s.condstore = view.condstore = True
@@ -21,9 +22,12 @@ async def handle_store(s: Session, cmd: Store) -> Result:
         return ok("STORE completed")
     res = await s.ctx.store.store_flags(
         view.mailbox.id, uids, _MODES[cmd.mode], cmd.flags,
-        unchanged_since=cmd.unchangedsince, origin=s,
+        unchanged_since=cmd.unchangedsince,
     )
-    apply_own_flag_changes(view, res.changed)
+    # A keyword new to the session is announced (FLAGS, PERMANENTFLAGS) before any FETCH
+    # shows it, .SILENT or not: the client may fetch it next.
+    for line in view.apply_own_changes(res.changed):
+        s.send(line)
     reported = sorted(
         {ch.uid for ch in res.changed}
         | ({ch.uid for ch in res.unchanged} if not cmd.silent else set())
@@ -33,7 +37,6 @@ async def handle_store(s: Session, cmd: Store) -> Result:
             continue
         if cmd.silent and not view.condstore:
             continue
-        msn = view.msn(uid)
         items = []
         if cmd.uid:
             items.append(b"UID %d" % uid)
@@ -41,11 +44,9 @@ async def handle_store(s: Session, cmd: Store) -> Result:
             items.append(b"FLAGS " + view.format_flags(uid))
         if view.condstore:
             items.append(b"MODSEQ (%d)" % view.modseqs.get(uid, 0))
-        s.send(b"* %d FETCH (%s)" % (msn or 0, b" ".join(items)))
+        s.send(view.fetch_line(uid, items))
     verb = f"{'UID ' if cmd.uid else ''}STORE"
     if res.failed_uids:
         failed = res.failed_uids if cmd.uid else [view.msn(u) or 0 for u in res.failed_uids]
         return ok(f"Conditional {verb} failed", f"MODIFIED {uid_set(failed).decode()}")
     return ok(f"{verb} completed")
-
-
