@@ -176,12 +176,6 @@ class SelectedMailbox:
         if self.notify is not None:
             self.notify()
 
-    @property
-    def has_news(self) -> bool:
-        """Whether a sync/drain could say anything now."""
-        return bool(self._inbox or self._new or self._changed or self._expunged
-                    or self._resync or self.gone)
-
     # --- inbox -> delta ------------------------------------------------------------------
     async def sync(self) -> None:
         """Bring the delta up to date (see the module docstring). Call with ``lock`` held.
@@ -212,8 +206,10 @@ class SelectedMailbox:
                     self._resync = True
                     self._inbox = events[i:]
                     return
-                group = self._applied = ev.modseq
-            if not self._apply(ev):
+                group = ev.modseq
+            if self._apply(ev):
+                self._applied = ev.modseq
+            else:
                 log.debug("view of mailbox %d: unexpected %r, reading the store",
                           self.mailbox.id, ev)
                 self._resync = True
@@ -263,7 +259,7 @@ class SelectedMailbox:
                         self.mailbox.id, exc)
             return
         mb = snap.mailbox
-        if mb.uidvalidity != self.mailbox.uidvalidity or mb.highestmodseq < self._applied:
+        if mb.uidvalidity != self.mailbox.uidvalidity:
             self.gone = True  # not the mailbox we selected any more
             return
         live = {info.uid: info for info in snap.messages}
