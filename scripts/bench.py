@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -26,6 +26,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "server"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 CONFIG = """
 [server]
@@ -105,20 +106,25 @@ def realistic_message(i: int, rng: random.Random) -> bytes:
 
 
 @contextmanager
-def own_server() -> Iterator[tuple[dict[tuple[str, bool], int], Path, int]]:
+def own_server(
+    users: Sequence[str] = ("bench",),
+) -> Iterator[tuple[dict[tuple[str, bool], int], Path, int]]:
+    """A fresh server in a temporary folder with ``users`` (password: bench)."""
     with tempfile.TemporaryDirectory(prefix="mailstead-bench-") as tmp:
         root = Path(tmp)
         (root / "mailstead.toml").write_text(CONFIG)
         env = dict(os.environ, PYTHONPATH=str(ROOT / "server"))
         cmd = [sys.executable, "-m", "mailstead"]
-        subprocess.run(
-            [*cmd, "user", "add", "bench", "--password-stdin", "-c", str(root / "mailstead.toml")],
-            input="bench\n",
-            text=True,
-            check=True,
-            env=env,
-            capture_output=True,
-        )
+        for user in users:
+            subprocess.run(
+                [*cmd, "user", "add", user, "--password-stdin", "-c",
+                 str(root / "mailstead.toml")],
+                input="bench\n",
+                text=True,
+                check=True,
+                env=env,
+                capture_output=True,
+            )
         proc = subprocess.Popen(
             [*cmd, "serve", "-c", str(root / "mailstead.toml")],
             env=env,
@@ -416,7 +422,7 @@ def cmd_imap_sync(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_pop3(args: argparse.Namespace) -> dict[str, Any]:
-    from mailstead.pop3.bench import bench_pop3
+    from bench_pop3 import bench_pop3
 
     rng = random.Random(args.seed)
     messages = [realistic_message(i, rng) for i in range(args.n)]
@@ -492,6 +498,13 @@ def main() -> None:
     p.add_argument("--window", type=positive_int, default=32,
                    help="RETR commands in flight (1: one at a time, like poplib)")
     p.set_defaults(func=cmd_pop3)
+    from bench_load import add_load_arguments, cmd_load
+
+    p = sub.add_parser("load", help="N IMAP clients of M users doing an office's random mix, "
+                       "with rates, latencies and a client-side protocol state checker")
+    add_load_arguments(p)
+    p.set_defaults(func=lambda a: cmd_load(a, own_server, realistic_message,
+                                           process_cpu_seconds, compare))
     args = parser.parse_args()
     print(json.dumps(args.func(args)))
 

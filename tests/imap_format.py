@@ -30,6 +30,7 @@ from mailstead.imap.syntax.mailbox import (
 )
 from mailstead.imap.syntax.message import Append, AppendMessage, Copy, Expunge, Move
 from mailstead.imap.syntax.search import (
+    AddressKey,
     AllKey,
     AndKey,
     DateKey,
@@ -133,7 +134,9 @@ _FLAG_SEARCH_NAMES = {
     "\\Seen": (b"SEEN", b"UNSEEN"),
     "\\Recent": (b"RECENT", b"OLD"),
 }
-_HEADER_SHORTHANDS = ("bcc", "cc", "from", "subject", "to")
+# SUBJECT is the only shorthand that is a HeaderKey; BCC/CC/FROM/TO are AddressKeys, so a
+# HeaderKey for those fields is written out as HEADER.
+_HEADER_SHORTHANDS = ("subject",)
 
 
 def format_search_key(key: SearchKey, *, literal_plus: bool = True) -> bytes:
@@ -156,6 +159,8 @@ def format_search_key(key: SearchKey, *, literal_plus: bool = True) -> bytes:
         if key.field in _HEADER_SHORTHANDS:
             return key.field.upper().encode("ascii") + b" " + text(key.value)
         return b"HEADER " + text(key.field) + b" " + text(key.value)
+    if isinstance(key, AddressKey):
+        return key.field.upper().encode("ascii") + b" " + text(key.value)
     if isinstance(key, TextKey):
         return key.scope.encode("ascii") + b" " + text(key.value)
     if isinstance(key, DateKey):

@@ -233,3 +233,70 @@ def test_json_logs_one_object_per_line_with_session_and_login(tmp_path: Path) ->
     assert "IMAP connection from 127.0.0.1" in messages
     assert "IMAP login jo from 127.0.0.1" in messages
     assert "IMAP connection from 127.0.0.1 closed (user jo)" in messages
+
+
+def _mail(subject: str) -> bytes:
+    return f"From: a@example.org\nSubject: {subject}\n\nbody\n".encode()
+
+
+def test_user_add_and_import_respect_the_mailbox_limits(tmp_path: Path) -> None:
+    srv = ServerProcess(
+        tmp_path / "srv", BASE_CONFIG + "max_mailboxes_per_user = 4\nmax_mailbox_depth = 2\n"
+    )
+    assert run_cli(srv, "user", "add", "bob", "--password-stdin", input="pw\n").returncode == 0
+    status = json.loads(run_cli(srv, "mailbox", "status", "bob", "--json").stdout)
+    assert [s["mailbox"] for s in status] == ["Drafts", "INBOX", "Sent", "Trash"]
+
+    src = tmp_path / "md"
+    for folder, name in (("", "1.a:2,S"), (".Deep.er.still", "2.b:2,S"), (".Extra", "3.c:2,S")):
+        (src / folder / "cur").mkdir(parents=True, exist_ok=True)
+        for sub in ("new", "tmp"):
+            (src / folder / sub).mkdir(exist_ok=True)
+        (src / folder / "cur" / name).write_bytes(_mail(name))
+    res = run_cli(srv, "import", "maildir", str(src), "--user", "bob")
+    assert res.returncode == 1, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "imported 1, skipped 0 duplicates, 2 failed"
+    assert "mailbox name 'Deep/er/still' refused: mailbox name is nested deeper than 2" \
+        in res.stderr
+    assert "mailbox 'Extra' not created: at most 4 mailboxes per user" in res.stderr
+    assert "Traceback" not in res.stderr
+
+    mbox = tmp_path / "old.mbox"
+    mbox.write_bytes(b"From a@example.org Thu Jan  1 00:00:00 2026\n" + _mail("m"))
+    res = run_cli(srv, "import", "mbox", str(mbox), "--user", "bob", "--mailbox", "New")
+    assert res.returncode == 1
+    assert res.stderr == ("mailstead: mailbox 'New' not created: at most 4 mailboxes per user "
+                          "([limits] max_mailboxes_per_user)\n")
+    res = run_cli(srv, "import", "mbox", str(mbox), "--user", "bob", "--mailbox", "Sent")
+    assert res.returncode == 0, res.stderr  # an existing mailbox takes mail as before
+
+
+async def test_user_add_and_import_respect_max_store_bytes(tmp_path: Path) -> None:
+    from mailstead.config import load_config
+    from mailstead.store import open_store
+    from mailstead.store.api import StorageFull
+
+    srv = ServerProcess(tmp_path / "srv", BASE_CONFIG + "max_store_bytes = 65536\n")
+    # Fill the store through the same factory until one more user does not fit. Names
+    # have one length and hashes are shorter than the CLI's: its user cannot fit either.
+    store = await open_store(load_config(srv.config))
+    try:
+        made = 0
+        with pytest.raises(StorageFull):
+            for made in range(10_000):
+                await store.create_user(f"u{made:05d}", "$fake$" + "h" * 54)
+        assert made > 0
+    finally:
+        await store.close()
+    res = run_cli(srv, "user", "add", "u99999", "--password-stdin", input="pw\n")
+    assert res.returncode == 1
+    assert res.stderr == "mailstead: the mail store is full\n"
+    mbox = tmp_path / "one.mbox"
+    # Bigger than a page: it cannot hide in the free room of a table's existing page.
+    big = _mail("big") + (b"x" * 76 + b"\n") * 200
+    mbox.write_bytes(b"From a@example.org Thu Jan  1 00:00:00 2026\n" + big)
+    res = run_cli(srv, "import", "mbox", str(mbox), "--user", "u00000", "--mailbox", "INBOX")
+    assert res.returncode == 1
+    assert res.stderr.endswith("mailstead: the mail store is full\n"), res.stderr
+    listing = run_cli(srv, "user", "list")
+    assert listing.returncode == 0 and len(listing.stdout.split()) == made

@@ -56,6 +56,7 @@ from mailstead.imap.syntax.reader import (
 )
 from mailstead.imap.syntax.search import (
     SEARCH_RETURN_OPTIONS,
+    AddressKey,
     AllKey,
     AndKey,
     DateKey,
@@ -81,7 +82,13 @@ from mailstead.imap.syntax.session import (
     Noop,
 )
 from mailstead.imap.syntax.store import Store
-from mailstead.imap.syntax.tokens import MAX_NUMBER, MAX_NUMBER64, Command, ParseError
+from mailstead.imap.syntax.tokens import (
+    MAX_NUMBER,
+    MAX_NUMBER64,
+    Command,
+    ParseError,
+    UnusableName,
+)
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -627,10 +634,6 @@ ERRORS: list[tuple[bytes, bytes, str]] = [
     (b"a SELECT INBOX extra", b"a", "Unexpected argument after mailbox name"),
     (b"a SELECT INBOX (FOO)", b"a", "Unknown SELECT parameter FOO"),
     (b"a SELECT INBOX (QRESYNC (0 1))", b"a", "Invalid UIDVALIDITY: 0"),
-    (b"a SELECT &AOk", b"a", "Invalid mailbox name: Unterminated"),
-    (b"a SELECT \"a&b\xc3\xa9\"", b"a", "must not contain '&'"),
-    (b"a SELECT \"x\ty\"", b"a", "Invalid byte 0x09"),
-    (b"a SELECT \"\xc3\xa9\ty\"", b"a", "control character"),
     (b'a SELECT "unterminated', b"a", "Invalid quoted string"),
     (b'a SELECT "bad\\escape"', b"a", "Invalid quoted string"),
     (b"a SELECT {3}", b"*", "Expected exactly one complete command"),
@@ -739,6 +742,33 @@ def test_parse_errors(line: bytes, tag: bytes, message: str) -> None:
     assert b"\r" not in err.message.encode() and b"\n" not in err.message.encode()
 
 
+@pytest.mark.parametrize(("line", "reason"), [
+    (b"a SELECT &AOk", "Invalid mailbox name: Unterminated"),
+    (b'a SELECT "a&b\xc3\xa9"', "must not contain '&'"),
+    (b'a SELECT "x\ty"', "Invalid byte 0x09"),
+    (b'a SELECT "\xc3\xa9\ty"', "control character"),
+])
+def test_a_name_that_is_good_syntax_but_no_valid_name_parses(line: bytes, reason: str) -> None:
+    """Not BAD (RFC 3501 §7.1.3): the command parses, its handler answers NO."""
+    cmd = parse(line)
+    assert isinstance(cmd, Select)
+    assert isinstance(cmd.mailbox, UnusableName)
+    assert reason in cmd.mailbox.reason
+
+
+def test_unusable_names_in_rename_and_list_parse_too() -> None:
+    rename = parse(b"a RENAME INBOX &Jjo")
+    assert isinstance(rename, Rename) and rename.old == "INBOX"
+    assert isinstance(rename.new, UnusableName)
+    assert "new mailbox name" in rename.new.reason
+    listing = parse(b'a LIST &AOk ("&" INBOX)')
+    assert isinstance(listing, List)
+    assert isinstance(listing.reference, UnusableName)
+    assert [isinstance(p, UnusableName) for p in listing.patterns] == [True, False]
+    # The syntax around such a name is still checked: an error after it is BAD.
+    assert error(b"a SELECT &AOk extra").message == "Unexpected argument after mailbox name"
+
+
 def test_badcharset_is_no_with_code() -> None:
     err = error(b"A284 SEARCH CHARSET ISO-2022-JP TEXT x")
     assert err == ParseError(
@@ -820,10 +850,11 @@ def search_criteria(text: bytes) -> SearchKey:
         (b"NEW", AndKey((FlagKey("\\Recent"), FlagKey("\\Seen", False)))),
         (b"KEYWORD $Forwarded", FlagKey("$Forwarded")),
         (b"UNKEYWORD Junk", FlagKey("Junk", False)),
-        (b"BCC bob", HeaderKey("bcc", "bob")),
-        (b"CC bob", HeaderKey("cc", "bob")),
-        (b'FROM "Bob Smith"', HeaderKey("from", "Bob Smith")),
-        (b"TO {3+}\r\nb b", HeaderKey("to", "b b")),
+        (b"BCC bob", AddressKey("bcc", "bob")),
+        (b"CC bob", AddressKey("cc", "bob")),
+        (b'FROM "Bob Smith"', AddressKey("from", "Bob Smith")),
+        (b"TO {3+}\r\nb b", AddressKey("to", "b b")),
+        (b"HEADER From bob", HeaderKey("from", "bob")),
         (b"SUBJECT \xc3\xa9t\xc3\xa9", HeaderKey("subject", "été")),
         (b"HEADER X-Spam-Flag YES", HeaderKey("x-spam-flag", "YES")),
         (b'HEADER Message-ID ""', HeaderKey("message-id", "")),
@@ -850,7 +881,7 @@ def search_criteria(text: bytes) -> SearchKey:
         (
             b"OR (FROM a NOT TO b) (OR 1:3 UID 5)",
             OrKey(
-                AndKey((HeaderKey("from", "a"), NotKey(HeaderKey("to", "b")))),
+                AndKey((AddressKey("from", "a"), NotKey(AddressKey("to", "b")))),
                 OrKey(SequenceKey(ss("1:3")), SequenceKey(ss("5"), True)),
             ),
         ),
@@ -1153,6 +1184,7 @@ search_leaves = st.one_of(
     st.just(AllKey()),
     st.builds(FlagKey, st.one_of(system_flags, st.just("\\Recent"), keywords), st.booleans()),
     st.builds(HeaderKey, field_names, texts),
+    st.builds(AddressKey, st.sampled_from(["bcc", "cc", "from", "to"]), texts),
     st.builds(TextKey, st.sampled_from(["BODY", "TEXT"]), texts),
     st.builds(DateKey, st.sampled_from(["BEFORE", "ON", "SINCE"]), st.dates(), st.booleans()),
     st.builds(SizeKey, st.sampled_from(["LARGER", "SMALLER"]), mod_seqs),

@@ -18,6 +18,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -28,9 +29,12 @@ import pytest
 
 from conftest import ServerProcess
 from mailstead.auth.passwords import PasswordHasher
-from mailstead.pop3.bench import bench_pop3
 from mailstead.store.api import Mailbox, MessageInfo, NewMessage
 from mailstead.store.sqlite import SqliteStore
+
+# The POP3 benchmark client is a script (scripts/bench_pop3.py), not part of the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from bench_pop3 import bench_pop3
 
 T = TypeVar("T")
 PASSWORD = "secret pass-7Qx"  # with a space: PASS takes the rest of the line

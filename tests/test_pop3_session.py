@@ -220,9 +220,9 @@ async def test_quit_applies_deletions_in_one_expunge_and_unlocks_once(
     unlocks: list[int] = []
     real_expunge, real_unlock = ctx.store.expunge, ctx.store.unlock_maildrop
 
-    async def expunge(mailbox_id: int, uids: Any = None, origin: object = None) -> list[int]:
-        calls.append((list(uids), origin))
-        return await real_expunge(mailbox_id, uids, origin=origin)
+    async def expunge(mailbox_id: int, uids: Any = None) -> list[int]:
+        calls.append(list(uids))
+        return await real_expunge(mailbox_id, uids)
 
     def unlock(user_id: int) -> None:
         unlocks.append(user_id)
@@ -236,7 +236,7 @@ async def test_quit_applies_deletions_in_one_expunge_and_unlocks_once(
     await c.send(b"DELE 3\r\nDELE 1\r\n")
     assert await c.cmd("QUIT") == b"+OK Bye (2 messages deleted)\r\n"
     c.drop()
-    assert calls == [([uids[0], uids[2]], c.proto.session)]
+    assert calls == [[uids[0], uids[2]]]
     assert unlocks == [BOB]
     assert await inbox_uids(ctx) == [uids[1]]
 

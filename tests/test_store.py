@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mailstead.mime.parse import ParsedMessage, parse_message
 from mailstead.store.api import (
     AlreadyExists,
     Appended,
@@ -71,11 +72,11 @@ async def test_append_assigns_uids_and_modseqs_and_publishes_after_commit(
     store.hub.subscribe(inbox.id, seen.append)
     when = datetime(2026, 3, 5, 9, 3, 1, tzinfo=timezone(timedelta(hours=2)))
     uids = await store.append(
-        inbox.id, [NewMessage(MSG, frozenset({"\\Seen"}), when), NewMessage(MSG)], origin="s1"
+        inbox.id, [NewMessage(MSG, frozenset({"\\Seen"}), when), NewMessage(MSG)]
     )
     assert uids == [1, 2]
     # The event was published before the caller resumed, i.e. right after commit.
-    assert len(seen) == 1 and seen[0].origin == "s1"
+    assert len(seen) == 1 and seen[0].mailbox_id == inbox.id
     assert [type(e) for e in seen[0].events] == [Appended, Appended]
     infos = await store.list_messages(inbox.id)
     assert [i.uid for i in infos] == [1, 2]
@@ -86,7 +87,6 @@ async def test_append_assigns_uids_and_modseqs_and_publishes_after_commit(
     assert headers[1] == MSG[: MSG.index(b"\r\n\r\n") + 4]
     status = await store.mailbox_status(inbox.id)
     assert (status.messages, status.unseen, status.uidnext, status.size) == (2, 1, 3, 2 * len(MSG))
-    assert status.first_unseen_uid == 2
     assert status.highestmodseq == seen[0].events[0].modseq
 
 
@@ -273,6 +273,7 @@ async def test_a_database_from_before_the_dot_line_mark_is_upgraded(tmp_path: Pa
     inbox_id = await closed_store_with_one_message(path)
     conn = sqlite3.connect(path)  # make it look like an older version's database
     conn.execute("ALTER TABLE blobs DROP COLUMN dot_lines")
+    conn.execute("PRAGMA user_version=0")
     conn.commit()
     conn.close()
     st2 = SqliteStore(path)
@@ -355,3 +356,41 @@ async def test_full_store_fails_cleanly_and_the_writer_survives(tmp_path: Path) 
         assert await st.append(inbox.id, [NewMessage(MSG)])
     finally:
         await st.close()
+
+
+async def test_structures_come_back_typed_and_a_damaged_one_is_parsed_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite3"
+    inbox_id = await closed_store_with_one_message(path)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE blobs SET structure = 'not json'")
+    conn.commit()
+    conn.close()
+    st = SqliteStore(path)
+    await st.open()
+    try:
+        other = b"From: Carol <carol@example.org>\r\nSubject: two\r\n\r\nx\r\n"
+        await st.append(inbox_id, [NewMessage(other)])
+        got = await st.read_structures(inbox_id, [1, 2, 99])
+        assert set(got) == {1, 2}
+        assert all(isinstance(p, ParsedMessage) for p in got.values())
+        assert got[1] == parse_message(MSG)  # the damaged row, parsed from its octets
+        assert got[2] == parse_message(other)
+        assert got[2].envelope.subject == b"two"
+    finally:
+        await st.close()
+
+
+async def test_a_new_user_gets_inbox_and_as_many_defaults_as_the_limit_allows(
+    tmp_path: Path,
+) -> None:
+    for limit, expected in ((1, ["INBOX"]), (3, ["Drafts", "INBOX", "Sent"])):
+        st = SqliteStore(tmp_path / f"db{limit}.sqlite3", max_mailboxes=limit, fsync=False)
+        await st.open()
+        try:
+            user = await st.create_user("bob", "hash")
+            assert [b.name for b in await st.list_mailboxes(user.id)] == expected
+            assert await st.list_subscriptions(user.id) == expected
+        finally:
+            await st.close()

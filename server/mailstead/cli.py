@@ -72,13 +72,13 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _run_store(cfg: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from .store import open_store
     from .store.api import StoreError
-    from .store.sqlite import SqliteStore
 
     async def main() -> T:
-        store = SqliteStore(cfg.db_path, fsync=cfg["store"]["fsync"])
+        # The same store, with the same limits, as the server builds.
         try:
-            await store.open()
+            store = await open_store(cfg)
         except StoreError as exc:
             raise CLIError(str(exc)) from None
         try:

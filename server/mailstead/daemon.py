@@ -136,8 +136,8 @@ class Mailstead:
         from .auth.users import Authenticator
         from .context import ServerContext
         from .metrics import install_metrics
+        from .store import open_store
         from .store.hub import ChangeHub
-        from .store.sqlite import SqliteStore
         from .tls import TLSError, ensure_tls
 
         cfg = self.config
@@ -162,13 +162,8 @@ class Mailstead:
 
         hub = ChangeHub()
         limits = cfg["limits"]
-        store = SqliteStore(
-            cfg.db_path, hub, fsync=cfg["store"]["fsync"],
-            max_mailboxes=limits["max_mailboxes_per_user"],
-            max_depth=limits["max_mailbox_depth"], max_bytes=limits["max_store_bytes"],
-        )
         try:
-            await store.open()
+            store = await open_store(cfg, hub)
         except Exception as exc:
             raise StartupError(str(exc)) from None
         auth_cfg = cfg["auth"]

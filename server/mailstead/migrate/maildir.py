@@ -280,7 +280,7 @@ async def import_maildir(
     store: Any, username: str, root: Path, limit: int, reporter: Reporter,
     progress: bool | None = None,
 ) -> None:
-    from ..store.api import InvalidName
+    from ..store.api import InvalidName, LimitExceeded
 
     user = await resolve_user(store, username)
     folders = scan_maildir(root, reporter)
@@ -295,6 +295,11 @@ async def import_maildir(
         except InvalidName as exc:
             reporter.fail(str(folder.path), f"skipped folder: mailbox name "
                           f"{folder.name!r} refused: {exc}", count=len(folder.files))
+            continue
+        except LimitExceeded as exc:  # [limits] max_mailboxes_per_user
+            reporter.fail(str(folder.path), f"skipped folder: mailbox {folder.name!r} "
+                          f"not created: {exc} ([limits] max_mailboxes_per_user)",
+                          count=len(folder.files))
             continue
         if created:
             reporter.note(f"created mailbox {folder.name}")

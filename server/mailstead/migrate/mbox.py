@@ -257,7 +257,7 @@ async def import_mbox(
     store: Any, username: str, path: Path, mailbox: str, limit: int, reporter: Reporter,
     progress: bool | None = None,
 ) -> None:
-    from ..store.api import InvalidName
+    from ..store.api import InvalidName, LimitExceeded
 
     user = await resolve_user(store, username)
     name = canonical_mailbox(mailbox)
@@ -275,6 +275,10 @@ async def import_mbox(
             box, created = await get_or_create_mailbox(store, user, name)
         except InvalidName as exc:
             raise MigrateError(f"mailbox name {name!r} refused: {exc}") from None
+        except LimitExceeded as exc:  # [limits] max_mailboxes_per_user
+            raise MigrateError(
+                f"mailbox {name!r} not created: {exc} ([limits] max_mailboxes_per_user)"
+            ) from None
         if created:
             reporter.note(f"created mailbox {name}")
         importer = MailboxImporter(store, box, reporter)

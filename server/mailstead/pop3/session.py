@@ -310,7 +310,7 @@ class POP3Session:
         removed: list[int] = []
         if uids:
             try:
-                removed = await self.ctx.store.expunge(self.maildrop.mailbox_id, uids, origin=self)
+                removed = await self.ctx.store.expunge(self.maildrop.mailbox_id, uids)
             except Exception as exc:
                 log.error("pop3 QUIT of %s could not delete %d messages: %s",
                           self._who(), len(uids), exc)
@@ -647,7 +647,7 @@ class POP3Session:
                 uids, self._seen_pending = self._seen_pending, []
                 try:
                     await self.ctx.store.store_flags(
-                        self.maildrop.mailbox_id, uids, FlagMode.ADD, ["\\Seen"], origin=self
+                        self.maildrop.mailbox_id, uids, FlagMode.ADD, ["\\Seen"]
                     )
                 except Exception as exc:  # the messages went out; only the flags are lost
                     failed = set(uids)

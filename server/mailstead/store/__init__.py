@@ -1,0 +1,40 @@
+"""The mailbox store: ``api`` (the interface), ``sqlite`` (the embedded backend), ``hub``.
+
+``open_store`` is the one way an entry point gets a store — the daemon and every CLI
+command — so all of them apply the same configured limits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from .hub import ChangeHub
+    from .sqlite import SqliteStore
+
+
+def build_store(config: Config, hub: ChangeHub | None = None) -> SqliteStore:
+    """The configured store, not yet opened: backend, durability and every limit."""
+    from .api import StoreUnavailable
+    from .sqlite import SqliteStore
+
+    backend = config["store"]["backend"]
+    if backend != "sqlite":
+        raise StoreUnavailable(f"store backend {backend!r} is not available")
+    limits = config["limits"]
+    return SqliteStore(
+        config.db_path,
+        hub,
+        fsync=config["store"]["fsync"],
+        max_mailboxes=limits["max_mailboxes_per_user"],
+        max_depth=limits["max_mailbox_depth"],
+        max_bytes=limits["max_store_bytes"],
+    )
+
+
+async def open_store(config: Config, hub: ChangeHub | None = None) -> SqliteStore:
+    """``build_store`` and open it; raises ``StoreError`` when it cannot be opened."""
+    store = build_store(config, hub)
+    await store.open()
+    return store

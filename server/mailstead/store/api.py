@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from ..mime.parse import ParsedMessage
+
 # Mailboxes every new user gets, with their RFC 6154 special-use attribute.
 DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
     ("INBOX", None),
@@ -92,7 +94,6 @@ class MailboxStatus:
     uidnext: int
     highestmodseq: int
     size: int
-    first_unseen_uid: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,6 @@ class ChangeBatch:
 
     mailbox_id: int
     events: tuple[ChangeEvent, ...]
-    origin: object | None = None  # the session that caused it, so it is not echoed twice
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +202,9 @@ class MailStore(abc.ABC):
     # --- users -----------------------------------------------------------------------
     @abc.abstractmethod
     async def create_user(self, name: str, password_hash: str) -> User:
-        """Create a user with the default mailboxes, subscribed. Names are case-insensitive."""
+        """Create a user with the default mailboxes, subscribed. Names are case-insensitive.
+
+        INBOX always; the other defaults only as far as the mailbox limit allows."""
 
     @abc.abstractmethod
     async def get_user(self, name: str) -> User | None: ...
@@ -229,13 +231,11 @@ class MailStore(abc.ABC):
     ) -> Mailbox: ...
 
     @abc.abstractmethod
-    async def delete_mailbox(self, user_id: int, name: str, origin: object = None) -> None:
+    async def delete_mailbox(self, user_id: int, name: str) -> None:
         """Delete one mailbox and its messages (children are left alone)."""
 
     @abc.abstractmethod
-    async def rename_mailbox(
-        self, user_id: int, old: str, new: str, origin: object = None
-    ) -> None:
+    async def rename_mailbox(self, user_id: int, old: str, new: str) -> None:
         """Rename a mailbox and its whole hierarchy (``old/…`` → ``new/…``).
 
         Renaming INBOX moves its messages into a new mailbox and leaves INBOX empty.
@@ -286,9 +286,7 @@ class MailStore(abc.ABC):
 
     # --- messages --------------------------------------------------------------------
     @abc.abstractmethod
-    async def append(
-        self, mailbox_id: int, messages: Sequence[NewMessage], origin: object = None
-    ) -> list[int]:
+    async def append(self, mailbox_id: int, messages: Sequence[NewMessage]) -> list[int]:
         """Store messages (one transaction, fsynced before returning); returns their UIDs."""
 
     @abc.abstractmethod
@@ -320,8 +318,10 @@ class MailStore(abc.ABC):
         """Top-level header blocks (with the blank line) without reading bodies."""
 
     @abc.abstractmethod
-    async def read_structures(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, str]:
-        """The parse results computed at delivery (``ParsedMessage.to_json()``)."""
+    async def read_structures(
+        self, mailbox_id: int, uids: Iterable[int]
+    ) -> dict[int, ParsedMessage]:
+        """The parse results computed at delivery (envelope, body structure, part offsets)."""
 
     @abc.abstractmethod
     async def store_flags(
@@ -332,13 +332,10 @@ class MailStore(abc.ABC):
         flags: Iterable[str],
         *,
         unchanged_since: int | None = None,
-        origin: object = None,
     ) -> FlagUpdate: ...
 
     @abc.abstractmethod
-    async def expunge(
-        self, mailbox_id: int, uids: Iterable[int] | None = None, origin: object = None
-    ) -> list[int]:
+    async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
         """Remove messages: the given UIDs, or (None) every message flagged \\Deleted.
 
         With UIDs given, only those that are still there are removed; returns the UIDs
@@ -352,7 +349,6 @@ class MailStore(abc.ABC):
         dst_id: int,
         *,
         move: bool = False,
-        origin: object = None,
     ) -> list[tuple[int, int]]:
         """Copy (or move) messages; returns (source UID, new UID) pairs in UID order."""
 

@@ -38,7 +38,6 @@ class ChangeHub:
 
     def __init__(self) -> None:
         self._subs: dict[int, list[Subscription]] = defaultdict(list)
-        self.published = 0
 
     def subscribe(self, mailbox_id: int, callback: Subscriber) -> Subscription:
         sub = Subscription(self, mailbox_id, callback)
@@ -52,12 +51,8 @@ class ChangeHub:
             if not subs:
                 del self._subs[sub.mailbox_id]
 
-    def subscriber_count(self, mailbox_id: int) -> int:
-        return len(self._subs.get(mailbox_id, ()))
-
     def publish(self, batch: ChangeBatch) -> None:
         """Deliver one committed batch to every subscriber of its mailbox."""
-        self.published += 1
         # Copy: a subscriber may unsubscribe (or another subscribe) while we iterate.
         for sub in list(self._subs.get(batch.mailbox_id, ())):
             try:

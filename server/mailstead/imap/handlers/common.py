@@ -9,11 +9,24 @@ from ..response import CommandFailed, bad, no
 from ..selected import SelectedMailbox
 from ..session_api import Session
 from ..syntax.sequence import SequenceSet
+from ..syntax.tokens import UnusableName
 
 
 async def get_mailbox(s: Session, name: str) -> Mailbox | None:
     assert s.user is not None
+    if isinstance(name, UnusableName):
+        return None  # its text may spell a real mailbox's name: never look it up
     return await s.ctx.store.get_mailbox(s.user.id, name)
+
+
+def usable_name(name: str, code: str) -> str:
+    """``name``, unless the client sent no valid name (modified UTF-7, UTF-8, no control
+    characters): that is good syntax, so ``NO [code]`` rather than BAD (RFC 3501 §7.1.3).
+    NONEXISTENT where the mailbox must exist; CANNOT where it would be created or written
+    to, since TRYCREATE would only send the client into a CREATE that must fail too."""
+    if isinstance(name, UnusableName):
+        raise CommandFailed(no(name.reason, code))
+    return name
 
 
 def view_of(s: Session) -> SelectedMailbox:

@@ -144,7 +144,7 @@ async def fetch_responses(
     for start in range(0, len(uids), CHUNK):
         chunk = uids[start : start + CHUNK]
         infos: dict[int, MessageInfo] = {}
-        structures: dict[int, str] = {}
+        structures: dict[int, ParsedMessage] = {}
         headers: dict[int, bytes] = {}
         if needs.info:
             infos = {i.uid: i for i in await store.get_messages(mbox, chunk)}
@@ -168,7 +168,7 @@ async def fetch_responses(
                     or (needs.headers and uid not in headers):
                 yield uid, None
                 continue
-            parsed = ParsedMessage.from_json(structures[uid]) if needs.structure else None
+            parsed = structures[uid] if needs.structure else None
             items: list[bytes] = []
             if with_uid:
                 items.append(b"UID %d" % uid)

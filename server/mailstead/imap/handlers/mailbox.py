@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
-from ...store.api import AlreadyExists, InvalidName, NotFound
+from ...store.api import AlreadyExists, InvalidName, Mailbox, NotFound
 from ...store.names import DELIMITER
 from .. import response
 from ..response import Result, bad, no, ok
 from ..selected import SelectedMailbox
 from ..session_api import Session
 from ..syntax.mailbox import Create, Delete, List, Rename, Select, Status, Subscribe, Unsubscribe
+from ..syntax.tokens import UnusableName
 from ..utf7 import encode_mailbox
-from .common import get_mailbox
+from .common import get_mailbox, usable_name
 
 
 def mailbox_name(name: str) -> bytes:
@@ -31,7 +32,7 @@ async def handle_select(s: Session, cmd: Select) -> Result:
     s.unselect()
     if cmd.qresync is not None:
         return bad("QRESYNC is not enabled")
-    mbox = await get_mailbox(s, cmd.mailbox)
+    mbox = await get_mailbox(s, usable_name(cmd.mailbox, "NONEXISTENT"))
     if mbox is None:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
     view = SelectedMailbox(s.ctx.store, mbox, readonly=cmd.readonly)
@@ -62,7 +63,8 @@ async def handle_select(s: Session, cmd: Select) -> Result:
 # --- CREATE / DELETE / RENAME ------------------------------------------------------------
 async def handle_create(s: Session, cmd: Create) -> Result:
     assert s.user is not None
-    name = cmd.mailbox.rstrip(DELIMITER)  # "foo/" asks for a name with inferiors
+    # "foo/" asks for a name with inferiors
+    name = usable_name(cmd.mailbox, "CANNOT").rstrip(DELIMITER)
     if name.upper() == "INBOX":
         return no("INBOX already exists", "ALREADYEXISTS")
     if len(cmd.special_use) > 1:
@@ -84,6 +86,7 @@ async def handle_create(s: Session, cmd: Create) -> Result:
 
 async def handle_delete(s: Session, cmd: Delete) -> Result:
     assert s.user is not None
+    usable_name(cmd.mailbox, "NONEXISTENT")
     if cmd.mailbox == "INBOX":
         return no("INBOX cannot be deleted", "CANNOT")
     if s.selected is not None and s.selected.mailbox.name == cmd.mailbox:
@@ -97,7 +100,8 @@ async def handle_delete(s: Session, cmd: Delete) -> Result:
 
 async def handle_rename(s: Session, cmd: Rename) -> Result:
     assert s.user is not None
-    new = cmd.new.rstrip(DELIMITER)
+    usable_name(cmd.old, "NONEXISTENT")
+    new = usable_name(cmd.new, "CANNOT").rstrip(DELIMITER)
     if new == "INBOX":
         return no("INBOX already exists", "ALREADYEXISTS")
     try:
@@ -117,7 +121,7 @@ async def handle_rename(s: Session, cmd: Rename) -> Result:
 
 async def handle_subscribe(s: Session, cmd: Subscribe) -> Result:
     assert s.user is not None
-    if await get_mailbox(s, cmd.mailbox) is None:
+    if await get_mailbox(s, usable_name(cmd.mailbox, "NONEXISTENT")) is None:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
     await s.ctx.store.set_subscribed(s.user.id, cmd.mailbox, True)
     return ok("SUBSCRIBE completed")
@@ -125,7 +129,7 @@ async def handle_subscribe(s: Session, cmd: Subscribe) -> Result:
 
 async def handle_unsubscribe(s: Session, cmd: Unsubscribe) -> Result:
     assert s.user is not None
-    await s.ctx.store.set_subscribed(s.user.id, cmd.mailbox, False)
+    await s.ctx.store.set_subscribed(s.user.id, usable_name(cmd.mailbox, "NONEXISTENT"), False)
     return ok("UNSUBSCRIBE completed")
 
 
@@ -162,17 +166,25 @@ def _list_line(verb: bytes, attrs: list[str], name: str, extra: bytes = b"") -> 
 async def handle_list(s: Session, cmd: List) -> Result:
     assert s.user is not None
     verb = b"LSUB" if cmd.lsub else b"LIST"
+    # A reference or pattern that is good syntax but no valid name (not modified UTF-7...)
+    # matches no mailbox: nothing is listed for it, and the command is still OK (RFC 3501
+    # §7.1.3 keeps BAD for syntax). Any other patterns are answered as usual.
+    unusable_reference = isinstance(cmd.reference, UnusableName)
+    patterns = [] if unusable_reference else [
+        p for p in cmd.patterns if not isinstance(p, UnusableName)]
     if not cmd.lsub and cmd.patterns == ("",):
         # The delimiter and root of the reference (RFC 3501 §6.3.8).
-        root = cmd.reference.split(DELIMITER, 1)[0] + DELIMITER if DELIMITER in \
-            cmd.reference else ""
+        reference = "" if unusable_reference else cmd.reference
+        root = reference.split(DELIMITER, 1)[0] + DELIMITER if DELIMITER in reference else ""
         s.send(b'* LIST (\\Noselect) "' + DELIMITER.encode() + b'" '
                + response.string(encode_mailbox(root)))
         return ok("LIST completed")
+    if not patterns:
+        return ok(f"{verb.decode()} completed")
     store = s.ctx.store
     boxes = {m.name: m for m in await store.list_mailboxes(s.user.id)}
     subscribed = set(await store.list_subscriptions(s.user.id))
-    regexes = [pattern_regex(cmd.reference + p) for p in cmd.patterns]
+    regexes = [pattern_regex(cmd.reference + p) for p in patterns]
 
     def matches(name: str) -> bool:
         return any(r.match(name) for r in regexes)
@@ -185,7 +197,7 @@ async def handle_list(s: Session, cmd: List) -> Result:
     if cmd.lsub:
         # RFC 3501 §6.3.9: a parent that is not subscribed itself is listed (\\Noselect)
         # only where a "%" hid a subscribed name below it.
-        percent = [pattern_regex(cmd.reference + p) for p in cmd.patterns if "%" in p]
+        percent = [pattern_regex(cmd.reference + p) for p in patterns if "%" in p]
         hidden_parents = {
             parent
             for name in subscribed
@@ -199,23 +211,7 @@ async def handle_list(s: Session, cmd: List) -> Result:
             elif name in hidden_parents:
                 lines.append((name, ["\\Noselect"], b""))
     elif "SUBSCRIBED" in sel:
-        candidates = set(subscribed)
-        if "RECURSIVEMATCH" in sel:
-            candidates |= {p for name in subscribed for p in _parents(name)}
-        for name in sorted(candidates, key=_sort_key):
-            if not matches(name):
-                continue
-            attrs: list[str] = []
-            extra = b""
-            if name in subscribed:
-                attrs.append("\\Subscribed")
-            elif "RECURSIVEMATCH" in sel:
-                extra = b' ("CHILDINFO" ("SUBSCRIBED"))'
-            if name not in boxes:
-                attrs.append("\\NonExistent")
-            elif boxes[name].special_use:
-                attrs.append(boxes[name].special_use or "")
-            lines.append((name, attrs, extra))
+        lines = _subscribed_lines(cmd, boxes, subscribed, has_children, matches)
     else:
         universe = set(boxes) | has_children
         for name in sorted(universe, key=_sort_key):
@@ -243,6 +239,52 @@ async def handle_list(s: Session, cmd: List) -> Result:
     return ok(f"{verb.decode()} completed")
 
 
+_CHILDINFO = b' ("CHILDINFO" ("SUBSCRIBED"))'
+
+
+def _subscribed_lines(
+    cmd: List, boxes: Mapping[str, Mailbox], subscribed: set[str], has_children: set[str],
+    matches: Callable[[str], bool],
+) -> list[tuple[str, list[str], bytes]]:
+    """LIST (SUBSCRIBED [RECURSIVEMATCH]): the subscribed names that match (RFC 5258 §3.1).
+
+    With RECURSIVEMATCH, CHILDINFO (§3.5) marks every listed name that has a subscribed
+    descendant: §3.5's table gives it to a name that meets the selection criteria itself
+    as well (example 9: ``eps2``, subscribed, has it for ``eps2/mamba``). A name that is
+    not subscribed is listed only for such a descendant that the patterns do not return
+    themselves, because servers "SHOULD ONLY return a non-matching mailbox name along with
+    CHILDINFO if at least one matching child is not also being returned" (example 9: no
+    ``baz2`` line under ``*2``, which returns all of its subscribed children).
+    RETURN (CHILDREN) adds \\HasChildren/\\HasNoChildren (§4), which are about mailboxes
+    that exist, subscribed or not.
+    """
+    recursive = "RECURSIVEMATCH" in cmd.selection_options
+    above_subscribed: set[str] = set()  # names with a subscribed descendant
+    above_unreturned: set[str] = set()  # ... that the patterns do not return
+    if recursive:
+        for name in subscribed:
+            returned = matches(name)
+            for parent in _parents(name):
+                above_subscribed.add(parent)
+                if not returned:
+                    above_unreturned.add(parent)
+    listed = {n for n in subscribed | above_unreturned if matches(n)}
+    lines: list[tuple[str, list[str], bytes]] = []
+    for name in sorted(listed, key=_sort_key):
+        attrs: list[str] = []
+        if name in subscribed:
+            attrs.append("\\Subscribed")
+        mbox = boxes.get(name)
+        if mbox is None:
+            attrs.append("\\NonExistent")
+        elif mbox.special_use:
+            attrs.append(mbox.special_use)
+        if "CHILDREN" in cmd.return_options:
+            attrs.append("\\HasChildren" if name in has_children else "\\HasNoChildren")
+        lines.append((name, attrs, _CHILDINFO if name in above_subscribed else b""))
+    return lines
+
+
 # --- STATUS ------------------------------------------------------------------------------
 def status_items(s: Session, status: object, items: Iterable[str]) -> bytes:
     values = {
@@ -263,7 +305,7 @@ def status_items(s: Session, status: object, items: Iterable[str]) -> bytes:
 
 
 async def handle_status(s: Session, cmd: Status) -> Result:
-    mbox = await get_mailbox(s, cmd.mailbox)
+    mbox = await get_mailbox(s, usable_name(cmd.mailbox, "NONEXISTENT"))
     if mbox is None:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
     unknown = [i for i in cmd.items if i == "DELETED"]

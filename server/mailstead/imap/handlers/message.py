@@ -7,12 +7,20 @@ from ...store.api import NewMessage
 from ..response import Result, bad, no, ok
 from ..session_api import Session
 from ..syntax.message import Append, Check, Close, Copy, Expunge, Move, Unselect
-from .common import get_mailbox, refuse_nil_keyword, require_writable, resolve, uid_set, view_of
+from .common import (
+    get_mailbox,
+    refuse_nil_keyword,
+    require_writable,
+    resolve,
+    uid_set,
+    usable_name,
+    view_of,
+)
 
 
 # --- APPEND ------------------------------------------------------------------------------
 async def handle_append(s: Session, cmd: Append) -> Result:
-    mbox = await get_mailbox(s, cmd.mailbox)
+    mbox = await get_mailbox(s, usable_name(cmd.mailbox, "CANNOT"))
     if mbox is None:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "TRYCREATE")
     limit = s.ctx.config["limits"]["max_message_size"]
@@ -66,6 +74,7 @@ async def _copy(s: Session, cmd: Copy | Move, move: bool) -> Result:
     view = view_of(s)
     if move:
         require_writable(view)
+    usable_name(cmd.mailbox, "CANNOT")
     verb = f"{'UID ' if cmd.uid else ''}{'MOVE' if move else 'COPY'}"
     uids = [u for u in resolve(view, cmd.seqset, cmd.uid) if view.is_live(u)]
     dst = await get_mailbox(s, cmd.mailbox)

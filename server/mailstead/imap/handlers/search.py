@@ -6,6 +6,8 @@ by ``handlers/search_eval.py``; this module answers the command.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+
 from ..response import Result, ok
 from ..session_api import Session
 from ..syntax.search import AndKey, ModSeqKey, NotKey, OrKey, Search, SearchKey
@@ -23,6 +25,21 @@ def _uses_modseq(key: SearchKey) -> bool:
     if isinstance(key, AndKey):
         return any(_uses_modseq(k) for k in key.keys)
     return False
+
+
+def _esearch_modseq(modseqs: Mapping[int, int], uids: Sequence[int], opts: set[str]) -> int:
+    """The MODSEQ of an ESEARCH response (RFC 4731 §3.2): that of the messages returned.
+
+    MIN or MAX alone returns one message, so its mod-sequence; MIN and MAX together, the
+    higher of those two; ALL or COUNT stand for every match, so the highest of them all.
+    ``uids`` are ascending, so MIN is the first match and MAX the last (for sequence
+    numbers as for UIDs).
+    """
+    if opts & {"ALL", "COUNT"} or not opts & {"MIN", "MAX"}:
+        returned: Iterable[int] = uids
+    else:
+        returned = [u for opt, u in (("MIN", uids[0]), ("MAX", uids[-1])) if opt in opts]
+    return max(modseqs.get(u, 0) for u in returned)
 
 
 async def handle_search(s: Session, cmd: Search) -> Result:
@@ -47,7 +64,7 @@ async def handle_search(s: Session, cmd: Search) -> Result:
         if "COUNT" in opts:
             parts.append(b"COUNT %d" % len(numbers))
         if with_modseq and uids:
-            parts.append(b"MODSEQ %d" % max(view.modseqs.get(u, 0) for u in uids))
+            parts.append(b"MODSEQ %d" % _esearch_modseq(view.modseqs, uids, opts))
         s.send(b" ".join(parts))
     else:
         line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)

@@ -1,10 +1,11 @@
 """SEARCH: evaluate a search-key tree against the messages of a selected mailbox.
 
 Only the data the keys need is loaded: flags and numbers come from the view, sizes and
-dates from the listing, header keys from the stored header blocks, and BODY/TEXT from
-the full message decoded (transfer encoding and charset) by ``mime.search``. Text
-matching is a case-insensitive substring match over the decoded text, as RFC 3501 asks.
-Decoding is CPU work, so chunks that need it are matched in a worker thread.
+dates from the listing, header keys from the stored header blocks, address keys
+(FROM/TO/CC/BCC) from the envelope stored at delivery, and BODY/TEXT from the full
+message decoded (transfer encoding and charset) by ``mime.search``. Text matching is a
+case-insensitive substring match over the decoded text, as RFC 3501 asks. Decoding is
+CPU work, so chunks that need it are matched in a worker thread.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from ...mime.parse import parse_message
-from ...mime.search import header_values, search_text
+from ...mime.parse import Address, Envelope, ParsedMessage, parse_message
+from ...mime.search import decode_header_value, header_values, search_text
 from ...store.api import MailStore, MessageInfo
 from ..selected import SelectedMailbox
 from ..syntax.search import (
+    AddressKey,
     AllKey,
     AndKey,
     DateKey,
@@ -41,6 +43,7 @@ CHUNK = 200
 class _Needs:
     info: bool = False
     headers: bool = False
+    envelope: bool = False
     text: bool = False
 
 
@@ -54,6 +57,8 @@ def _needs(key: SearchKey, out: _Needs) -> _Needs:
         out.info = True
     elif isinstance(key, HeaderKey):
         out.headers = True
+    elif isinstance(key, AddressKey):
+        out.envelope = True
     elif isinstance(key, TextKey):
         out.text = True
         if key.scope == "TEXT":
@@ -78,9 +83,11 @@ class _Message:
     modseq: int
     info: MessageInfo | None = None
     header: bytes | None = None
+    envelope: Envelope | None = None
     raw: bytes | None = None
     _text: tuple[str, str] | None = field(default=None)
     _headers_folded: dict[str, list[str]] = field(default_factory=dict)
+    _addresses_folded: dict[str, list[str]] = field(default_factory=dict)
 
     def body_text(self) -> tuple[str, str]:
         if self._text is None:
@@ -95,6 +102,59 @@ class _Message:
                 v.casefold() for v in header_values(self.header or b"", name)
             ]
         return self._headers_folded[name]
+
+    def address_forms(self, name: str) -> list[str]:
+        if name not in self._addresses_folded:
+            addrs = getattr(self.envelope, _ENVELOPE_FIELDS[name], ()) if self.envelope else ()
+            self._addresses_folded[name] = [f.casefold() for f in address_forms(addrs)]
+        return self._addresses_folded[name]
+
+
+# SEARCH key -> Envelope attribute holding that field's addresses.
+_ENVELOPE_FIELDS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc"}
+# What mime.parse puts where the header left a part of an address out (as Dovecot does, so
+# a NIL host never reads as a group start); not text of the message, so never matched.
+_MISSING = (b"MISSING_MAILBOX", b"MISSING_DOMAIN")
+
+
+def _text_of(value: bytes | None) -> str:
+    if not value or value in _MISSING:
+        return ""
+    return value.decode("utf-8", "replace")
+
+
+def address_forms(addrs: Sequence[Address]) -> list[str]:
+    """The texts FROM/TO/CC/BCC match against: one per address of the envelope field.
+
+    RFC 3501 §6.4.4 asks for a match in the envelope structure's field, not in the raw
+    header, so comments, quoting and folding are gone. Like Dovecot, which matches the
+    parsed address list written back out, each address reads ``name <mailbox@host>``
+    (just ``mailbox@host`` without a display name) with the name RFC 2047-decoded and
+    unquoted; a group contributes its name, and its members as addresses. Each address is
+    matched on its own, so a search string cannot span two addresses, where Dovecot's
+    comma-joined list would let it; source routes are left out, as Dovecot does.
+    """
+    forms: list[str] = []
+    for addr in addrs:
+        if addr.host is None:  # group start (mailbox = group name) or end (all None)
+            if addr.mailbox:
+                forms.append(decode_header_value(addr.mailbox))
+            continue
+        mailbox, host = _text_of(addr.mailbox), _text_of(addr.host)
+        spec = f"{mailbox}@{host}" if mailbox and host else mailbox or host
+        name = decode_header_value(addr.name) if addr.name else ""
+        forms.append(f"{name} <{spec}>" if name else spec)
+    return forms
+
+
+def _envelope_of(structure: str | None) -> Envelope | None:
+    """The envelope from a stored structure; None if it cannot be read (see search())."""
+    if structure is None:
+        return None
+    try:
+        return ParsedMessage.from_json(structure).envelope
+    except ValueError:
+        return None
 
 
 def _sent_date(msg: _Message) -> date | None:
@@ -139,6 +199,9 @@ def matches(key: SearchKey, msg: _Message, max_msn: int, max_uid: int) -> bool:
         values = msg.header_values(key.field)
         needle = key.value.casefold()
         return any(needle in v for v in values)
+    if isinstance(key, AddressKey):
+        needle = key.value.casefold()
+        return any(needle in form for form in msg.address_forms(key.field))
     if isinstance(key, TextKey):
         headers, body = msg.body_text()
         needle = key.value.casefold()
@@ -172,26 +235,44 @@ async def search(store: MailStore, view: SelectedMailbox, key: SearchKey) -> lis
             infos = {i.uid: i for i in await store.get_messages(mbox, chunk)}
         if needs.headers:
             headers = await store.read_headers(mbox, chunk)
+        envelopes = await _envelopes(store, mbox, chunk) if needs.envelope else {}
         bodies = await store.read_messages(mbox, chunk) if needs.text else {}
         msgs: list[_Message] = []
         for uid in chunk:
-            if (needs.info and uid not in infos) or (needs.headers and uid not in headers):
+            if (needs.info and uid not in infos) or (needs.headers and uid not in headers) \
+                    or (needs.envelope and uid not in envelopes):
                 continue  # expunged while we looked
             msn = view.msn(uid)
             assert msn is not None
             msg = _Message(uid, msn, view.flags.get(uid, frozenset()), uid in view.recent,
-                           view.modseqs.get(uid, 0), infos.get(uid), headers.get(uid))
+                           view.modseqs.get(uid, 0), infos.get(uid), headers.get(uid),
+                           envelopes.get(uid))
             if needs.text:
                 msg.raw = bodies.get(uid)
                 if msg.raw is None:
                     continue  # expunged while we looked
             msgs.append(msg)
-        if needs.text or needs.headers:
+        if needs.text or needs.headers or needs.envelope:
             hits = await asyncio.to_thread(_match_all, key, msgs, max_msn, max_uid)
         else:
             hits = _match_all(key, msgs, max_msn, max_uid)
         found.extend(hits)
     return found
+
+
+async def _envelopes(store: MailStore, mbox: int, uids: list[int]) -> dict[int, Envelope]:
+    """uid -> envelope, from the structures stored at delivery. One that cannot be read
+    (written by an older parser, damaged) is parsed again from the message's header."""
+    structures = await store.read_structures(mbox, uids)
+    # JSON decoding of a chunk of structures is milliseconds of CPU: not on the loop.
+    found = await asyncio.to_thread(
+        lambda: {uid: _envelope_of(text) for uid, text in structures.items()})
+    out = {uid: env for uid, env in found.items() if env is not None}
+    broken = [uid for uid, env in found.items() if env is None]
+    if broken:
+        for uid, block in (await store.read_headers(mbox, broken)).items():
+            out[uid] = parse_message(block).envelope
+    return out
 
 
 def _match_all(key: SearchKey, msgs: Sequence[_Message], max_msn: int, max_uid: int) -> list[int]:

@@ -40,9 +40,20 @@ class FlagKey(SearchKey):
 
 @dataclass(frozen=True, slots=True)
 class HeaderKey(SearchKey):
-    """``HEADER field value``; BCC/CC/FROM/SUBJECT/TO become this too.
+    """``HEADER field value`` and ``SUBJECT value``: a match in the field's text.
 
     ``field`` is lower case (header names are case-insensitive).
+    """
+
+    field: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddressKey(SearchKey):
+    """``BCC``/``CC``/``FROM``/``TO value``: a match in the envelope's addresses of that
+    field (RFC 3501 §6.4.4), not in the raw header text; ``HEADER FROM`` stays a
+    :class:`HeaderKey`. ``field`` is ``"bcc"``, ``"cc"``, ``"from"`` or ``"to"``.
     """
 
     field: str
@@ -189,7 +200,10 @@ def _search_key_inner(p: Parser) -> SearchKey:
         return _SEARCH_FLAGS[name]
     if name in (b"BCC", b"CC", b"FROM", b"SUBJECT", b"TO"):
         p.sp(f"{name.decode()} string")
-        return HeaderKey(name.decode().lower(), p.text(f"{name.decode()} string"))
+        value = p.text(f"{name.decode()} string")
+        if name == b"SUBJECT":
+            return HeaderKey("subject", value)
+        return AddressKey(name.decode().lower(), value)
     if name in (b"BODY", b"TEXT"):
         p.sp(f"{name.decode()} string")
         return TextKey(name.decode(), p.text(f"{name.decode()} string"))

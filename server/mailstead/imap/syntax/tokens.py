@@ -98,6 +98,25 @@ _QUOTED_RE = re.compile(rb'"((?:[^"\\\r\n\x00]|\\["\\])*)"')
 _UNESCAPE_RE = re.compile(rb'\\(["\\])')
 
 
+class UnusableName(str):
+    """A mailbox name (or LIST pattern) that is good syntax but no name a mailbox can have.
+
+    An astring that is neither valid modified UTF-7 nor valid UTF-8, or that holds a control
+    character, is well-formed: RFC 3501 §7.1.3 keeps BAD for syntax errors, so the command
+    is parsed to the end (later syntax errors are still BAD) and its handler answers NO
+    (a LIST pattern of this kind matches nothing). The text is the octets as received
+    (latin-1), for logs only; handlers must look at :attr:`reason` and never use it as a
+    name, since it can spell a real mailbox (``&AOk`` is the name of ``&-AOk``).
+    """
+
+    reason: str
+
+    def __new__(cls, raw: bytes, reason: str) -> UnusableName:
+        name = super().__new__(cls, raw.decode("latin-1"))
+        name.reason = reason
+        return name
+
+
 class Fail(Exception):
     """Raised by a parser to end parsing with a ParseError; parse_command catches it."""
 
@@ -321,18 +340,20 @@ class Parser:
         return value
 
     def mailbox(self, what: str = "mailbox name") -> str:
+        """A decoded mailbox name, or an :class:`UnusableName` when it cannot be one."""
         raw = self.astring(what)
         try:
             return decode_mailbox_name(raw)
         except ValueError as exc:
-            self.fail(f"Invalid {what}: {exc}")
+            return UnusableName(raw, f"Invalid {what}: {exc}")
 
     def list_mailbox(self, what: str, pattern: re.Pattern[bytes] = LIST_RE) -> str:
+        """A decoded LIST reference or pattern, or an :class:`UnusableName`."""
         raw = self.astring(what, pattern)
         try:
             return decode_mailbox_name(raw, normalize_inbox=False)
         except ValueError as exc:
-            self.fail(f"Invalid {what}: {exc}")
+            return UnusableName(raw, f"Invalid {what}: {exc}")
 
     def flag(self) -> str:
         """A flag for STORE/APPEND: system flags canonicalised, keywords as atoms."""

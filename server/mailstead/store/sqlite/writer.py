@@ -19,11 +19,11 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .api import ChangeBatch, StorageFull, StoreError, StoreUnavailable
+from ..api import ChangeBatch, StorageFull, StoreError, StoreUnavailable
 from .external import ExternalChanges
 
 if TYPE_CHECKING:
-    from .sqlite import SqliteStore
+    from .base import SqliteBase
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ WriteJob = Callable[[sqlite3.Connection], tuple[Any, list[ChangeBatch]]]
 class Writer:
     """The single writer thread; see the module docstring for the commit protocol."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], store: SqliteStore) -> None:
+    def __init__(self, connect: Callable[[], sqlite3.Connection], store: SqliteBase) -> None:
         self._connect = connect
         self._store = store
         self._queue: queue.SimpleQueue[tuple[WriteJob, asyncio.Future[Any]] | None] = (

@@ -1,7 +1,8 @@
 """POP3 retrieval benchmark: log in, STAT, UIDL, RETR everything (pipelined), QUIT.
 
 Uses raw asyncio streams rather than ``poplib`` so the client is not the bottleneck.
-``scripts/bench pop3`` calls ``bench_pop3`` and prints the dict it returns.
+``scripts/bench pop3`` calls ``bench_pop3`` and prints the dict it returns. It lives in
+``scripts/`` (not in the package) because it is a client tool, not part of the server.
 """
 
 from __future__ import annotations

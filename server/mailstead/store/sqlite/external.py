@@ -16,7 +16,7 @@ import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .api import (
+from ..api import (
     Appended,
     ChangeBatch,
     ChangeEvent,

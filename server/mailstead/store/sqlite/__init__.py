@@ -1,0 +1,29 @@
+"""The embedded SQLite store (WAL mode): one writer thread with group commit, pooled readers.
+
+Writes are jobs queued to a single writer thread (``writer.py``). It takes every job
+that is waiting, runs each inside its own SAVEPOINT of one transaction and commits once
+(one fsync for many deliveries), then hands results and change events back to the loop
+in one callback so the ``ChangeHub`` sees batches strictly in commit order, and only
+after commit. Reads run on a small thread pool, each thread with its own connection
+(WAL lets readers run beside the writer). New messages are parsed before their job is
+queued, so the writer only writes rows (``messages.py``). Message octets, the header
+block and the parse result live in ``blobs``, shared by copies of a message;
+``messages`` holds per-mailbox state.
+
+Modules: ``schema`` (tables and upgrades), ``base`` (connections and the loop hop),
+``users``, ``mailboxes``, ``messages`` (writes), ``reads``, ``rows`` (value conversions),
+``writer`` (the writer thread) and ``external`` (other processes' commits).
+"""
+
+from __future__ import annotations
+
+from .mailboxes import MailboxesMixin
+from .messages import MessagesMixin
+from .reads import ReadsMixin
+from .users import UsersMixin
+
+__all__ = ["SqliteStore"]
+
+
+class SqliteStore(UsersMixin, MailboxesMixin, MessagesMixin, ReadsMixin):
+    """``MailStore`` on one SQLite database file in WAL mode."""

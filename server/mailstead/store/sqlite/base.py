@@ -1,0 +1,204 @@
+"""The SQLite store's connections and plumbing: the writer thread, pooled readers, the loop hop.
+
+Writes are jobs queued to a single writer thread (``writer.py``). Reads run on a small
+thread pool, each thread with its own connection (WAL lets readers run beside the
+writer). Results and change events come back to the event loop in commit order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..api import ChangeBatch, MailStore, StoreUnavailable
+from ..hub import ChangeHub
+from .schema import create_or_upgrade
+from .writer import WriteJob, Writer, map_error
+
+T = TypeVar("T")
+
+READER_MMAP_BYTES = 1 << 30
+
+
+class SqliteBase(MailStore):
+    """Connections, the writer thread and the reader pool; the API lives in the mixins."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        hub: ChangeHub | None = None,
+        *,
+        fsync: bool = True,
+        max_mailboxes: int = 1000,
+        max_depth: int = 16,
+        max_bytes: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        self.hub = hub or ChangeHub()
+        self._fsync = fsync
+        self.max_mailboxes = max_mailboxes
+        self.max_depth = max_depth
+        self.max_bytes = max_bytes  # 0: unlimited; else the database may not grow past it
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: Writer | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._parsers: ThreadPoolExecutor | None = None  # MIME parses of big new messages
+        self._local = threading.local()
+        self._all_readers: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+        self._maildrop_locks: set[int] = set()
+        # Called with ("read" | "write", seconds) per store call, for metrics.
+        self.on_latency: Callable[[str, float], None] | None = None
+
+    # --- connections ---------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=30, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        if self.max_bytes:
+            # SQLite then fails writes with SQLITE_FULL, exactly as on a full disk.
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count={max(self.max_bytes // page, 16)}")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            # Read message octets straight from the page cache instead of page by page
+            # through read(2): the blobs span overflow pages. Readers only: SQLite maps
+            # for reading, and the writer keeps plain I/O with its SQLITE_FULL handling.
+            conn.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
+            self._local.conn = conn
+            with self._reader_lock:
+                self._all_readers.append(conn)
+        return conn
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def init() -> None:
+            conn = self._connect()
+            try:
+                create_or_upgrade(conn)
+            finally:
+                conn.close()
+
+        try:
+            await self._loop.run_in_executor(None, init)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open the mail store {self.path}: {exc}") from None
+        self._writer = Writer(self._connect, self)
+        self._writer.start()
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-reader")
+        self._parsers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-parse")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.get_running_loop().run_in_executor(None, writer.stop)
+        for pool in (self._parsers, self._readers):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._parsers = self._readers = None
+        with self._reader_lock:
+            for conn in self._all_readers:
+                conn.close()
+            self._all_readers.clear()
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits if self._writer else 0
+
+    # --- plumbing ------------------------------------------------------------------
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None or self._loop is None:
+            raise StoreUnavailable("the mail store is closed")
+
+        def run() -> T:
+            conn = self._reader()
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        started = time.perf_counter()
+        try:
+            return await self._loop.run_in_executor(self._readers, run)
+        except sqlite3.Error as exc:
+            raise map_error(exc) from None
+        finally:
+            if self.on_latency is not None:
+                self.on_latency("read", time.perf_counter() - started)
+
+    async def _write(self, job: WriteJob) -> Any:
+        if self._writer is None or self._loop is None:
+            raise StoreUnavailable("the mail store is closed")
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        started = time.perf_counter()
+        self._writer.submit(job, fut)
+        try:
+            return await fut
+        finally:
+            if self.on_latency is not None:
+                self.on_latency("write", time.perf_counter() - started)
+
+    def _complete(
+        self,
+        outcomes: list[tuple[asyncio.Future[Any], Any, list[ChangeBatch], BaseException | None]],
+    ) -> None:
+        """Called on the writer thread after commit; hops to the loop exactly once."""
+
+        def finish() -> None:
+            for fut, result, changes, err in outcomes:
+                for change in changes:
+                    self.hub.publish(change)
+                if fut.cancelled():
+                    continue
+                if err is not None:
+                    fut.set_exception(err)
+                else:
+                    fut.set_result(result)
+
+        self._on_loop(finish)
+
+    def _publish(self, changes: list[ChangeBatch]) -> None:
+        """Publish change batches committed by another process (from the writer thread)."""
+
+        def publish() -> None:
+            for change in changes:
+                self.hub.publish(change)
+
+        self._on_loop(publish)
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop, after what the writer thread handed over before it."""
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # loop closed during shutdown: nobody is waiting any more
+            pass
+
+    # --- POP3 maildrop lock ----------------------------------------------------------
+    # One server process owns an SQLite store, so an in-memory set is the whole truth.
+    def try_lock_maildrop(self, user_id: int) -> bool:
+        if user_id in self._maildrop_locks:
+            return False
+        self._maildrop_locks.add(user_id)
+        return True
+
+    def unlock_maildrop(self, user_id: int) -> None:
+        self._maildrop_locks.discard(user_id)

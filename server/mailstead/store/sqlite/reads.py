@@ -1,0 +1,126 @@
+"""Message reads: listings, octets, header blocks and the structures parsed at delivery."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ...mime.parse import ParsedMessage, parse_message
+from ..api import MessageInfo, Octets
+from .base import SqliteBase
+from .rows import INFO_COLS, chunks, message_info, octets
+
+log = logging.getLogger(__name__)
+
+
+class ReadsMixin(SqliteBase):
+    async def list_messages(self, mailbox_id: int) -> list[MessageInfo]:
+        def q(conn: sqlite3.Connection) -> list[MessageInfo]:
+            rows = conn.execute(
+                f"SELECT {INFO_COLS} FROM messages WHERE mailbox_id = ? ORDER BY uid",
+                (mailbox_id,),
+            )
+            return [message_info(r) for r in rows]
+
+        return await self._read(q)
+
+    async def get_messages(self, mailbox_id: int, uids: Iterable[int]) -> list[MessageInfo]:
+        wanted = list(uids)
+
+        def q(conn: sqlite3.Connection) -> list[MessageInfo]:
+            out: list[MessageInfo] = []
+            for chunk in chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT {INFO_COLS} FROM messages WHERE mailbox_id = ? "
+                    f"AND uid IN ({marks}) ORDER BY uid",
+                    (mailbox_id, *chunk),
+                )
+                out.extend(message_info(r) for r in rows)
+            return out
+
+        return await self._read(q)
+
+    async def read_message(self, mailbox_id: int, uid: int) -> bytes | None:
+        def q(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT b.data FROM messages m JOIN blobs b ON b.id = m.blob_id "
+                "WHERE m.mailbox_id = ? AND m.uid = ?",
+                (mailbox_id, uid),
+            ).fetchone()
+            return bytes(row[0]) if row else None
+
+        return await self._read(q)
+
+    async def _blob_column(
+        self,
+        column: str,
+        mailbox_id: int,
+        uids: Iterable[int],
+        extra: str = "",
+        combine: Callable[[Any, Any], Any] | None = None,
+    ) -> dict[int, Any]:
+        """uid -> the blob ``column`` of each message, or ``combine(column, extra)``."""
+        wanted = list(uids)
+        select = f"b.{column}, b.{extra}" if extra else f"b.{column}"
+
+        def q(conn: sqlite3.Connection) -> dict[int, Any]:
+            out: dict[int, Any] = {}
+            for chunk in chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT m.uid, {select} FROM messages m JOIN blobs b ON b.id = m.blob_id "
+                    f"WHERE m.mailbox_id = ? AND m.uid IN ({marks})",
+                    (mailbox_id, *chunk),
+                )
+                if combine is None:
+                    out.update(rows)
+                else:
+                    for uid, value, more in rows:
+                        out[uid] = combine(value, more)
+            return out
+
+        return await self._read(q)
+
+    async def read_messages(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
+        return await self._blob_column("data", mailbox_id, uids)
+
+    async def read_octets(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, Octets]:
+        return await self._blob_column("data", mailbox_id, uids, "dot_lines", octets)
+
+    async def read_headers(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
+        return await self._blob_column("header", mailbox_id, uids)
+
+    async def read_structures(
+        self, mailbox_id: int, uids: Iterable[int]
+    ) -> dict[int, ParsedMessage]:
+        wanted = list(uids)
+
+        def q(conn: sqlite3.Connection) -> dict[int, ParsedMessage]:
+            # Decoded here, on a reader thread, so the loop only formats the result.
+            out: dict[int, ParsedMessage] = {}
+            for chunk in chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    "SELECT m.uid, b.structure, b.id FROM messages m JOIN blobs b "
+                    f"ON b.id = m.blob_id WHERE m.mailbox_id = ? AND m.uid IN ({marks})",
+                    (mailbox_id, *chunk),
+                )
+                for uid, text, blob_id in rows:
+                    out[uid] = _decode_structure(conn, text, blob_id)
+            return out
+
+        return await self._read(q)
+
+
+def _decode_structure(conn: sqlite3.Connection, text: str, blob_id: int) -> ParsedMessage:
+    try:
+        return ParsedMessage.from_json(text)
+    except ValueError:
+        # A damaged row (or a format this version does not know): the octets are still
+        # there, so parse them again rather than fail every FETCH of this message.
+        log.warning("store: stored structure of blob %d unreadable; parsing again", blob_id)
+        (data,) = conn.execute("SELECT data FROM blobs WHERE id = ?", (blob_id,)).fetchone()
+        return parse_message(bytes(data))

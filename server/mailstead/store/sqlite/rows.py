@@ -1,0 +1,54 @@
+"""Conversions between store values and SQLite row values, shared by the store modules."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from ..api import Mailbox, MessageInfo, Octets
+
+MAILBOX_COLS = "id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use"
+INFO_COLS = "uid, modseq, flags, internaldate, tzoffset, size"
+
+
+def flags_text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(set(flags)))
+
+
+def flags_set(text: str) -> frozenset[str]:
+    return frozenset(text.split()) if text else frozenset()
+
+
+def octets(data: bytes, dot_lines: int | None) -> Octets:
+    return Octets(data, None if dot_lines is None else bool(dot_lines))
+
+
+def to_row_date(when: datetime | None) -> tuple[int, int]:
+    if when is None:
+        when = datetime.now(UTC).astimezone()
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    offset = when.utcoffset() or timedelta(0)
+    return int(when.timestamp()), int(offset.total_seconds() // 60)
+
+
+def from_row_date(ts: int, tzoffset: int) -> datetime:
+    return datetime.fromtimestamp(ts, timezone(timedelta(minutes=tzoffset)))
+
+
+def mailbox_row(row: Sequence[Any]) -> Mailbox:
+    return Mailbox(*row)
+
+
+def message_info(row: Sequence[Any]) -> MessageInfo:
+    uid, modseq, flags, ts, tz, size = row
+    return MessageInfo(uid, modseq, flags_set(flags), from_row_date(ts, tz), size)
+
+
+def chunks(uids: Iterable[int], size: int = 500) -> Iterable[list[int]]:
+    """Sorted, distinct UIDs in lists short enough for one ``IN (...)``."""
+    it = iter(sorted(set(uids)))
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
