@@ -29,6 +29,7 @@ from mailstead.auth.users import Authenticator
 from mailstead.config import load_config
 from mailstead.context import ServerContext
 from mailstead.imap.factory import IMAPFactory
+from mailstead.pop3.factory import POP3Factory
 from mailstead.store.api import Mailbox, NewMessage, User
 from mailstead.store.hub import ChangeHub
 from mailstead.store.sqlite import SqliteStore
@@ -49,6 +50,9 @@ class NotifyingTransport(StringTransport):
     def write(self, data: bytes) -> None:
         super().write(data)
         self.written.set()
+
+    def writeSequence(self, data: list[bytes]) -> None:  # POP3 sends multi-line replies so
+        self.write(b"".join(data))
 
     def loseConnection(self) -> None:
         super().loseConnection()
@@ -200,6 +204,66 @@ class MemoryIMAP:
             self.proto.connectionLost(Failure(ConnectionDone()))
 
 
+class MemoryPOP3:
+    """One client connection to an in-process POP3 server on the same context."""
+
+    def __init__(self, world: ImapWorld, *, peer: str = "127.0.0.1") -> None:
+        self.proto = world.pop3_factory.buildProtocol(None)
+        self.transport = NotifyingTransport(peer)
+        self.proto.makeConnection(self.transport)
+        self.buf = b""
+        self._lost = False
+
+    def send(self, data: bytes | str) -> None:
+        self.proto.dataReceived(data.encode() if isinstance(data, str) else data)
+
+    async def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            data = self.transport.value()
+            if data:
+                self.transport.clear()
+                self.buf += data
+                continue
+            if self.transport.closed:
+                raise ConnectionError(f"server closed the connection; buffered {self.buf!r}")
+            self.transport.written.clear()
+            try:
+                await asyncio.wait_for(self.transport.written.wait(), WAIT)
+            except TimeoutError:
+                raise AssertionError(f"no POP3 response within {WAIT}s; buffered {self.buf!r}"
+                                     ) from None
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    async def cmd(self, text: str) -> bytes:
+        """One command, its status line (``+OK …`` or ``-ERR …``)."""
+        self.send(text.encode() + b"\r\n")
+        return await self.line()
+
+    async def multiline(self, text: str) -> tuple[bytes, list[bytes]]:
+        """A command answered with a multi-line response (LIST, UIDL): status, lines."""
+        status = await self.cmd(text)
+        lines: list[bytes] = []
+        if status.startswith(b"+OK"):
+            while (line := await self.line()) != b".":
+                lines.append(line[1:] if line.startswith(b"..") else line)
+        return status, lines
+
+    async def login(self, user: str, password: str = PASSWORD) -> bytes:
+        """USER/PASS after the greeting; returns the PASS reply (``+OK`` or ``-ERR``)."""
+        greeting = await self.line()
+        assert greeting.startswith(b"+OK"), greeting
+        reply = await self.cmd(f"USER {user}")
+        assert reply.startswith(b"+OK"), reply
+        return await self.cmd(f"PASS {password}")
+
+    def drop(self) -> None:
+        """The client goes away without QUIT: the session must apply nothing."""
+        if not self._lost:
+            self._lost = True
+            self.proto.connectionLost(Failure(ConnectionDone()))
+
+
 class ImapWorld:
     """One store, one hub, one server context, and the clients connected to it."""
 
@@ -207,7 +271,9 @@ class ImapWorld:
         self.ctx = ctx
         self.store = ctx.store
         self.factory = IMAPFactory(ctx, implicit_tls=False)
+        self.pop3_factory = POP3Factory(ctx)
         self.clients: list[MemoryIMAP] = []
+        self.pop3_clients: list[MemoryPOP3] = []
         self._users = itertools.count(1)
 
     async def add_user(self, name: str | None = None) -> str:
@@ -247,12 +313,25 @@ class ImapWorld:
             await client.select(select)
         return client
 
+    def pop3(self, *, peer: str = "127.0.0.1") -> MemoryPOP3:
+        """A POP3 connection on the same store and hub (greeting not yet read)."""
+        client = MemoryPOP3(self, peer=peer)
+        self.pop3_clients.append(client)
+        return client
+
     async def close(self) -> None:
         for client in self.clients:
             client.drop()
+        for pop in self.pop3_clients:
+            pop.drop()
         for client in self.clients:
             await client.settle()
+        for _ in range(50):  # a dropped POP3 session may still be flushing \Seen marks
+            if all(p.proto._worker is None or p.proto._worker.done() for p in self.pop3_clients):
+                break
+            await asyncio.sleep(0.01)
         self.clients.clear()
+        self.pop3_clients.clear()
 
 
 _hasher: PasswordHasher | None = None
