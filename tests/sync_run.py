@@ -423,42 +423,44 @@ class Run:
                             f"{self.mirror.names[mb]}", "the acknowledged message in the store",
                             list(d.model.transcript) if d else []))
 
-    def license(self, mb: int, uid: int, origin: object, before: frozenset[str]
-                ) -> Violation | None:
-        """Why this expunge must not have happened (``lost-message``), or None."""
+    def license(self, mb: int, uid: int, before: frozenset[str]
+                ) -> tuple[Violation | None, list[object]]:
+        """Which sessions' running commands ask for this expunge; ``lost-message`` if none.
+
+        The store's change batches do not name the session that caused them, so every
+        session is asked whether its command in flight could have removed ``uid`` from
+        ``mb``: an IMAP EXPUNGE/CLOSE (of a \\Deleted message; UID EXPUNGE naming it) or
+        MOVE in that mailbox, or a POP3 QUIT that DELE'd it.
+        """
         what = f"UID {uid} of {self.mirror.names[mb]} expunged (flags before: {sorted(before)})"
-
-        def lost(who: str, why: str, transcript: list[str]) -> Violation:
-            return Violation("lost-message", who, what, "no expunge without a command that "
-                             f"asks for it: {why}", transcript)
-
+        owners: list[object] = []
+        refusals: list[str] = []
         for d in self.all_imap:
-            if d.origin is origin and origin is not None:
-                cmd, lines = d.model.cmd, list(d.model.transcript)
-                if cmd is None:
-                    return lost(d.name, "no command was running", lines)
-                if cmd.base == "MOVE":
-                    return None
-                if cmd.base not in ("EXPUNGE", "CLOSE"):
-                    return lost(d.name, f"the running command is {cmd.text}", lines)
-                if "\\Deleted" not in before:
-                    return lost(d.name, f"{cmd.text} removed a message without \\Deleted "
-                                "(RFC 3501 §6.4.3, RFC 4315 §2.1)", lines)
-                if cmd.verb == "UID EXPUNGE" and uid not in number_set(cmd.text.split()[2]):
-                    return lost(d.name, f"{cmd.text} does not name UID {uid}", lines)
-                return None
+            cmd, model = d.model.cmd, d.model
+            if cmd is None or model.selected is None or d.origin is None \
+                    or self.ids.get((d.user, model.selected)) != mb:
+                continue
+            if cmd.base == "MOVE":
+                owners.append(d.origin)
+            elif cmd.base not in ("EXPUNGE", "CLOSE"):
+                refusals.append(f"{d.name} runs {cmd.text}")
+            elif "\\Deleted" not in before:
+                refusals.append(f"{d.name}: {cmd.text} would remove a message without "
+                                "\\Deleted (RFC 3501 §6.4.3, RFC 4315 §2.1)")
+            elif cmd.verb == "UID EXPUNGE" and uid not in number_set(cmd.text.split()[2]):
+                refusals.append(f"{d.name}: {cmd.text} does not name UID {uid}")
+            else:
+                owners.append(d.origin)
         for p in self.pop3s.values():
-            if p.client is not None and p.origin is origin:
-                if p.quitting is origin and (uid in p.deleted.values()
-                                             or None in p.deleted.values()):
-                    return None
-                return lost(p.name, "this POP3 session did not DELE it and QUIT",
-                            list(p.transcript))
-        if id(origin) in self.retired:
-            name = self.retired[id(origin)][1]
-            return lost(name, "that session had gone (dropped, or QUIT already answered)", [])
-        return lost("store", "a delivery never expunges" if origin is None
-                    else f"unknown origin {origin!r}", [])
+            if p.client is not None and p.quitting is p.origin and p.origin is not None \
+                    and self.ids.get((p.user, "INBOX")) == mb \
+                    and (uid in p.deleted.values() or None in p.deleted.values()):
+                owners.append(p.origin)
+        if owners:
+            return None, owners
+        why = "; ".join(refusals) or "no session was running a command that expunges"
+        return Violation("lost-message", "store", what, "no expunge without a command that "
+                         f"asks for it: {why}", []), []
 
     def completed(self, d: ImapDriver, done: Completion, moment: Moment) -> None:
         cmd, model = done.cmd, d.model

@@ -22,8 +22,10 @@ from imap_model import SessionModel, Truth, Violation, tolerate
 from mailstead.store.api import Appended, ChangeBatch, Expunged, FlagsChanged, MailboxGone
 from mailstead.store.hub import ChangeHub
 
-# (mailbox id, uid, origin of the batch, flags just before) → the violation, or None
-License = Callable[[int, int, object, frozenset[str]], Violation | None]
+# (mailbox id, uid, flags just before) → (the violation or None, the sessions whose running
+# command asks for that expunge). Change batches do not say which session caused them, so
+# an expunge is licensed by any session whose command in flight could have done it.
+License = Callable[[int, int, frozenset[str]], tuple[Violation | None, list[object]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +74,13 @@ class Mirror:
             elif isinstance(ev, Expunged):
                 before = box.pop(ev.uid, None)
                 self.expunged[(mb, ev.uid)] = self.version
-                self.by_origin.setdefault(id(batch.origin), []).append((mb, ev.uid, self.version))
                 if self.license is not None:
-                    bad = self.license(mb, ev.uid, batch.origin, before or frozenset())
+                    bad, owners = self.license(mb, ev.uid, before or frozenset())
                     if bad is not None:
                         self.problems.append(bad)
+                    if len(owners) == 1:  # attributed only when no other session could
+                        self.by_origin.setdefault(id(owners[0]), []).append(
+                            (mb, ev.uid, self.version))
             elif isinstance(ev, MailboxGone):
                 self.problems.append(Violation("mailbox-gone", "store", self.names[mb],
                                                "the program deletes no mailbox", []))

@@ -55,6 +55,9 @@ log = logging.getLogger("mailstead.imap")
 
 Flags = frozenset[str]
 
+# Store calls one sync may make before it stops waiting for the mailbox to be quiet.
+_SYNC_ROUNDS = 8
+
 
 @dataclass(slots=True)
 class Untagged:
@@ -179,14 +182,26 @@ class SelectedMailbox:
     # --- inbox -> delta ------------------------------------------------------------------
     async def sync(self) -> None:
         """Bring the delta up to date (see the module docstring). Call with ``lock`` held.
-        Store failures are logged, never raised: the delta then stays complete up to
-        ``_applied`` and the rest waits for the next sync."""
-        self._absorb()
-        if self._resync and not self.gone:
-            await self._resync_from_store()
+
+        Returns only after a pass that needed no store call, so everything the hub handed
+        over before the caller's next write is in the delta: a NOOP's tagged OK comes after
+        every change committed before it. Store failures are logged, never raised: the
+        delta then stays complete up to ``_applied`` and the rest waits for the next sync.
+        """
+        for _ in range(_SYNC_ROUNDS):
             self._absorb()
-        if not self.readonly and not self.gone:
-            await self._claim_new()
+            if self.gone:
+                return
+            if self._resync:
+                if not await self._resync_from_store():
+                    return
+            elif not self.readonly and self._unclaimed():
+                await self._claim_new()
+            else:
+                return
+        # Still busy after that many store calls: take what arrived meanwhile without
+        # claiming it (its \Recent then goes to nobody, never to two sessions).
+        self._absorb()
 
     def _absorb(self) -> None:
         if not self._inbox or self._resync:
@@ -248,20 +263,21 @@ class SelectedMailbox:
                 return True
         return False
 
-    async def _resync_from_store(self) -> None:
+    async def _resync_from_store(self) -> bool:
+        """Rebuild the delta from a fresh read; False when that was not possible."""
         try:
             snap = await self.store.read_view(self.mailbox.id)
         except NotFound:
             self.gone = True
-            return
+            return False
         except StoreError as exc:
             log.warning("view of mailbox %d: cannot read it to catch up: %s",
                         self.mailbox.id, exc)
-            return
+            return False
         mb = snap.mailbox
         if mb.uidvalidity != self.mailbox.uidvalidity:
             self.gone = True  # not the mailbox we selected any more
-            return
+            return False
         live = {info.uid: info for info in snap.messages}
         self._expunged = {u for u in self.uids if u not in live}
         self._changed = {u: (live[u].flags, live[u].modseq) for u in self.uids
@@ -274,13 +290,15 @@ class SelectedMailbox:
         self._inbox = [ev for ev in self._inbox if ev.modseq > self._applied]
         self._resync = False
         self.mailbox = mb
+        return True
+
+    def _unclaimed(self) -> bool:
+        return any(u > self._claimed_upto for u in self._new)
 
     async def _claim_new(self) -> None:
         """Claim \\Recent of new messages in the store before announcing them, so that
         exactly one session (of any process) shows each as recent."""
         todo = sorted(u for u in self._new if u > self._claimed_upto)
-        if not todo:
-            return
         top = todo[-1]
         try:
             was = await self.store.claim_recent(self.mailbox.id, below=top + 1)
