@@ -244,3 +244,18 @@ async def test_nil_is_refused_as_a_keyword(world: ImapWorld) -> None:
     assert reply.status == b"NO" and b"[CANNOT]" in reply.tagged, reply
     assert await flags_of(a, 1) == {b"\\Recent"}
     assert await uids_of(a) == [1]
+
+
+async def test_a_silent_store_does_not_hide_another_sessions_change(world: ImapWorld) -> None:
+    """Found by the model test: B's .SILENT STORE commits on top of A's change that B had
+    not heard of yet; B must still be told the flags A set."""
+    user = await world.add_user()
+    await world.seed(user, [msg(1), msg(2)])
+    a = await world.login(user, select="INBOX")
+    b = await world.login(user, select="INBOX")
+    assert (await a.cmd("STORE 1:2 +FLAGS ($Later)")).ok
+    reply = await b.cmd("STORE 2 +FLAGS.SILENT (\\Seen)")
+    assert reply.ok, reply
+    assert reply.untagged[0] == b"* FLAGS (" + SYSTEM + b" $Later)", reply
+    assert sorted(reply.untagged[2:]) == [b"* 1 FETCH (FLAGS ($Later))",
+                                          b"* 2 FETCH (FLAGS ($Later \\Seen))"], reply

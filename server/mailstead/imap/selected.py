@@ -106,6 +106,7 @@ class SelectedMailbox:
         self._expunged: set[int] = set()  # announced messages gone from the store
         self._new_recent: set[int] = set()  # of _new, those whose \Recent we claimed
         self._new_touched: set[int] = set()  # of _new, flags changed after the append
+        self._stale: set[int] = set()  # announced; our .SILENT STORE hid others' change
         self._known_top = 0  # highest UID in the client map or _new
         self._claimed_upto = 0  # \Recent settled (ours or not) for every UID up to here
         self._resync = False
@@ -336,6 +337,9 @@ class SelectedMailbox:
         new = sorted(self._new.items())
         changed.update((u, self._new[u]) for u in self._new_touched)
         self._new_touched.clear()
+        changed.update((u, (self.flags[u], self.modseqs[u])) for u in self._stale
+                       if u in self.flags and u not in self._expunged and u not in changed)
+        self._stale.clear()
         lines += self._announce([f for _, (f, _) in new] + [f for f, _ in changed.values()])
         if new:
             added = [u for u, _ in new]
@@ -363,13 +367,22 @@ class SelectedMailbox:
         self.checker.settled(self.uids)
         return out
 
-    def apply_own_changes(self, changes: Iterable[FlagsChanged]) -> list[bytes]:
+    def apply_own_changes(self, changes: Iterable[FlagsChanged],
+                          told: Callable[[Flags], Flags] | None = None) -> list[bytes]:
         """Our own STORE (or FETCH's implicit \\Seen), known before its hub copy arrives
         (which is then skipped by modseq). Returns FLAGS lines to send first when it
-        introduced keywords."""
+        introduced keywords.
+
+        ``told`` is for a command that does not show the new flags (STORE .SILENT): what
+        the client now believes, from what it knew. When the store's flags differ, another
+        session's change was folded in, and the next update reports them.
+        """
         applied = []
         for ch in changes:
-            if ch.uid in self.flags and ch.modseq >= self.modseqs.get(ch.uid, 0):
+            old = self.flags.get(ch.uid)
+            if old is not None and ch.modseq >= self.modseqs.get(ch.uid, 0):
+                if told is not None and told(old) != ch.flags:
+                    self._stale.add(ch.uid)
                 self.flags[ch.uid] = ch.flags
                 self.modseqs[ch.uid] = ch.modseq
                 applied.append(ch.flags)

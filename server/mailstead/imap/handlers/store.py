@@ -11,6 +11,15 @@ from .common import refuse_nil_keyword, require_writable, resolve, uid_set, view
 _MODES = {"": FlagMode.REPLACE, "+": FlagMode.ADD, "-": FlagMode.REMOVE}
 
 
+def _apply(mode: FlagMode, old: frozenset[str], given: frozenset[str]) -> frozenset[str]:
+    """What a client expects after STORE: the store computes the same from its flags."""
+    if mode is FlagMode.ADD:
+        return old | given
+    if mode is FlagMode.REMOVE:
+        return old - given
+    return given
+
+
 async def handle_store(s: Session, cmd: Store) -> Result:
     view = view_of(s)
     require_writable(view)
@@ -26,7 +35,9 @@ async def handle_store(s: Session, cmd: Store) -> Result:
     )
     # A keyword new to the session is announced (FLAGS, PERMANENTFLAGS) before any FETCH
     # shows it, .SILENT or not: the client may fetch it next.
-    for line in view.apply_own_changes(res.changed):
+    mode, given = _MODES[cmd.mode], frozenset(cmd.flags)
+    told = (lambda old: _apply(mode, old, given)) if cmd.silent else None
+    for line in view.apply_own_changes(res.changed, told):
         s.send(line)
     reported = sorted(
         {ch.uid for ch in res.changed}
