@@ -259,3 +259,37 @@ async def test_a_silent_store_does_not_hide_another_sessions_change(world: ImapW
     assert reply.untagged[0] == b"* FLAGS (" + SYSTEM + b" $Later)", reply
     assert sorted(reply.untagged[2:]) == [b"* 1 FETCH (FLAGS ($Later))",
                                           b"* 2 FETCH (FLAGS ($Later \\Seen))"], reply
+
+
+async def test_a_silent_store_hears_a_later_change_after_it_completes(
+    world: ImapWorld,
+) -> None:
+    """Found by the model test: A replaces B's message flags while B's .SILENT STORE
+    runs; B hears of A's change only after its STORE completed."""
+    user = await world.add_user()
+    await world.seed(user, [msg(1)])
+    a = await world.login(user, select="INBOX")
+    b = await world.login(user, select="INBOX")
+    tag = b.next_tag()
+    b.send(tag + b" STORE 1 +FLAGS.SILENT (\\Answered)\r\n")
+    assert (await a.cmd("STORE 1 FLAGS (\\Draft)")).ok
+    assert (await b.collect(tag)).untagged == []
+    assert (await b.cmd("NOOP")).untagged == [b"* 1 FETCH (FLAGS (\\Draft))"]
+
+
+async def test_uid_expunge_spares_a_message_whose_deleted_flag_was_just_cleared(
+    world: ImapWorld,
+) -> None:
+    """Found by the model test: B's view still shows \\Deleted that A has cleared; B's UID
+    EXPUNGE must go by the store's flags (RFC 4315 §2.1), never lose the message."""
+    user = await world.add_user()
+    await world.seed(user, [msg(1), msg(2)])
+    a = await world.login(user, select="INBOX")
+    b = await world.login(user, select="INBOX")
+    assert (await a.cmd("STORE 1:2 +FLAGS.SILENT (\\Deleted)")).ok
+    assert (await b.cmd("NOOP")).ok  # B learns both are \Deleted
+    assert (await a.cmd("STORE 2 -FLAGS.SILENT (\\Deleted)")).ok
+    reply = ClientModel(2).read(await b.cmd("UID EXPUNGE 1:2"))
+    assert reply.ok and reply.untagged == [b"* 1 EXPUNGE", b"* 1 FETCH (FLAGS ())"], reply
+    assert b"* 1 EXPUNGE" in (await a.cmd("NOOP")).untagged
+    assert await uids_of(b) == await uids_of(a) == [2]

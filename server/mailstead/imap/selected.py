@@ -107,6 +107,8 @@ class SelectedMailbox:
         self._new_recent: set[int] = set()  # of _new, those whose \Recent we claimed
         self._new_touched: set[int] = set()  # of _new, flags changed after the append
         self._stale: set[int] = set()  # announced; our .SILENT STORE hid others' change
+        self._held: set[int] = set()  # targets of the running .SILENT STORE
+        self._held_told: Callable[[Flags], Flags] = lambda flags: flags
         self._known_top = 0  # highest UID in the client map or _new
         self._claimed_upto = 0  # \Recent settled (ours or not) for every UID up to here
         self._resync = False
@@ -339,7 +341,17 @@ class SelectedMailbox:
         self._new_touched.clear()
         changed.update((u, (self.flags[u], self.modseqs[u])) for u in self._stale
                        if u in self.flags and u not in self._expunged and u not in changed)
-        self._stale.clear()
+        self._stale = set()
+        # The targets of a .SILENT STORE: a client applies its own change over whatever it
+        # holds when the STORE completes, so flags it would turn into something else (a
+        # later change by another session) wait for the next update.
+        told, held = self._held_told, self._held
+        self._held = set()
+        for uid in [u for u in held & changed.keys() if told(changed[u][0]) != changed[u][0]]:
+            flags, modseq = changed.pop(uid)
+            self.flags[uid] = flags
+            self.modseqs[uid] = modseq
+            self._stale.add(uid)
         lines += self._announce([f for _, (f, _) in new] + [f for f, _ in changed.values()])
         if new:
             added = [u for u, _ in new]
@@ -387,6 +399,10 @@ class SelectedMailbox:
                 self.modseqs[ch.uid] = ch.modseq
                 applied.append(ch.flags)
         return self._announce(applied)
+
+    def hold_flags(self, uids: Iterable[int], told: Callable[[Flags], Flags]) -> None:
+        """The running command is a .SILENT STORE doing ``told`` to ``uids`` (``drain``)."""
+        self._held, self._held_told = set(uids), told
 
     # --- lines -------------------------------------------------------------------------
     def fetch_line(self, uid: int, items: Iterable[bytes]) -> bytes:

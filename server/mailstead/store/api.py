@@ -335,10 +335,13 @@ class MailStore(abc.ABC):
     ) -> FlagUpdate: ...
 
     @abc.abstractmethod
-    async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
+    async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None, *,
+                      deleted_only: bool = False) -> list[int]:
         """Remove messages: the given UIDs, or (None) every message flagged \\Deleted.
 
-        With UIDs given, only those that are still there are removed; returns the UIDs
+        With UIDs given, only those that are still there are removed, and with
+        ``deleted_only`` only those of them flagged \\Deleted when the removal commits
+        (UID EXPUNGE: another session may have just cleared the flag). Returns the UIDs
         actually removed."""
 
     @abc.abstractmethod

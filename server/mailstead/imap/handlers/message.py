@@ -62,10 +62,12 @@ async def handle_expunge(s: Session, cmd: Expunge) -> Result:
     if cmd.uids is None:
         await s.ctx.store.expunge(view.mailbox.id, None)
         return ok("EXPUNGE completed")
-    targets = [u for u in cmd.uids.matching_sorted(view.uids)
-               if view.is_live(u) and "\\Deleted" in view.flags[u]]
+    # The store checks \\Deleted as it removes: this view's flags may be a change behind
+    # (another session may just have cleared it), and a message without \\Deleted must
+    # never go (RFC 4315 §2.1).
+    targets = [u for u in cmd.uids.matching_sorted(view.uids) if view.is_live(u)]
     if targets:
-        await s.ctx.store.expunge(view.mailbox.id, targets)
+        await s.ctx.store.expunge(view.mailbox.id, targets, deleted_only=True)
     return ok("UID EXPUNGE completed")
 
 

@@ -37,6 +37,8 @@ async def handle_store(s: Session, cmd: Store) -> Result:
     # shows it, .SILENT or not: the client may fetch it next.
     mode, given = _MODES[cmd.mode], frozenset(cmd.flags)
     told = (lambda old: _apply(mode, old, given)) if cmd.silent else None
+    if told is not None:  # the client applies it at the tagged OK, but not where MODIFIED
+        view.hold_flags(set(uids) - set(res.failed_uids), told)
     for line in view.apply_own_changes(res.changed, told):
         s.send(line)
     reported = sorted(
