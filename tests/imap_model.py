@@ -451,6 +451,11 @@ class SessionModel:
             if e not in self.entries or e.flags is None:
                 continue
             key = e.uid if silent.by_uid else self.entries.index(e) + 1
+            if key is None and refused:
+                # MODIFIED names UIDs (RFC 7162 §3.1.3): without this message's UID the
+                # client cannot tell whether its change was refused, so it knows nothing.
+                e.flags = None
+                continue
             if key in refused:
                 continue
             if silent.mode == "+":

@@ -9,21 +9,13 @@ is announced, and a keyword only after a ``* FLAGS`` that lists it; no EXPUNGE w
 command forbids it; after an update the client's count is the view's. ``StreamChecker``
 checks each line against that rule as it is emitted.
 
-Three layers, each fed by the one below:
-
-- the *client map* (``uids``, ``flags``, ``modseqs``, ``recent``): what the client has
-  been told. Handlers read it; only ``drain`` (and our own STORE) changes it.
-- the *delta* (``_new``, ``_changed``, ``_expunged``): what the store committed beyond
-  the client map, complete up to modseq ``_applied``.
-- the *inbox*: change events as the hub delivered them, not applied yet.
-
-``sync()`` (async) applies the inbox to the delta strictly in modseq order. Every commit
-bumps the mailbox's modseq once, so a modseq that skips one, or an event that makes no
-sense (an unknown UID, a UID that is not new), means something was missed or reordered
-(another process's commit arrives later than ours): the view then reads the mailbox from
-the store and rebuilds the delta from that, instead of guessing. ``sync()`` also claims
-\\Recent of new messages in the store before they are announced. ``drain()`` (sync)
-turns the delta into lines and moves the client map forward.
+Three layers, each fed by the one below: the *client map* (``uids``, ``flags``,
+``modseqs``, ``recent``: what the client has been told; handlers read it, only ``drain``
+and our own STORE change it), the *delta* (``view_delta.Delta``: what the store committed
+beyond it, applied from change events in modseq order) and the delta's inbox of events
+as the hub delivered them. ``sync()`` (async) brings the delta up to date, reading the
+store on a gap and claiming \\Recent of new messages in the store before they are
+announced; ``drain()`` (sync) turns the delta into lines and moves the client map on.
 """
 
 from __future__ import annotations
@@ -36,10 +28,7 @@ from dataclasses import dataclass, field
 
 from ..store.api import (
     SYSTEM_FLAGS,
-    Appended,
     ChangeBatch,
-    ChangeEvent,
-    Expunged,
     FlagsChanged,
     Mailbox,
     MailboxGone,
@@ -50,10 +39,9 @@ from ..store.api import (
 )
 from . import response
 from .stream_check import StreamChecker
+from .view_delta import Delta, Flags
 
 log = logging.getLogger("mailstead.imap")
-
-Flags = frozenset[str]
 
 # Store calls one sync may make before it stops waiting for the mailbox to be quiet.
 _SYNC_ROUNDS = 8
@@ -72,7 +60,7 @@ def keywords_of(flags: Iterable[str]) -> set[str]:
 
 
 class SelectedMailbox:
-    """The client map, delta and inbox of one selected mailbox (see the module docstring)."""
+    """The client map and delta of one selected mailbox (see the module docstring)."""
 
     def __init__(
         self,
@@ -99,21 +87,11 @@ class SelectedMailbox:
         self.keywords: set[str] = set()  # announced in FLAGS
         self._top_uid = 0  # highest UID ever in the client map
         self._reported_recent = 0
-        # --- the delta
-        self._applied = mailbox.highestmodseq
-        self._new: dict[int, tuple[Flags, int]] = {}  # appended, not announced
-        self._changed: dict[int, tuple[Flags, int]] = {}  # flags of announced messages
-        self._expunged: set[int] = set()  # announced messages gone from the store
-        self._new_recent: set[int] = set()  # of _new, those whose \Recent we claimed
-        self._new_touched: set[int] = set()  # of _new, flags changed after the append
+        self._claimed_upto = 0  # \Recent settled (ours or not) for every UID up to here
         self._stale: set[int] = set()  # announced; our .SILENT STORE hid others' change
         self._held: set[int] = set()  # targets of the running .SILENT STORE
         self._held_told: Callable[[Flags], Flags] = lambda flags: flags
-        self._known_top = 0  # highest UID in the client map or _new
-        self._claimed_upto = 0  # \Recent settled (ours or not) for every UID up to here
-        self._resync = False
-        # --- the inbox
-        self._inbox: list[ChangeEvent] = []
+        self.delta = Delta(mailbox.highestmodseq, 0)
         self.checker = StreamChecker(label=f"mailbox {mailbox.id}")
 
     # --- opening -----------------------------------------------------------------------
@@ -128,8 +106,10 @@ class SelectedMailbox:
             self.keywords |= keywords_of(info.flags)
         self.recent = set(snap.recent_uids)
         self._reported_recent = len(self.recent)
-        self._top_uid = self._known_top = self.uids[-1] if self.uids else 0
-        self._applied = snap.mailbox.highestmodseq
+        self._top_uid = self.uids[-1] if self.uids else 0
+        # Keep the inbox: changes that arrived while the snapshot was read are in it.
+        self.delta.applied = snap.mailbox.highestmodseq
+        self.delta.known_top = self._top_uid
         # A SELECT claimed everything below uidnext; newer messages arrive as events.
         self._claimed_upto = snap.mailbox.uidnext - 1
 
@@ -178,95 +158,36 @@ class SelectedMailbox:
             if isinstance(ev, MailboxGone):
                 self.gone = True
             else:
-                self._inbox.append(ev)
+                self.delta.inbox.append(ev)
         if self.notify is not None:
             self.notify()
 
     # --- inbox -> delta ------------------------------------------------------------------
     async def sync(self) -> None:
-        """Bring the delta up to date (see the module docstring). Call with ``lock`` held.
+        """Bring the delta up to date. Call with ``lock`` held.
 
         Returns only after a pass that needed no store call, so everything the hub handed
         over before the caller's next write is in the delta: a NOOP's tagged OK comes after
         every change committed before it. Store failures are logged, never raised: the
-        delta then stays complete up to ``_applied`` and the rest waits for the next sync.
+        delta then stays complete up to its modseq and the rest waits for the next sync.
         """
+        delta = self.delta
         for _ in range(_SYNC_ROUNDS):
-            self._absorb()
+            delta.absorb(self.flags, self.mailbox.id)
             if self.gone:
                 return
-            if self._resync:
-                if not await self._resync_from_store():
+            if delta.needs_read:
+                if not await self._read_store():
                     return
-            elif not self.readonly and self._unclaimed():
+            elif not self.readonly and any(u > self._claimed_upto for u in delta.new):
                 await self._claim_new()
             else:
                 return
         # Still busy after that many store calls: take what arrived meanwhile without
         # claiming it (its \Recent then goes to nobody, never to two sessions).
-        self._absorb()
+        delta.absorb(self.flags, self.mailbox.id)
 
-    def _absorb(self) -> None:
-        if not self._inbox or self._resync:
-            return
-        # Stable sort: a MOVE within the mailbox publishes its expunge (modseq m+1) before
-        # its append (m); events of one commit share a modseq and keep their order.
-        events = sorted(self._inbox, key=lambda e: e.modseq)
-        self._inbox = []
-        group: int | None = None
-        for i, ev in enumerate(events):
-            if ev.modseq != group:
-                if ev.modseq <= self._applied:
-                    continue  # in our snapshot already, or our own change, applied
-                if ev.modseq != self._applied + 1:
-                    log.debug("view of mailbox %d: modseq %d after %d, reading the store",
-                              self.mailbox.id, ev.modseq, self._applied)
-                    self._resync = True
-                    self._inbox = events[i:]
-                    return
-                group = ev.modseq
-            if self._apply(ev):
-                self._applied = ev.modseq
-            else:
-                log.debug("view of mailbox %d: unexpected %r, reading the store",
-                          self.mailbox.id, ev)
-                self._resync = True
-                self._inbox = events[i + 1:]
-                return
-
-    def _apply(self, ev: ChangeEvent) -> bool:
-        """One event into the delta; False when it does not fit what we know."""
-        uid = getattr(ev, "uid", 0)
-        if isinstance(ev, Appended):
-            if uid <= self._known_top:
-                return False
-            self._new[uid] = (ev.flags, ev.modseq)
-            self._known_top = uid
-            return True
-        if isinstance(ev, FlagsChanged):
-            if uid in self._new:
-                # Sent as FETCH right after its EXISTS, as a change seen live would be.
-                self._new[uid] = (ev.flags, ev.modseq)
-                self._new_touched.add(uid)
-                return True
-            if uid in self.flags and uid not in self._expunged:
-                self._changed[uid] = (ev.flags, ev.modseq)
-                return True
-            return False
-        if isinstance(ev, Expunged):
-            if uid in self._new:
-                # Appended and expunged before the client heard of it: never mentioned.
-                del self._new[uid]
-                self._new_recent.discard(uid)
-                self._new_touched.discard(uid)
-                return True
-            if uid in self.flags and uid not in self._expunged:
-                self._expunged.add(uid)
-                self._changed.pop(uid, None)
-                return True
-        return False
-
-    async def _resync_from_store(self) -> bool:
+    async def _read_store(self) -> bool:
         """Rebuild the delta from a fresh read; False when that was not possible."""
         try:
             snap = await self.store.read_view(self.mailbox.id)
@@ -277,31 +198,17 @@ class SelectedMailbox:
             log.warning("view of mailbox %d: cannot read it to catch up: %s",
                         self.mailbox.id, exc)
             return False
-        mb = snap.mailbox
-        if mb.uidvalidity != self.mailbox.uidvalidity:
+        if snap.mailbox.uidvalidity != self.mailbox.uidvalidity:
             self.gone = True  # not the mailbox we selected any more
             return False
-        live = {info.uid: info for info in snap.messages}
-        self._expunged = {u for u in self.uids if u not in live}
-        self._changed = {u: (live[u].flags, live[u].modseq) for u in self.uids
-                         if u in live and live[u].modseq > self.modseqs.get(u, 0)}
-        self._new = {u: (i.flags, i.modseq) for u, i in live.items() if u > self._top_uid}
-        self._new_recent &= self._new.keys()
-        self._new_touched.clear()
-        self._known_top = max(self._top_uid, max(self._new, default=0))
-        self._applied = mb.highestmodseq
-        self._inbox = [ev for ev in self._inbox if ev.modseq > self._applied]
-        self._resync = False
-        self.mailbox = mb
+        self.delta.rebuild(snap, self.uids, self.modseqs, self._top_uid)
+        self.mailbox = snap.mailbox
         return True
-
-    def _unclaimed(self) -> bool:
-        return any(u > self._claimed_upto for u in self._new)
 
     async def _claim_new(self) -> None:
         """Claim \\Recent of new messages in the store before announcing them, so that
         exactly one session (of any process) shows each as recent."""
-        todo = sorted(u for u in self._new if u > self._claimed_upto)
+        todo = sorted(u for u in self.delta.new if u > self._claimed_upto)
         top = todo[-1]
         try:
             was = await self.store.claim_recent(self.mailbox.id, below=top + 1)
@@ -312,7 +219,7 @@ class SelectedMailbox:
             log.warning("view of mailbox %d: cannot claim \\Recent: %s", self.mailbox.id, exc)
             was = top + 1
         self._claimed_upto = max(self._claimed_upto, top)
-        self._new_recent.update(u for u in todo if u >= was and u in self._new)
+        self.delta.recent.update(u for u in todo if u >= was and u in self.delta.new)
 
     # --- delta -> client -----------------------------------------------------------------
     def drain(self, *, allow_expunge: bool) -> Untagged:
@@ -320,8 +227,9 @@ class SelectedMailbox:
         EXISTS and RECENT for new messages, then FETCH for changed flags."""
         out = Untagged(gone=self.gone)
         lines = out.lines
-        if allow_expunge and self._expunged:
-            for uid in sorted(self._expunged, reverse=True):
+        delta = self.delta
+        if allow_expunge and delta.expunged:
+            for uid in sorted(delta.expunged, reverse=True):
                 # Highest first: each number is valid as sent, clients renumber after each.
                 n = self.msn(uid)
                 assert n is not None
@@ -332,26 +240,9 @@ class SelectedMailbox:
                 line = b"* %d EXPUNGE" % n
                 self.checker.expunge(line, uid, allowed=True)
                 lines.append(line)
-            self._expunged.clear()
-        changed = {u: (f, m) for u, (f, m) in self._changed.items()
-                   if u in self.flags and u not in self._expunged and m > self.modseqs[u]}
-        self._changed.clear()
-        new = sorted(self._new.items())
-        changed.update((u, self._new[u]) for u in self._new_touched)
-        self._new_touched.clear()
-        changed.update((u, (self.flags[u], self.modseqs[u])) for u in self._stale
-                       if u in self.flags and u not in self._expunged and u not in changed)
-        self._stale = set()
-        # The targets of a .SILENT STORE: a client applies its own change over whatever it
-        # holds when the STORE completes, so flags it would turn into something else (a
-        # later change by another session) wait for the next update.
-        told, held = self._held_told, self._held
-        self._held = set()
-        for uid in [u for u in held & changed.keys() if told(changed[u][0]) != changed[u][0]]:
-            flags, modseq = changed.pop(uid)
-            self.flags[uid] = flags
-            self.modseqs[uid] = modseq
-            self._stale.add(uid)
+            delta.expunged.clear()
+        changed = self._flag_news()
+        new = sorted(delta.new.items())
         lines += self._announce([f for _, (f, _) in new] + [f for f, _ in changed.values()])
         if new:
             added = [u for u, _ in new]
@@ -359,11 +250,11 @@ class SelectedMailbox:
                 self.uids.append(uid)
                 self.flags[uid] = flags
                 self.modseqs[uid] = modseq
-                if uid in self._new_recent:
+                if uid in delta.recent:
                     self.recent.add(uid)
             self._top_uid = added[-1]
-            self._new.clear()
-            self._new_recent.clear()
+            delta.new.clear()
+            delta.recent.clear()
             line = b"* %d EXISTS" % len(self.uids)
             self.checker.exists(line, added)
             lines.append(line)
@@ -378,6 +269,29 @@ class SelectedMailbox:
             lines.append(self.flags_fetch_line(uid))
         self.checker.settled(self.uids)
         return out
+
+    def _flag_news(self) -> dict[int, tuple[Flags, int]]:
+        """The flags to report now, by UID (new messages are added to the map after)."""
+        delta = self.delta
+        changed = {u: (f, m) for u, (f, m) in delta.changed.items()
+                   if u in self.flags and u not in delta.expunged and m > self.modseqs[u]}
+        delta.changed.clear()
+        changed.update((u, delta.new[u]) for u in delta.touched)
+        delta.touched.clear()
+        changed.update((u, (self.flags[u], self.modseqs[u])) for u in self._stale
+                       if u in self.flags and u not in delta.expunged and u not in changed)
+        self._stale = set()
+        # The targets of a .SILENT STORE: a client applies its own change over whatever it
+        # holds when the STORE completes, so flags it would turn into something else (a
+        # later change by another session) wait for the next update.
+        told, held = self._held_told, self._held
+        self._held = set()
+        for uid in [u for u in held & changed.keys() if told(changed[u][0]) != changed[u][0]]:
+            flags, modseq = changed.pop(uid)
+            self.flags[uid] = flags
+            self.modseqs[uid] = modseq
+            self._stale.add(uid)
+        return changed
 
     def apply_own_changes(self, changes: Iterable[FlagsChanged],
                           told: Callable[[Flags], Flags] | None = None) -> list[bytes]:
@@ -435,7 +349,7 @@ class SelectedMailbox:
 
     def is_live(self, uid: int) -> bool:
         """In the client map and not expunged behind its back."""
-        return uid in self.flags and uid not in self._expunged
+        return uid in self.flags and uid not in self.delta.expunged
 
 
 def _flag_list(flags: Iterable[str]) -> bytes:
