@@ -410,7 +410,8 @@ async def test_large_retr_waits_while_the_client_does_not_read(ctx: ServerContex
 
 
 async def test_connections_per_ip_are_limited(ctx: ServerContext) -> None:
-    ctx.config["limits"]["max_connections_per_ip"] = 2
+    limits = dataclasses.replace(ctx.config.limits, max_connections_per_ip=2)
+    ctx.config = dataclasses.replace(ctx.config, limits=limits)
     first, second = Client(ctx), Client(ctx, peer="127.0.0.1")
     other = Client(ctx, peer="192.0.2.9")
     third = Client(ctx)

@@ -313,17 +313,22 @@ def test_mobileconfig_pop3_only_and_without_tls() -> None:
 def test_metrics_map_events_onto_families() -> None:
     sessions = [1, 2, 3]
     m = Metrics(open_sessions=lambda: len(sessions))
-    for name, n in [
-        ("imap_connections", 2), ("pop3_connections", 1), ("imap_logins_ok", 1),
-        ("imap_logins_failed", 3), ("pop3_logins_ok", 1), ("imap_command_fetch", 5),
-        ("imap_command_uid", 1), ("pop3_retr", 2), ("delivered", 4), ("delivered_bytes", 1000),
-        ("pop3_in_use", 1), ("imap_appends", 0), ("something_new", 7),
+    for event, n, labels in [
+        ("connections", 2, {"protocol": "imap"}), ("connections", 1, {"protocol": "pop3"}),
+        ("logins", 1, {"protocol": "imap", "result": "ok"}),
+        ("logins", 3, {"protocol": "imap", "result": "failed"}),
+        ("logins", 1, {"protocol": "pop3", "result": "ok"}),
+        ("commands", 5, {"protocol": "imap", "command": "fetch"}),
+        ("commands", 1, {"protocol": "imap", "command": "UID"}),
+        ("commands", 2, {"protocol": "pop3", "command": "RETR"}),
+        ("delivered", 4, {}), ("delivered_bytes", 1000, {}),
+        ("pop3_in_use", 1, {}), ("imap_appends", 0, {}), ("something_new", 7, {}),
     ]:  # fmt: skip
-        m.count(name, n)
-    m.observe("imap_command", 0.002, "FETCH")
-    m.observe("pop3_command", 0.5, "retr")
-    m.observe("store", 0.01, "read")
-    m.observe("other", 1.0, "x")
+        m.count(event, n, **labels)
+    m.observe("command", 0.002, protocol="imap", command="FETCH")
+    m.observe("command", 0.5, protocol="pop3", command="retr")
+    m.observe("store", 0.01, op="read")
+    m.observe("other", 1.0, label="x")
     get = m.registry.get_sample_value
     assert get("mailstead_connections_total", {"protocol": "imap"}) == 2
     assert get("mailstead_connections_total", {"protocol": "pop3"}) == 1
@@ -349,9 +354,22 @@ def test_metrics_map_events_onto_families() -> None:
     assert 'mailstead_logins_total{protocol="imap",result="failed"} 3.0' in text
 
 
+def test_metrics_refuse_labels_that_do_not_fit_the_event() -> None:
+    m = Metrics()
+    with pytest.raises(ValueError, match="protocol"):
+        m.count("connections")
+    with pytest.raises(ValueError, match="result"):
+        m.count("logins", protocol="imap")
+    with pytest.raises(ValueError, match="command"):
+        m.count("imap_appends", command="APPEND")
+    with pytest.raises(ValueError, match="command"):
+        m.observe("command", 0.1, protocol="imap")
+    assert m.registry.get_sample_value("mailstead_connections_total", {"protocol": "None"}) is None
+
+
 def test_metrics_have_their_own_registries() -> None:
     a, b = Metrics(), Metrics()  # would raise "Duplicated timeseries" on a shared registry
-    a.count("imap_connections")
+    a.count("connections", protocol="imap")
     assert a.registry.get_sample_value("mailstead_connections_total", {"protocol": "imap"}) == 1
     assert b.registry.get_sample_value("mailstead_connections_total", {"protocol": "imap"}) is None
     assert b"mailstead_open_sessions" not in b.render()
@@ -371,8 +389,8 @@ class FakeStore:
             raise self.error
 
 
-def fake_ctx(store: FakeStore | None = None, **shared: Any) -> Any:
-    """Enough of a ServerContext for the site: config, store, tls, loop, shared, metrics."""
+def fake_ctx(store: FakeStore | None = None, bound_listeners: Any = None) -> Any:
+    """Enough of a ServerContext for the site: config, store, tls, loop, listeners, metrics."""
     config = SimpleNamespace(
         hostname="mail.test",
         domains=list(DOMAINS),
@@ -380,10 +398,10 @@ def fake_ctx(store: FakeStore | None = None, **shared: Any) -> Any:
         listeners=lambda: [(p, k, Listen(h, port)) for p, k, h, port in LISTENERS],
     )
     ctx = SimpleNamespace(
-        config=config, store=store or FakeStore(), tls=object(), shared=dict(shared),
+        config=config, store=store or FakeStore(), tls=object(), bound_listeners=bound_listeners,
         metrics=None, sessions=[], loop=asyncio.get_running_loop(),
     )  # fmt: skip
-    ctx.observe = lambda name, seconds, label="": ctx.metrics.observe(name, seconds, label)
+    ctx.observe = lambda name, seconds, **labels: ctx.metrics.observe(name, seconds, **labels)
     return ctx
 
 

@@ -114,7 +114,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    setup_logging(cfg["log"]["level"], args.log_format or cfg["log"]["format"])
+    setup_logging(cfg.log.level, args.log_format or cfg.log.format)
     from .daemon import serve
 
     return serve(cfg)
@@ -126,7 +126,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"hostname: {cfg.hostname}")
     print(f"domains: {', '.join(cfg.domains)}")
     print(f"data_dir: {cfg.data_dir}")
-    print(f"store: {cfg['store']['backend']} ({cfg.db_path})")
+    print(f"store: {cfg.store.backend} ({cfg.db_path})")
     cert, key = cfg.tls_paths()
     print(f"tls: cert {cert}, key {key}")
     print("listeners:")
@@ -137,10 +137,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_user(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    from .auth.passwords import PasswordHasher
+    from .auth.passwords import Argon2Params, PasswordHasher
     from .store.api import AlreadyExists, InvalidName
 
-    hasher = PasswordHasher(cfg["auth"]["default_scheme"])
+    auth_cfg = cfg.auth
+    hasher = PasswordHasher(auth_cfg.default_scheme, argon2=Argon2Params(
+        auth_cfg.argon2_memory_kib, auth_cfg.argon2_time_cost, auth_cfg.argon2_parallelism,
+    ))
     if args.action == "add":
         password = _read_password(args)
 

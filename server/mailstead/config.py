@@ -11,9 +11,11 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from .config_sections import SECTIONS, Config
 
 
 class ConfigError(Exception):
@@ -51,6 +53,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "smtp": {
         "listen": (_ListOfAddr, ["127.0.0.1:1025"]),
         "listen_tls": (_ListOfAddr, []),
+        "postmaster": (str, ""),
     },
     "lmtp": {
         "listen": (_ListOfAddr, ["127.0.0.1:1024"]),
@@ -71,6 +74,12 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "failure_burst": (int, 10),
         "failure_block_seconds": (int, 300),
         "throttle_loopback": (bool, False),
+        "cache_ttl": (int, 300),
+        "cache_size": (int, 10000),
+        "argon2_memory_kib": (int, 19456),
+        "argon2_time_cost": (int, 2),
+        "argon2_parallelism": (int, 1),
+        "login_queue_seconds": (float, 5.0),
     },
     "limits": {
         "max_message_size": (int, 50 * 1024 * 1024),
@@ -78,6 +87,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "max_connections_per_ip": (int, 50),
         "max_sessions_per_user": (int, 50),
         "max_logins_in_progress": (int, 16),
+        "max_logins_queued": (int, 1000),
         "max_mailboxes_per_user": (int, 1000),
         "max_mailbox_depth": (int, 16),
         "max_store_bytes": (int, 0),
@@ -93,6 +103,20 @@ _CHOICES = {
     ("auth", "default_scheme"): ("argon2", "bcrypt", "sha512_crypt"),
     ("log", "level"): ("debug", "info", "warn", "error"),
     ("log", "format"): ("text", "json"),
+}
+# Bounds (inclusive) beyond "positive" for keys where an absurd value breaks the server.
+# max_line_length: below 1,000 octets ordinary commands (an IMAP UID set, a LOGIN with
+# a long password) stop fitting; above 1 MiB one unanswered line pins that much memory
+# per connection.
+_RANGES: dict[tuple[str, str], tuple[int, int]] = {
+    ("limits", "max_line_length"): (1000, 1024 * 1024),
+    # argon2 below 1 MiB protects little; above 4 GiB or t = 100 one login would stall
+    # the server. Parallelism beyond 64 lanes buys nothing.
+    ("auth", "argon2_memory_kib"): (1024, 4 * 1024 * 1024),
+    ("auth", "argon2_time_cost"): (1, 100),
+    ("auth", "argon2_parallelism"): (1, 64),
+    # A login waiting longer than a minute for a slot is better told to retry.
+    ("auth", "login_queue_seconds"): (0, 60),
 }
 _POSITIVE = {
     ("auth", "failure_burst"),
@@ -119,57 +143,20 @@ class Listen:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-class Config:
-    """Validated configuration; ``cfg.section.key`` style access via ``cfg[section][key]``."""
+def _check_sections_match_schema() -> None:
+    """A key added to SCHEMA without its field (or the reverse) fails at import, loudly."""
+    if set(SECTIONS) != set(SCHEMA):
+        raise AssertionError(f"config sections differ: {sorted(set(SECTIONS) ^ set(SCHEMA))}")
+    for name, cls in SECTIONS.items():
+        declared = {f.name for f in fields(cls)}
+        if declared != set(SCHEMA[name]):
+            raise AssertionError(
+                f"[{name}] fields of {cls.__name__} differ from SCHEMA: "
+                f"{sorted(declared ^ set(SCHEMA[name]))}"
+            )
 
-    def __init__(self, values: dict[str, dict[str, Any]], path: Path | None) -> None:
-        self._values = values
-        self.path = path
 
-    def __getitem__(self, section: str) -> dict[str, Any]:
-        return self._values[section]
-
-    # Convenience accessors for the things most modules need.
-    @property
-    def hostname(self) -> str:
-        return self._values["server"]["hostname"]
-
-    @property
-    def data_dir(self) -> Path:
-        return self._values["server"]["data_dir"]
-
-    @property
-    def domains(self) -> list[str]:
-        return self._values["server"]["domains"]
-
-    @property
-    def db_path(self) -> Path:
-        return self.data_dir / "mailstead.sqlite3"
-
-    def tls_paths(self) -> tuple[Path, Path]:
-        """Certificate and key; defaults inside the data folder when not configured."""
-        cert = self._values["tls"]["cert"] or self.data_dir / "tls" / "cert.pem"
-        key = self._values["tls"]["key"] or self.data_dir / "tls" / "key.pem"
-        return Path(cert), Path(key)
-
-    def listeners(self) -> list[tuple[str, str, Listen]]:
-        """(protocol, kind, address) for every configured listener."""
-        out = []
-        for proto, keys in (
-            ("imap", ("listen", "listen_tls")),
-            ("pop3", ("listen", "listen_tls")),
-            ("smtp", ("listen", "listen_tls")),
-            ("lmtp", ("listen",)),
-            ("http", ("listen", "listen_tls")),
-        ):
-            for key in keys:
-                kind = "tls" if key == "listen_tls" else "plain"
-                for addr in self._values[proto][key]:
-                    out.append((proto, kind, addr))
-        return out
-
-    def needs_tls(self) -> bool:
-        return any(kind == "tls" for _, kind, _ in self.listeners())
+_check_sections_match_schema()
 
 
 def parse_listen(value: str, where: str) -> Listen:
@@ -211,6 +198,11 @@ def _coerce(section: str, key: str, kind: Any, value: Any, base: Path) -> Any:
         ):
             what = "an integer" if kind is int else "a number"
             raise ConfigError(f"{where}: expected {what}, got {value!r}")
+        bounds = _RANGES.get((section, key))
+        if bounds and not bounds[0] <= value <= bounds[1]:
+            raise ConfigError(
+                f"{where}: must be between {bounds[0]:,} and {bounds[1]:,}, got {value:,}"
+            )
         if (section, key) in _POSITIVE and value <= 0:
             raise ConfigError(f"{where}: must be greater than 0, got {value}")
         if value < 0:
@@ -226,16 +218,16 @@ def _coerce(section: str, key: str, kind: Any, value: Any, base: Path) -> Any:
     if kind is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
-        return [v.lower() for v in value] if key == "domains" else list(value)
+        return tuple(v.lower() for v in value) if key == "domains" else tuple(value)
     if kind == _ListOfAddr:
         if not isinstance(value, list):
             raise ConfigError(f'{where}: expected a list of "host:port" strings, got {value!r}')
-        return [parse_listen(v, where) for v in value]
+        return tuple(parse_listen(v, where) for v in value)
     if kind == _Path:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a path string, got {value!r}")
         if not value:
-            return ""
+            return None
         path = Path(os.path.expanduser(value))
         return path if path.is_absolute() else (base / path).resolve()
     raise AssertionError(kind)
@@ -307,7 +299,8 @@ def load_config(
     cert, key = values["tls"]["cert"], values["tls"]["key"]
     if bool(cert) != bool(key):
         raise ConfigError("[tls] cert and key: set both or neither")
-    return Config(values, Path(path).resolve() if path is not None else None)
+    sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()}
+    return Config(**sections, path=Path(path).resolve() if path is not None else None)
 
 
 def is_loopback(host: str) -> bool:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .auth.users import Authenticator
 from .config import Config
+from .net import ConnectionLimiter
+from .smtp.spool import DeliveryMemory
 from .store.api import MailStore
 from .store.hub import ChangeHub
 from .tls import TLSContexts
+
+if TYPE_CHECKING:
+    from .metrics import Metrics  # prometheus_client is imported only when metrics are set up
 
 
 class LiveSession(Protocol):
@@ -52,6 +57,10 @@ class SessionRegistry:
         return True
 
 
+# (protocol, "plain"|"tls", host, port) of every listener as really bound (port 0 resolved).
+BoundListeners = Callable[[], list[tuple[str, str, str, int]]]
+
+
 @dataclass
 class ServerContext:
     config: Config
@@ -61,20 +70,43 @@ class ServerContext:
     tls: TLSContexts | None
     loop: asyncio.AbstractEventLoop
     sessions: SessionRegistry = field(default_factory=SessionRegistry)
-    counters: dict[str, int] = field(default_factory=dict)
-    # State shared by listeners of one kind (e.g. IMAP's \Recent tracker, per-IP counts).
-    shared: dict[str, Any] = field(default_factory=dict)
-    on_stop: list[Callable[[], None]] = field(default_factory=list)
-    # Prometheus metrics (``metrics.Metrics``), when the daemon set them up.
-    metrics: Any = None
+    # Process-wide state of the listeners, one field per service (every listener of a
+    # protocol shares it, whatever port it is bound to). (\Recent is claimed in the store.)
+    # Connections per client IP, per protocol ([limits] max_connections_per_ip).
+    imap_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
+    pop3_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
+    smtp_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
+    lmtp_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
+    # Logged-in sessions per user id ([limits] max_sessions_per_user).
+    user_sessions: ConnectionLimiter = field(default_factory=ConnectionLimiter)
+    # User id -> monotonic time of the last POP3 login ([pop3] login_delay).
+    pop3_last_login: dict[int, float] = field(default_factory=dict)
+    # Octets of messages the SMTP and LMTP listeners together hold in memory for the store.
+    delivery_memory: DeliveryMemory = field(init=False)
+    # Set by the daemon once it has bound; the web site falls back to the config without it.
+    bound_listeners: BoundListeners | None = None
+    # Prometheus metrics, when the daemon (or the web site) set them up.
+    metrics: Metrics | None = None
 
-    def count(self, name: str, n: int = 1) -> None:
-        """Count an event, e.g. ``imap_logins_ok`` (also exported as a metric)."""
-        self.counters[name] = self.counters.get(name, 0) + n
-        if self.metrics is not None:
-            self.metrics.count(name, n)
+    def __post_init__(self) -> None:
+        self.delivery_memory = DeliveryMemory.for_message_size(
+            self.config.limits.max_message_size
+        )
 
-    def observe(self, name: str, seconds: float, label: str = "") -> None:
-        """Record a duration, e.g. ``imap_command`` with label ``FETCH``."""
+    def count(
+        self, event: str, n: int = 1, *, protocol: str | None = None,
+        command: str | None = None, result: str | None = None,
+    ) -> None:
+        """Count an event; see ``Metrics.count`` for the names and their labels."""
         if self.metrics is not None:
-            self.metrics.observe(name, seconds, label)
+            self.metrics.count(event, n, protocol=protocol, command=command, result=result)
+
+    def observe(
+        self, name: str, seconds: float, *, protocol: str | None = None,
+        command: str | None = None, op: str | None = None, label: str = "",
+    ) -> None:
+        """Record a duration; see ``Metrics.observe`` for the names and their labels."""
+        if self.metrics is not None:
+            self.metrics.observe(
+                name, seconds, protocol=protocol, command=command, op=op, label=label
+            )

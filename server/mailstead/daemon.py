@@ -39,8 +39,8 @@ def install_reactor(loop: asyncio.AbstractEventLoop) -> Any:
         asyncioreactor.install(loop)
     from twisted.internet import reactor
 
-    if not reactor.running:  # type: ignore[attr-defined]
-        reactor.startRunning(installSignalHandlers=False)  # type: ignore[attr-defined]
+    if not reactor.running:
+        reactor.startRunning(installSignalHandlers=False)
     return reactor
 
 
@@ -131,7 +131,8 @@ class Mailstead:
         self._stopping = False
 
     async def start(self) -> None:
-        from .auth.passwords import PasswordHasher
+        from .auth.cache import LoginCache
+        from .auth.passwords import Argon2Params, PasswordHasher
         from .auth.throttle import LoginThrottle
         from .auth.users import Authenticator
         from .context import ServerContext
@@ -151,36 +152,41 @@ class Mailstead:
         tls = None
         cert, key = cfg.tls_paths()
         try:
-            tls = ensure_tls(cert, key, cfg.hostname, configured=bool(cfg["tls"]["cert"]),
+            tls = ensure_tls(cert, key, cfg.hostname, configured=cfg.tls.cert is not None,
                              domains=cfg.domains)
         except TLSError as exc:
-            if cfg.needs_tls() or cfg["tls"]["cert"]:
+            if cfg.needs_tls() or cfg.tls.cert is not None:
                 raise StartupError(str(exc)) from None
             log.warning("TLS disabled: %s", exc)
         except OSError as exc:
             raise StartupError(f"cannot create TLS certificate: {exc}") from None
 
         hub = ChangeHub()
-        limits = cfg["limits"]
+        limits = cfg.limits
         try:
             store = await open_store(cfg, hub)
         except Exception as exc:
             raise StartupError(str(exc)) from None
-        auth_cfg = cfg["auth"]
-        hasher = PasswordHasher(auth_cfg["default_scheme"])
+        auth_cfg = cfg.auth
+        hasher = PasswordHasher(auth_cfg.default_scheme, argon2=Argon2Params(
+            auth_cfg.argon2_memory_kib, auth_cfg.argon2_time_cost, auth_cfg.argon2_parallelism,
+        ))
         throttle = LoginThrottle(
-            base_delay=auth_cfg["failure_delay"], max_delay=auth_cfg["failure_delay_max"],
-            burst=auth_cfg["failure_burst"], block=auth_cfg["failure_block_seconds"],
+            base_delay=auth_cfg.failure_delay, max_delay=auth_cfg.failure_delay_max,
+            burst=auth_cfg.failure_burst, block=auth_cfg.failure_block_seconds,
         )
         auth = Authenticator(
             store, hasher, cfg.domains, throttle=throttle,
-            throttle_loopback=auth_cfg["throttle_loopback"],
-            max_in_progress=limits["max_logins_in_progress"],
+            throttle_loopback=auth_cfg.throttle_loopback,
+            max_in_progress=limits.max_logins_in_progress,
+            cache=LoginCache(auth_cfg.cache_ttl, auth_cfg.cache_size),
+            login_queue_seconds=auth_cfg.login_queue_seconds,
+            max_logins_queued=limits.max_logins_queued,
         )
         self.ctx = ServerContext(cfg, store, hub, auth, tls, self.loop)
         install_metrics(self.ctx)
         # Where listeners really bound (port 0 picks one): autoconfig advertises these.
-        self.ctx.shared["bound_listeners"] = lambda: [
+        self.ctx.bound_listeners = lambda: [
             (lst.proto, lst.kind, lst.bound.host, lst.bound.port)
             for lst in self.listeners
             if lst.bound
@@ -213,7 +219,6 @@ class Mailstead:
         ctx = self.ctx
         proto, tls = listener.proto, listener.kind == "tls"
         if proto in ("smtp", "lmtp"):
-            from .net import ConnectionLimiter
             from .smtp.delivery import DeliveryHandler, smtp_factory
 
             handler = DeliveryHandler(
@@ -222,16 +227,19 @@ class Mailstead:
                 domains=self.config.domains,
                 lmtp=proto == "lmtp",
                 count=ctx.count,
+                spool_dir=self.config.data_dir / "spool",
+                memory=ctx.delivery_memory,
+                postmaster=self.config.smtp.postmaster,
             )
             factory = smtp_factory(
                 handler,
                 hostname=self.config.hostname,
-                max_size=self.config["limits"]["max_message_size"],
+                max_size=self.config.limits.max_message_size,
                 # STARTTLS on the plain listeners (aiosmtpd drops bytes pipelined before
                 # the handshake, RFC 3207 §4.2); implicit TLS on listen_tls.
                 tls_context=ctx.tls.stdlib if ctx.tls is not None and not tls else None,
-                limiter=ctx.shared.setdefault(f"{proto}_limiter", ConnectionLimiter()),
-                max_per_ip=self.config["limits"]["max_connections_per_ip"],
+                limiter=ctx.smtp_per_ip if proto == "smtp" else ctx.lmtp_per_ip,
+                max_per_ip=self.config.limits.max_connections_per_ip,
             )
             await listener.start_asyncio(factory, ctx.tls.stdlib if tls else None)
             return
@@ -274,11 +282,9 @@ class Mailstead:
         await self._stop_listeners()
         if self.ctx is not None:
             self.ctx.sessions.close_all("Server shutting down")
-            grace = self.config["server"]["shutdown_grace"]
+            grace = self.config.server.shutdown_grace
             if not await self.ctx.sessions.wait_empty(grace):
                 log.warning("%d sessions did not close in %ds", len(self.ctx.sessions), grace)
-            for hook in self.ctx.on_stop:
-                hook()
             await self.ctx.store.close()
         try:
             (self.config.data_dir / "listeners.json").unlink()
@@ -371,4 +377,7 @@ def _route_twisted_logs() -> None:
     """Send Twisted's log events to stdlib logging, so there is one log stream."""
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
-    globalLogBeginner.beginLoggingTo([STDLibLogObserver()], redirectStandardIO=False)
+    # STDLibLogObserver provides ILogObserver through zope's @implementer, which mypy
+    # cannot see (it is not a subclass of the interface).
+    observer = STDLibLogObserver()
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)  # type: ignore[list-item]

@@ -1,23 +1,23 @@
 """Prometheus metrics: ``ctx.count``/``ctx.observe`` events mapped onto metric families.
 
-The code that counts things speaks in flat event names (``imap_logins_ok``,
-``imap_command_fetch``, ``delivered``…) so it stays free of Prometheus; this module turns
-those names into labelled families a dashboard can aggregate:
+The code that counts things names an event and gives its labels as arguments, so it stays
+free of Prometheus; this module maps them onto labelled families a dashboard can aggregate:
 
-=========================================  ====================================================
-event (``ctx.count``)                      metric
-=========================================  ====================================================
-``<proto>_connections``                    ``mailstead_connections_total{protocol}``
-``<proto>_logins_ok`` / ``_logins_failed`` ``mailstead_logins_total{protocol,result}``
-``imap_command_<cmd>``, ``pop3_<cmd>``     ``mailstead_commands_total{protocol,command}``
-``delivered``                              ``mailstead_deliveries_total``
-``delivered_bytes``                        ``mailstead_delivered_bytes_total``
-anything else                              ``mailstead_events_total{event}``
-=========================================  ====================================================
+==================================================  ===========================================
+``count(...)``                                      metric
+==================================================  ===========================================
+``"connections", protocol=``                        ``mailstead_connections_total{protocol}``
+``"logins", protocol=, result="ok"|"failed"``       ``mailstead_logins_total{protocol,result}``
+``"commands", protocol=, command=``                 ``mailstead_commands_total{protocol,command}``
+``"delivered"``                                     ``mailstead_deliveries_total``
+``"delivered_bytes"``                               ``mailstead_delivered_bytes_total``
+anything else (no labels), e.g. ``"imap_appends"``  ``mailstead_events_total{event}``
+==================================================  ===========================================
 
-Durations (``ctx.observe``): ``imap_command``/``pop3_command`` →
-``mailstead_command_seconds{protocol,command}``, ``store`` → ``mailstead_store_seconds{op}``,
-anything else → ``mailstead_duration_seconds{name,label}``. Gauges are read at scrape time.
+Durations (``observe(...)``): ``"command", protocol=, command=`` →
+``mailstead_command_seconds{protocol,command}``, ``"store", op=`` →
+``mailstead_store_seconds{op}``, anything else → ``mailstead_duration_seconds{name,label}``.
+Command labels are upper-cased, as on the wire. Gauges are read at scrape time.
 
 Each ``Metrics`` owns its ``CollectorRegistry`` (never the global one), so several servers in
 one process (tests) do not collide.
@@ -26,23 +26,24 @@ one process (tests) do not collide.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+if TYPE_CHECKING:
+    from .context import ServerContext
+
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "install_metrics"]
 
-_CONNECTION_PROTOCOLS = frozenset({"imap", "pop3", "smtp", "lmtp", "http"})
-# POP3 counts commands as ``pop3_<command>`` (e.g. ``pop3_retr``); other ``pop3_*`` names
-# (``pop3_deleted``, ``pop3_in_use``…) are events, so only real command verbs map to commands.
-_POP3_COMMANDS = frozenset(
-    {"user", "pass", "apop", "auth", "stat", "list", "retr", "dele", "noop", "rset", "top",
-     "uidl", "quit", "capa", "stls", "utf8"}
-)  # fmt: skip
-# IMAP command names come from a fixed handler table (unknown commands are answered BAD
-# before counting), so the label set stays small. Upper-case, as on the wire.
-_COMMAND_PREFIXES = {"imap_command_": "imap"}
+# Labels each counted family needs; any other event name is counted with none.
+_COUNT_LABELS: dict[str, tuple[str, ...]] = {
+    "connections": ("protocol",),
+    "logins": ("protocol", "result"),
+    "commands": ("protocol", "command"),
+    "delivered": (),
+    "delivered_bytes": (),
+}
 # Commands take well under a millisecond when cached, seconds when a big mailbox is searched.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -57,8 +58,8 @@ class Metrics:
 
     def __init__(self, open_sessions: Callable[[], int] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._count_children: dict[str, Any] = {}
-        self._observe_children: dict[tuple[str, str], Any] = {}
+        self._count_children: dict[tuple[str, str | None, str | None, str | None], Any] = {}
+        self._observe_children: dict[tuple[str, str | None, str | None, str | None, str], Any] = {}
         reg = self.registry
         self.connections = Counter(
             "mailstead_connections", "Client connections accepted", ["protocol"], registry=reg
@@ -101,47 +102,62 @@ class Metrics:
             gauge = Gauge("mailstead_open_sessions", "Open IMAP and POP3 sessions", registry=reg)
             gauge.set_function(lambda: float(open_sessions()))
 
-    def count(self, name: str, n: int = 1) -> None:
-        """Record ``n`` occurrences of the event ``name`` (see the module table)."""
+    def count(
+        self, event: str, n: int = 1, *, protocol: str | None = None,
+        command: str | None = None, result: str | None = None,
+    ) -> None:
+        """Record ``n`` occurrences of ``event`` with its labels (see the module table).
+
+        A label missing for its family, or given for an event that takes none, is a
+        programming error and raises ``ValueError``.
+        """
         if n <= 0:
             return  # Prometheus counters only go up; a zero batch is nothing to record.
         # Resolving labels costs a lock and several lookups; events repeat (every RETR,
-        # every FETCH), so remember which child counter each event name lands on.
-        child = self._count_children.get(name)
+        # every FETCH), so remember which child counter each event lands on.
+        key = (event, protocol, command, result)
+        child = self._count_children.get(key)
         if child is None:
-            child = self._count_children[name] = self._count_child(name)
+            child = self._count_children[key] = self._count_child(*key)
         child.inc(n)
 
-    def _count_child(self, name: str) -> Any:
-        proto, _, rest = name.partition("_")
-        if rest == "connections" and proto in _CONNECTION_PROTOCOLS:
-            return self.connections.labels(proto)
-        if rest in ("logins_ok", "logins_failed"):
-            return self.logins.labels(proto, rest.removeprefix("logins_"))
-        if name == "delivered":
+    def _count_child(
+        self, event: str, protocol: str | None, command: str | None, result: str | None
+    ) -> Any:
+        given = {"protocol": protocol, "command": command, "result": result}
+        needed = _COUNT_LABELS.get(event, ())
+        wrong = sorted(name for name, value in given.items() if (value is None) == (name in needed))
+        if wrong:
+            raise ValueError(f"metric event {event!r}: wrong labels {', '.join(wrong)}")
+        if event == "connections":
+            return self.connections.labels(protocol)
+        if event == "logins":
+            return self.logins.labels(protocol, result)
+        if event == "commands":
+            return self.commands.labels(protocol, (command or "").upper())
+        if event == "delivered":
             return self.deliveries
-        if name == "delivered_bytes":
+        if event == "delivered_bytes":
             return self.delivered_bytes
-        if proto == "pop3" and rest in _POP3_COMMANDS:
-            return self.commands.labels("pop3", rest.upper())
-        for prefix, protocol in _COMMAND_PREFIXES.items():
-            if name.startswith(prefix) and len(name) > len(prefix):
-                return self.commands.labels(protocol, name[len(prefix) :].upper())
-        return self.events.labels(name)
+        return self.events.labels(event)
 
-
-    def observe(self, name: str, seconds: float, label: str = "") -> None:
-        """Record a duration: ``imap_command``/``pop3_command`` (label = command), ``store``
-        (label = operation, e.g. read/write), anything else generically."""
-        key = (name, label)
+    def observe(
+        self, name: str, seconds: float, *, protocol: str | None = None,
+        command: str | None = None, op: str | None = None, label: str = "",
+    ) -> None:
+        """Record a duration: ``"command"`` (``protocol`` and ``command``), ``"store"``
+        (``op``, e.g. read/write), anything else generically by ``name`` and ``label``."""
+        key = (name, protocol, command, op, label)
         child = self._observe_children.get(key)
         if child is None:
-            if name in ("imap_command", "pop3_command"):
-                child = self.command_seconds.labels(name.partition("_")[0], label.upper())
-            elif name == "store":
-                child = self.store_seconds.labels(label)
-            else:
+            if name == "command" and protocol is not None and command is not None:
+                child = self.command_seconds.labels(protocol, command.upper())
+            elif name == "store" and op is not None:
+                child = self.store_seconds.labels(op)
+            elif protocol is None and command is None and op is None:
                 child = self.durations.labels(name, label)
+            else:
+                raise ValueError(f"duration {name!r}: wrong labels")
             self._observe_children[key] = child
         child.observe(seconds)
 
@@ -150,7 +166,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def install_metrics(ctx: Any) -> Metrics:
+def install_metrics(ctx: ServerContext) -> Metrics:
     """Create the metrics for ``ctx`` (a ``ServerContext``) and hook them up; idempotent.
 
     Sets ``ctx.metrics`` (which ``ctx.count``/``ctx.observe`` forward to), gives the gauge
@@ -162,5 +178,5 @@ def install_metrics(ctx: Any) -> Metrics:
     metrics = Metrics(open_sessions=lambda: len(ctx.sessions))
     ctx.metrics = metrics
     if hasattr(ctx.store, "on_latency") and ctx.store.on_latency is None:
-        ctx.store.on_latency = lambda op, seconds: ctx.observe("store", seconds, op)
+        ctx.store.on_latency = lambda op, seconds: ctx.observe("store", seconds, op=op)
     return metrics

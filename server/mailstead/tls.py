@@ -17,11 +17,15 @@ import os
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+if TYPE_CHECKING:
+    from OpenSSL import SSL  # for annotations; the code imports it where it is used
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +166,7 @@ class TLSContexts:
         self.stdlib: ssl.SSLContext = _stdlib_context(cert, key)
         self._openssl = self._make_openssl()
 
-    def _make_openssl(self):  # type: ignore[no-untyped-def]
+    def _make_openssl(self) -> SSL.Context:
         from OpenSSL import SSL
 
         ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
@@ -192,7 +196,7 @@ class TLSContexts:
         return _ConnectionCreator(self)
 
     @property
-    def openssl_context(self):  # type: ignore[no-untyped-def]
+    def openssl_context(self) -> SSL.Context:
         return self._openssl
 
 
@@ -200,7 +204,7 @@ class _ConnectionCreator:
     def __init__(self, owner: TLSContexts) -> None:
         self._owner = owner
 
-    def serverConnectionForTLS(self, protocol):  # type: ignore[no-untyped-def]
+    def serverConnectionForTLS(self, protocol: Any) -> SSL.Connection:
         from OpenSSL import SSL
 
         return SSL.Connection(self._owner.openssl_context, None)
@@ -219,10 +223,20 @@ _declare_interface()
 def ensure_tls(
     cert: Path, key: Path, hostname: str, *, configured: bool, domains: Iterable[str] = ()
 ) -> TLSContexts:
-    """Load the pair; generate a self-signed one when both are missing."""
-    if not cert.exists() and not key.exists():
-        if configured:
-            log.warning("TLS certificate %s and key %s are missing", cert, key)
+    """Load the pair. At the default location (``configured`` False) a self-signed pair
+    is generated when both files are missing; a configured path that does not exist is an
+    error: writing a fresh self-signed pair where a real certificate was expected (a typo,
+    an unmounted volume, a renewal that has not run) would hide the mistake from the admin
+    and serve a certificate no client trusts."""
+    if configured:
+        missing = [f"{what} {path}" for what, path in (("cert", cert), ("key", key))
+                   if not path.exists()]
+        if missing:
+            raise TLSError(
+                f"[tls] {' and '.join(missing)} does not exist: fix the path, or leave "
+                "[tls] cert and key empty to use a generated self-signed certificate"
+            )
+    elif not cert.exists() and not key.exists():
         ca = generate_self_signed(cert, key, hostname, domains=domains)
         log.warning(
             "generated a self-signed TLS certificate for %s at %s; clients must trust %s "

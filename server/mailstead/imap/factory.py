@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ..context import ServerContext
 
 
-class IMAPFactory(ServerFactory):
+class IMAPFactory(ServerFactory[IMAPProtocol]):
     protocol = IMAPProtocol
     noisy = False
 
@@ -21,6 +21,4 @@ class IMAPFactory(ServerFactory):
         self.ctx = ctx
         self.implicit_tls = implicit_tls
         # Shared by every IMAP listener: the per-IP limit counts connections on all ports.
-        self.limiter: ConnectionLimiter = ctx.shared.setdefault(
-            "imap_limiter", ConnectionLimiter()
-        )
+        self.limiter: ConnectionLimiter = ctx.imap_per_ip

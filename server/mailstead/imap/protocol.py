@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from ..net import IdleTimer, TransportOutput, set_nodelay
+from ..twisted_types import StreamTransport
 from .session import IMAPSession
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class SessionOutput(TransportOutput):
 
 class IMAPProtocol(Protocol):
     factory: IMAPFactory
+    transport: StreamTransport  # type: ignore[assignment]  # Twisted: ITransport | None, see twisted_types
 
     def __init__(self) -> None:
         self.session: IMAPSession | None = None
@@ -49,7 +51,7 @@ class IMAPProtocol(Protocol):
         self.ip = self.transport.getPeer().host
         set_nodelay(self.transport)
         self.out = SessionOutput(self)
-        limit = ctx.config["limits"]["max_connections_per_ip"]
+        limit = ctx.config.limits.max_connections_per_ip
         if not self.factory.limiter.acquire(self.ip, limit):
             self.out.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
             self.out.close()
@@ -59,11 +61,11 @@ class IMAPProtocol(Protocol):
             ctx, self.out, peer=self.ip, tls_active=self.factory.implicit_tls
         )
         ctx.sessions.add(self.session)
-        ctx.count("imap_connections")
+        ctx.count("connections", protocol="imap")
         log.info("IMAP connection from %s%s", self.ip, " (TLS)" if self.factory.implicit_tls
                  else "")
         self.out.write(self.session.greeting())
-        minutes = ctx.config["imap"]["autologout_minutes"]
+        minutes = ctx.config.imap.autologout_minutes
         self._timer = IdleTimer(ctx.loop, max(minutes, 30) * 60, self._autologout)
         self._keepalive = IdleTimer(ctx.loop, IDLE_KEEPALIVE_SECONDS, self._keep_alive)
 
@@ -89,7 +91,7 @@ class IMAPProtocol(Protocol):
         if self._keepalive is not None and not (self.out and self.out.closed):
             self._keepalive.touch()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         for timer in (self._timer, self._keepalive):
             if timer is not None:
                 timer.cancel()

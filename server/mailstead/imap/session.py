@@ -72,9 +72,9 @@ class IMAPSession:
         self.condstore = False
         self.idling = False
         self.failed_logins = 0
-        limits = ctx.config["limits"]
+        limits = ctx.config.limits
         self.reader = CommandReader(
-            max_line=limits["max_line_length"], max_literal=limits["max_message_size"]
+            max_line=limits.max_line_length, max_literal=limits.max_message_size
         )
         self._queue: deque[Any] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -89,7 +89,7 @@ class IMAPSession:
     @property
     def plaintext_ok(self) -> bool:
         return self.tls_active or (
-            self.ctx.config["auth"]["plaintext_on_loopback"] and is_loopback(self.peer)
+            self.ctx.config.auth.plaintext_on_loopback and is_loopback(self.peer)
         )
 
     def capabilities(self) -> list[str]:
@@ -114,7 +114,7 @@ class IMAPSession:
             "CHILDREN",
             "ESEARCH",
             "CONDSTORE",
-            f"APPENDLIMIT={self.ctx.config['limits']['max_message_size']}",
+            f"APPENDLIMIT={self.ctx.config.limits.max_message_size}",
         ]
 
     def greeting(self) -> bytes:
@@ -210,7 +210,7 @@ class IMAPSession:
             self.out.write(bad(self._state_error(states)).line(cmd.tag))
             return
         name = cmd.name
-        self.ctx.count(f"imap_command_{name.lower()}")
+        self.ctx.count("commands", protocol="imap", command=name)
         started = time.perf_counter()
         try:
             result = await handler(self, cmd)
@@ -224,7 +224,7 @@ class IMAPSession:
         except StoreError as exc:
             log.warning("IMAP %s %s failed: %s", self.peer, name, exc)
             result = no(f"{exc}", "SERVERBUG")
-        self.ctx.observe("imap_command", time.perf_counter() - started, name)
+        self.ctx.observe("command", time.perf_counter() - started, protocol="imap", command=name)
         if self.out.closed or result is None:
             return
         if self.selected is not None:
@@ -338,7 +338,7 @@ class IMAPSession:
         """Count and log a failed login (the Authenticator already delayed it); too many
         and the session ends."""
         self.failed_logins += 1
-        self.ctx.count("imap_logins_failed")
+        self.ctx.count("logins", protocol="imap", result="failed")
         log.info("IMAP login failed for %r from %s", login[:100], self.peer)
         if self.failed_logins >= 5:
             self.out.write(b"* BYE Too many failed logins\r\n")
@@ -355,13 +355,13 @@ class IMAPSession:
         if user is None:
             await self.login_failed(login)
             return no("Authentication failed", "AUTHENTICATIONFAILED")
-        limiter = self.ctx.shared.setdefault("user_sessions", ConnectionLimiter())
-        if not limiter.acquire(str(user.id), self.ctx.config["limits"]["max_sessions_per_user"]):
+        limiter = self.ctx.user_sessions
+        if not limiter.acquire(str(user.id), self.ctx.config.limits.max_sessions_per_user):
             log.info("IMAP login %s from %s refused: too many sessions", user.name, self.peer)
             return no("Too many sessions for this user", "LIMIT")
         self._user_slot = limiter
         self.user = user
         self.state = State.AUTHENTICATED
-        self.ctx.count("imap_logins_ok")
+        self.ctx.count("logins", protocol="imap", result="ok")
         log.info("IMAP login %s from %s", user.name, self.peer)
         return ok("Logged in", "CAPABILITY " + " ".join(self.capabilities()))

@@ -107,7 +107,7 @@ def cmd_import_maildir(args: argparse.Namespace) -> int:
 
     async def work(store: Any, cfg: Any, reporter: Any) -> None:
         await import_maildir(store, args.user, Path(args.path),
-                             cfg["limits"]["max_message_size"], reporter)
+                             cfg.limits.max_message_size, reporter)
 
     _, reporter = _run(args, work)
     print(reporter.summary())
@@ -119,7 +119,7 @@ def cmd_import_mbox(args: argparse.Namespace) -> int:
 
     async def work(store: Any, cfg: Any, reporter: Any) -> None:
         await import_mbox(store, args.user, Path(args.file), args.mailbox,
-                          cfg["limits"]["max_message_size"], reporter)
+                          cfg.limits.max_message_size, reporter)
 
     _, reporter = _run(args, work)
     print(reporter.summary())
@@ -157,7 +157,7 @@ def cmd_import_passwd(args: argparse.Namespace) -> int:
     scheme: list[str] = []
 
     async def work(store: Any, cfg: Any, reporter: Any) -> Any:
-        scheme.append(cfg["auth"]["default_scheme"])
+        scheme.append(cfg.auth.default_scheme)
         hasher = PasswordHasher(scheme[0])
         return await import_passwd(store, args.file, hasher, cfg.domains, reporter)
 

@@ -604,9 +604,9 @@ def _parse_params(value: bytes, pos: int) -> _Params:
             params.append((base, None))
         pending[base].append((int(cont.group(2)), bool(cont.group(3)), _s(val)))
     result: list[tuple[str, str]] = []
-    for name, val in params:
-        if val is not None:
-            result.append((name, val))
+    for name, text in params:
+        if text is not None:
+            result.append((name, text))
             continue
         segments = sorted(pending[name], key=lambda seg: seg[0])
         extended = any(ext for _, ext, _ in segments)

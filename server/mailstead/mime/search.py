@@ -4,15 +4,17 @@ SEARCH BODY/TEXT/SUBJECT/FROM/HEADER compare against *decoded* text: RFC 2047 en
 words in headers, base64/quoted-printable bodies and their charsets. Matching itself
 (case-insensitive substring) is the caller's business; this module only produces text,
 and never raises: a message that cannot be decoded must still be searchable as far as it
-can be.
+can be. Encoded words are decoded by ``encoded_words`` in linear time, within a budget
+per header block (``DEFAULT_BUDGET`` characters), so a hostile header costs a bounded,
+proportional amount of work.
 """
 
 from __future__ import annotations
 
 import binascii
 import re
-from email.header import decode_header
 
+from mailstead.mime.encoded_words import DecodeBudget, decode_encoded_words
 from mailstead.mime.parse import BodyPart, ParsedMessage, header_units
 
 __all__ = ["decode_header_value", "header_values", "search_text"]
@@ -43,33 +45,32 @@ def _decode_charset(data: bytes, charset: str | None) -> str:
     return _guess_text(data)
 
 
-def decode_header_value(value: bytes) -> str:
-    """Unfolded raw header value with RFC 2047 encoded words decoded."""
+def decode_header_value(value: bytes, budget: DecodeBudget | None = None) -> str:
+    """Unfolded raw header value with RFC 2047 encoded words decoded.
+
+    ``budget`` is shared by the values of one header block; once it is spent, values are
+    returned undecoded (still searchable as raw text).
+    """
     value = value.replace(b"\r\n", b"")
-    # latin-1 maps each byte to one code point, so the unencoded stretches decode_header
-    # hands back (as raw-unicode-escape bytes) are exactly the original bytes.
-    text = value.decode("latin-1")
-    if "=?" not in text:
+    if b"=?" not in value:
         return _guess_text(value)
-    try:
-        chunks = decode_header(text)
-    except Exception:  # bad base64 in an encoded word, etc.
+    # latin-1 maps each byte to one code point, so the unencoded stretches come back as
+    # exactly the original bytes.
+    chunks = decode_encoded_words(value.decode("latin-1"), budget)
+    if chunks is None:
         return _guess_text(value)
-    out: list[str] = []
-    for chunk, charset in chunks:
-        data = chunk.encode("latin-1") if isinstance(chunk, str) else chunk
-        out.append(_decode_charset(data, charset))
-    return "".join(out)
+    return "".join(_decode_charset(data, charset) for data, charset in chunks)
 
 
 def header_values(header_block: bytes, name: str) -> list[str]:
     """Decoded values of every ``name`` field in a header block, in order."""
     try:
         wanted = name.encode("latin-1", "replace").lower()
+        budget = DecodeBudget()
         out: list[str] = []
         for field, unit in header_units(header_block):
             if field == wanted:
-                out.append(decode_header_value(_value(unit)).strip())
+                out.append(decode_header_value(_value(unit), budget).strip())
         return out
     except Exception:  # input is untrusted; a search must not crash the session
         return []
@@ -80,13 +81,15 @@ def _value(unit: bytes) -> bytes:
 
 
 def _decoded_header_block(header_block: bytes) -> str:
+    budget = DecodeBudget()
     lines: list[str] = []
     for field, unit in header_units(header_block):
         if field is None:
             lines.append(_guess_text(unit.replace(b"\r\n", b"")))
         else:
             colon = unit.find(b":")
-            lines.append(_guess_text(unit[:colon]) + ": " + decode_header_value(_value(unit)))
+            value = decode_header_value(_value(unit), budget)
+            lines.append(_guess_text(unit[:colon]) + ": " + value)
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ class POP3Factory(ServerFactory):
 
     ``implicit_tls`` tells the sessions that the daemon has wrapped this factory in a
     ``TLSMemoryBIOFactory`` (POP3S), so TLS is active from the first octet and STLS is
-    refused. Shared by every POP3 listener of one server (through ``ctx.shared``):
+    refused. Shared by every POP3 listener of one server (through the ``ctx`` fields):
     ``last_login`` (user id → monotonic time of the last successful login), which enforces
     ``[pop3] login_delay``, and the per-IP connection counts for
     ``[limits] max_connections_per_ip``.
@@ -31,11 +31,9 @@ class POP3Factory(ServerFactory):
         self.ctx = ctx
         self.implicit_tls = implicit_tls
         self.settings = POP3Settings.from_config(ctx.config)
-        self.last_login: dict[int, float] = ctx.shared.setdefault("pop3_last_login", {})
-        self.limiter: ConnectionLimiter = ctx.shared.setdefault(
-            "pop3_limiter", ConnectionLimiter()
-        )
-        self.max_per_ip: int = ctx.config["limits"]["max_connections_per_ip"]
+        self.last_login: dict[int, float] = ctx.pop3_last_login
+        self.limiter: ConnectionLimiter = ctx.pop3_per_ip
+        self.max_per_ip: int = ctx.config.limits.max_connections_per_ip
 
     def buildProtocol(self, addr: Any) -> POP3Protocol:
         proto = POP3Protocol(self)

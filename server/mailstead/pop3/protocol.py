@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..net import set_nodelay
+from ..twisted_types import StreamTransport
 from .session import POP3Session
 from .wire import MAX_AUTH_LINE, Line, LineBuffer, err
 
@@ -78,6 +79,8 @@ class _OutputGate:
 
 class POP3Protocol(Protocol):
     """One POP3 connection; also the ``LiveSession`` the daemon can shut down."""
+
+    transport: StreamTransport  # type: ignore[assignment]  # Twisted: ITransport | None, see twisted_types
 
     def __init__(self, factory: POP3Factory) -> None:
         self.factory = factory
@@ -181,7 +184,7 @@ class POP3Protocol(Protocol):
         settings = self.factory.settings
         self.session = POP3Session(self.ctx, settings, self, self.factory.last_login)
         self.ctx.sessions.add(self)
-        self.ctx.count("pop3_connections")
+        self.ctx.count("connections", protocol="pop3")
         log.info("pop3 session open from %s%s", self.peer, " (TLS)" if self._tls else "")
         self._touch()
         self._idle_timer = self.loop.call_later(settings.idle_timeout, self._check_idle)

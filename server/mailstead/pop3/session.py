@@ -143,10 +143,6 @@ _COMMANDS: dict[str, _Spec] = {
 }
 
 
-# The event counted for each use of a command, e.g. pop3_retr (built once, not per line).
-_COUNTERS = {name: f"pop3_{name.lower()}" for name in _COMMANDS}
-
-
 def _safe(name: str) -> str:
     """A client-chosen name fit for one log line."""
     return repr(name[:64])
@@ -263,15 +259,17 @@ class POP3Session:
         if len(cmd.args) > spec.max_args:
             raise CommandError(f"Too many arguments to {cmd.name}")
         handler: Callable[[Command], Pending] = getattr(self, spec.method)
-        self.ctx.count(_COUNTERS[cmd.name])
+        self.ctx.count("commands", protocol="pop3", command=cmd.name)
         started = time.perf_counter()
         try:
             rest = handler(cmd)
         except BaseException:
-            self.ctx.observe("pop3_command", time.perf_counter() - started, cmd.name)
+            self.ctx.observe("command", time.perf_counter() - started,
+                             protocol="pop3", command=cmd.name)
             raise
         if rest is None:
-            self.ctx.observe("pop3_command", time.perf_counter() - started, cmd.name)
+            self.ctx.observe("command", time.perf_counter() - started,
+                             protocol="pop3", command=cmd.name)
             return None
         return self._timed(rest, cmd.name, started)
 
@@ -279,7 +277,8 @@ class POP3Session:
         try:
             await rest
         finally:
-            self.ctx.observe("pop3_command", time.perf_counter() - started, name)
+            self.ctx.observe("command", time.perf_counter() - started,
+                             protocol="pop3", command=name)
 
     # --- any state ---------------------------------------------------------------------
     def _capa(self, cmd: Command) -> Pending:
@@ -443,7 +442,7 @@ class POP3Session:
         self._watch = self.ctx.hub.subscribe(inbox.id, self._on_change)
         self.state = State.TRANSACTION
         self._last_login[user.id] = time.monotonic()
-        self.ctx.count("pop3_logins_ok")
+        self.ctx.count("logins", protocol="pop3", result="ok")
         count, size = self.maildrop.stat()
         log.info("pop3 login ok for %s from %s (%d messages)", _safe(user.name),
                  self.channel.peer, count)
@@ -451,7 +450,7 @@ class POP3Session:
 
     async def _login_failed(self, login: str) -> None:
         self.failures += 1
-        self.ctx.count("pop3_logins_failed")
+        self.ctx.count("logins", protocol="pop3", result="failed")
         log.warning("pop3 login failed for %s from %s (failure %d)", _safe(login),
                     self.channel.peer, self.failures)
         # The Authenticator already waited (exponentially, per address and user).

@@ -28,19 +28,19 @@ class POP3Settings:
 
     @classmethod
     def from_config(cls, config: Config) -> POP3Settings:
-        pop3 = config["pop3"]
-        expire = str(pop3["expire"]).strip()
+        pop3 = config.pop3
+        expire = pop3.expire.strip()
         if not _EXPIRE.fullmatch(expire):
             log.warning("[pop3] expire = %r is not NEVER or a number of days; "
                         "advertising EXPIRE NEVER", expire)
             expire = "NEVER"
         return cls(
             hostname=config.hostname,
-            idle_timeout=float(pop3["idle_timeout_minutes"]) * 60.0,
-            retr_sets_seen=bool(pop3["retr_sets_seen"]),
+            idle_timeout=pop3.idle_timeout_minutes * 60.0,
+            retr_sets_seen=pop3.retr_sets_seen,
             expire=expire.upper(),
-            login_delay=max(0, int(pop3["login_delay"])),
-            plaintext_on_loopback=bool(config["auth"]["plaintext_on_loopback"]),
+            login_delay=max(0, pop3.login_delay),
+            plaintext_on_loopback=config.auth.plaintext_on_loopback,
         )
 
 

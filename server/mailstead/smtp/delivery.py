@@ -5,6 +5,15 @@ stripped; unknown user 550 5.1.1; foreign domain 550 5.7.1, we are never a relay
 ``handle_DATA`` stores one copy per user, with trace headers, before answering. ``250``
 goes out only after the store committed with fsync. LMTP (RFC 2033) answers once per
 accepted recipient, in RCPT order.
+
+Local addresses are ``user@<a [server] domain>`` and ``user@<[server] hostname>`` (an
+MTA handing mail over by LMTP names the host). ``postmaster`` (RFC 5321 §4.5.1: MUST be
+accepted, with or without a domain) goes to the user named by ``[smtp] postmaster``, else
+to a user called ``postmaster``, else to the first user created.
+
+The message reaches ``handle_DATA`` in a spool file (``protocol.MailsteadProtocol``
+streams DATA there); each delivery reads it into memory only when ``DeliveryMemory``
+has room, so parallel big deliveries wait on disk instead of piling up in memory.
 """
 
 from __future__ import annotations
@@ -13,16 +22,18 @@ import asyncio
 import email.utils
 import logging
 import secrets
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
-from ..mime.parse import normalise_crlf
 from ..net import ConnectionLimiter
 from ..store.api import MailStore, StorageFull, StoreError, User
+from .protocol import MailsteadLMTP, MailsteadSMTP
+from .spool import DeliveryMemory, Spool, make_spool_folder
 
 log = logging.getLogger(__name__)
 
@@ -41,33 +52,70 @@ class DeliveryHandler:
         store: MailStore,
         *,
         hostname: str,
-        domains: list[str],
+        domains: Iterable[str],
         lmtp: bool,
         count: Callable[[str, int], None] | None = None,
+        spool_dir: Path | None = None,  # None: the system's temporary folder
+        memory: DeliveryMemory | None = None,
+        postmaster: str = "",
     ) -> None:
         self.store = store
         self.hostname = hostname
         self.domains = [d.lower() for d in domains]
+        self.local_domains = frozenset([*self.domains, hostname.lower()])
         self.lmtp = lmtp
         self.count = count or (lambda name, n: None)
+        self.spool_dir = spool_dir
+        self.memory = memory or DeliveryMemory.for_message_size(0)
+        self.postmaster = postmaster
 
     async def resolve(self, address: str) -> Recipient | str:
         """A local recipient, or the SMTP reply refusing it."""
         local, at, domain = address.rpartition("@")
         if not at:
             local, domain = address, ""
-        if domain.lower() not in self.domains:
+            if local.lower() != "postmaster":  # the one address allowed without a domain
+                return "550 5.7.1 Relaying denied: we only accept mail for our own domains"
+        elif domain.lower() not in self.local_domains:
             return "550 5.7.1 Relaying denied: we only accept mail for our own domains"
         user_name = local.split("+", 1)[0]
         if not user_name:
             return "550 5.1.1 No such user here"
         try:
             user = await self.store.get_user(user_name)
+            if user is None and user_name.lower() == "postmaster":
+                user = await self._postmaster()
         except StoreError:
             return "451 4.3.0 Mail store temporarily unavailable"
         if user is None:
             return "550 5.1.1 No such user here"
         return Recipient(address, user)
+
+    async def _postmaster(self) -> User | None:
+        """Who reads postmaster mail when no user is called so (see the module docstring)."""
+        if self.postmaster:
+            user = await self.store.get_user(self.postmaster)
+            if user is not None:
+                return user
+            log.warning("[smtp] postmaster %r is no user: postmaster mail goes to the "
+                        "first user", self.postmaster)
+        users = await self.store.list_users()
+        return min(users, key=lambda u: u.id) if users else None
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """aiosmtpd's EHLO/LHLO lines without AUTH: nothing can authenticate here (no
+        submission service), before STARTTLS or after it."""
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
+
+    def open_spool(self, session: Session, envelope: Envelope) -> Spool:
+        """A spool for the data of DATA, starting with the first recipient's trace."""
+        folder = self.spool_dir or Path(tempfile.gettempdir())
+        first = _recipients(envelope)[0]
+        return Spool(make_spool_folder(folder), self.trace_headers(session, envelope, first))
 
     async def handle_RCPT(
         self,
@@ -113,20 +161,27 @@ class DeliveryHandler:
         return "421 4.3.0 Temporary server error, closing"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        body = normalise_crlf(bytes(envelope.original_content or b""))
+        spool: Spool = envelope.mailstead_spool  # type: ignore[attr-defined]
         recipients = _recipients(envelope)
         # One stored copy per user, however many of their addresses were named.
         first_for_user: dict[int, int] = {}
         for i, rcpt in enumerate(recipients):
             first_for_user.setdefault(rcpt.user.id, i)
 
-        async def store_one(rcpt: Recipient) -> str:
-            data = self.trace_headers(session, envelope, rcpt) + body
+        async def store_one(index: int, rcpt: Recipient) -> str:
+            size = 0
             try:
                 inbox = await self.store.get_mailbox(rcpt.user.id, "INBOX")
                 if inbox is None:
                     inbox = await self.store.create_mailbox(rcpt.user.id, "INBOX")
-                await self.store.deliver([inbox.id], data)
+                async with self.memory.hold(spool.size):
+                    # The spool starts with recipient 0's trace headers: theirs is a plain
+                    # read; any other recipient gets their own in front of the data.
+                    trace = None if index == 0 else self.trace_headers(session, envelope, rcpt)
+                    data = await spool.message(trace)
+                    size = len(data)
+                    await self.store.deliver([inbox.id], data)
+                    del data
             except StorageFull:
                 log.error("delivery to %s failed: store full", rcpt.user.name)
                 return "452 4.3.1 Insufficient system storage"
@@ -137,15 +192,16 @@ class DeliveryHandler:
                 log.exception("delivery to %s failed", rcpt.user.name)
                 return "451 4.3.0 Temporary failure storing the message"
             self.count("delivered", 1)
-            self.count("delivered_bytes", len(data))
+            self.count("delivered_bytes", size)
             log.info(
-                "delivered to %s (%d bytes) via %s", rcpt.user.name, len(data),
+                "delivered to %s (%d bytes) via %s", rcpt.user.name, size,
                 "LMTP" if self.lmtp else "SMTP",
             )
             return "250 2.0.0 Message accepted for delivery"
 
-        unique = [recipients[i] for i in sorted(first_for_user.values())]
-        results = await asyncio.gather(*(store_one(r) for r in unique))
+        firsts = sorted(first_for_user.values())
+        unique = [recipients[i] for i in firsts]
+        results = await asyncio.gather(*(store_one(i, recipients[i]) for i in firsts))
         by_user = {r.user.id: res for r, res in zip(unique, results, strict=True)}
         if self.lmtp:
             return "\r\n".join(by_user[r.user.id] for r in recipients)
@@ -159,75 +215,6 @@ def _recipients(envelope: Envelope) -> list[Recipient]:
         found = []
         envelope.mailstead_recipients = found  # type: ignore[attr-defined]
     return found
-
-
-# Refusals aiosmtpd sends after the data of DATA: LMTP owes one per recipient.
-_DATA_REFUSALS = {
-    "552 Error: Too much mail data": "552 5.3.4 Message too big for system",
-    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long",
-}
-_REWRITE = {
-    **_DATA_REFUSALS,
-    "552 Error: message size exceeds fixed maximum message size": (
-        "552 5.3.4 Message size exceeds fixed maximum message size"
-    ),
-}
-
-
-class _MailsteadProtocol:
-    """What our SMTP and LMTP listeners add to aiosmtpd's protocol classes.
-
-    Enhanced status codes (RFC 3463) on aiosmtpd's own refusals, one refusal per
-    recipient in LMTP, a per-IP connection limit, and no traceback for addresses the
-    stdlib parser chokes on.
-    """
-
-    limiter: ConnectionLimiter | None = None
-    max_per_ip = 0
-    _counted_ip: str | None = None
-
-    async def push(self, status: str) -> None:
-        status = _REWRITE.get(status, status)
-        envelope = getattr(self, "envelope", None)
-        if isinstance(self, LMTP) and status in _DATA_REFUSALS.values() and envelope:
-            # RFC 2033 §4.2: after DATA, one reply for each accepted recipient.
-            status = "\r\n".join([status] * max(1, len(envelope.rcpt_tos)))
-        await super().push(status)  # type: ignore[misc]
-
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        try:
-            return super()._getaddr(arg)  # type: ignore[misc,no-any-return]
-        except (IndexError, ValueError):  # e.g. "<user@" trips the stdlib parser
-            return None, None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        ip = peer[0] if isinstance(peer, tuple) else ""
-        if self.limiter is not None and self._counted_ip is None:
-            if not self.limiter.acquire(ip, self.max_per_ip):
-                log.info("SMTP connection from %s refused: too many from this address", ip)
-                transport.write(b"421 4.7.0 Too many connections from your address\r\n")
-                transport.close()
-                self._refused = True
-                return
-            self._counted_ip = ip
-        super().connection_made(transport)  # type: ignore[misc]
-
-    def connection_lost(self, error: Exception | None) -> None:
-        if getattr(self, "_refused", False):
-            return
-        if self.limiter is not None and self._counted_ip is not None:
-            self.limiter.release(self._counted_ip)
-            self._counted_ip = None
-        super().connection_lost(error)  # type: ignore[misc]
-
-
-class MailsteadSMTP(_MailsteadProtocol, SMTP):
-    pass
-
-
-class MailsteadLMTP(_MailsteadProtocol, LMTP):
-    pass
 
 
 def smtp_factory(

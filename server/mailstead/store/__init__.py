@@ -19,17 +19,17 @@ def build_store(config: Config, hub: ChangeHub | None = None) -> SqliteStore:
     from .api import StoreUnavailable
     from .sqlite import SqliteStore
 
-    backend = config["store"]["backend"]
+    backend = config.store.backend
     if backend != "sqlite":
         raise StoreUnavailable(f"store backend {backend!r} is not available")
-    limits = config["limits"]
+    limits = config.limits
     return SqliteStore(
         config.db_path,
         hub,
-        fsync=config["store"]["fsync"],
-        max_mailboxes=limits["max_mailboxes_per_user"],
-        max_depth=limits["max_mailbox_depth"],
-        max_bytes=limits["max_store_bytes"],
+        fsync=config.store.fsync,
+        max_mailboxes=limits.max_mailboxes_per_user,
+        max_depth=limits.max_mailbox_depth,
+        max_bytes=limits.max_store_bytes,
     )
 
 

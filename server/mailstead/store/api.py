@@ -44,6 +44,10 @@ class AlreadyExists(StoreError):
     """A user or mailbox name that is taken."""
 
 
+class SpecialUseTaken(AlreadyExists):
+    """Another mailbox of the user already has the special-use attribute asked for."""
+
+
 class InvalidName(StoreError):
     """A mailbox or user name that the store refuses."""
 

@@ -28,12 +28,13 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.web import http, resource, server
 
 from ..metrics import CONTENT_TYPE_LATEST, install_metrics
+from ..twisted_types import StreamTransport
 from .autoconfig import (
     MOBILECONFIG_CONTENT_TYPE,
     AddressError,
@@ -71,6 +72,8 @@ class _Request(server.Request):
     the request. The handler answers 413 when ``body_too_large`` is set.
     """
 
+    # Twisted declares ``content = None`` (typed None) and documents a binary file.
+    content: io.BytesIO  # type: ignore[assignment]
     body_too_large = False
     _received = 0
     _cut = False
@@ -101,7 +104,7 @@ class _Request(server.Request):
         # Or Twisted would send "100 Continue" after our answer.
         self.requestHeaders.removeHeader(b"expect")
         body = b"request body too large\n"
-        self.channel.transport.write(
+        cast(StreamTransport, self.channel.transport).write(
             b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
         )
@@ -193,7 +196,7 @@ class MailsteadResource(resource.Resource):
     def autodiscover(self, request: server.Request) -> bytes:
         if request.method == b"POST":
             try:
-                raw = parse_autodiscover_request(request.content.getvalue())
+                raw = parse_autodiscover_request(cast(io.BytesIO, request.content).getvalue())
             except AutodiscoverRequestError as exc:
                 return _reply(request, http.BAD_REQUEST, f"{exc}\n".encode())
         else:
@@ -271,12 +274,12 @@ class MailsteadResource(resource.Resource):
 def current_listeners(ctx: Any) -> list[tuple[str, str, str, int]]:
     """(protocol, "plain"|"tls", host, port) of every listener, with the real bound ports.
 
-    The daemon offers ``ctx.shared["bound_listeners"]`` (a callable). Without it the
+    The daemon sets ``ctx.bound_listeners`` (a callable). Without it the
     configured addresses are used, and a port 0 (pick any) is looked up in the daemon's
     ``listeners.json``; listeners still unknown keep port 0 and are left out of documents.
     """
-    bound = ctx.shared.get("bound_listeners")
-    if callable(bound):
+    bound = ctx.bound_listeners
+    if bound is not None:
         return [(p, k, h, int(port)) for p, k, h, port in bound()]
     configured = [(p, k, a.host, a.port) for p, k, a in ctx.config.listeners()]
     if all(port for *_, port in configured):
@@ -297,7 +300,7 @@ class _Site(server.Site):
     """A ``Site`` without Twisted's access log: the handlers log what is worth logging,
     and a Prometheus scrape every few seconds is not."""
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from ...auth.sasl import (
     MECHANISMS,
     SaslCancelled,
@@ -62,6 +64,6 @@ async def handle_authenticate(s: Session, cmd: Authenticate) -> Result:
     return await s.login(step.authcid, step.password)
 
 
-def _same_user(authzid: str, authcid: str, domains: list[str]) -> bool:
+def _same_user(authzid: str, authcid: str, domains: Collection[str]) -> bool:
     a, b = local_part(authzid, domains), local_part(authcid, domains)
     return a is not None and b is not None and a.lower() == b.lower()

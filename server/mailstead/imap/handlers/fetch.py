@@ -41,8 +41,8 @@ async def handle_fetch(s: Session, cmd: Fetch) -> Result:
             res = await s.ctx.store.store_flags(
                 view.mailbox.id, unseen, FlagMode.ADD, ["\\Seen"]
             )
-            for line in view.apply_own_changes(res.changed):  # \Seen: no keyword, no lines
-                s.send(line)
+            for announce in view.apply_own_changes(res.changed):  # \Seen: none, in fact
+                s.send(announce)
             flags_for = {ch.uid for ch in res.changed}
     sent = 0
     async for _uid, line in fetch_responses(

@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 
-from ...store.api import AlreadyExists, InvalidName, Mailbox, NotFound
+from ...store.api import (
+    AlreadyExists,
+    InvalidName,
+    Mailbox,
+    NotFound,
+    SpecialUseTaken,
+)
 from ...store.names import DELIMITER
 from .. import response
 from ..response import Result, bad, no, ok
@@ -76,9 +82,10 @@ async def handle_create(s: Session, cmd: Create) -> Result:
         return no(f"Unsupported special-use attribute {special}", "USEATTR")
     try:
         await s.ctx.store.create_mailbox(s.user.id, name, special)
+    except SpecialUseTaken as exc:  # RFC 6154: the failure is about the attribute
+        return no(str(exc), "USEATTR")
     except AlreadyExists as exc:
-        code = "USEATTR" if special and "with" in str(exc) else "ALREADYEXISTS"
-        return no(str(exc), code)
+        return no(str(exc), "ALREADYEXISTS")
     except InvalidName as exc:
         return no(f"Invalid mailbox name: {exc}", "CANNOT")
     return ok("CREATE completed")
@@ -295,7 +302,7 @@ def status_items(s: Session, status: object, items: Iterable[str]) -> bytes:
         "UNSEEN": getattr(status, "unseen", 0),
         "HIGHESTMODSEQ": getattr(status, "highestmodseq", 0),
         "SIZE": getattr(status, "size", 0),
-        "APPENDLIMIT": s.ctx.config["limits"]["max_message_size"],
+        "APPENDLIMIT": s.ctx.config.limits.max_message_size,
     }
     out = []
     for item in items:

@@ -23,7 +23,7 @@ async def handle_append(s: Session, cmd: Append) -> Result:
     mbox = await get_mailbox(s, usable_name(cmd.mailbox, "CANNOT"))
     if mbox is None:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "TRYCREATE")
-    limit = s.ctx.config["limits"]["max_message_size"]
+    limit = s.ctx.config.limits.max_message_size
     messages = []
     for m in cmd.messages:
         if len(m.data) > limit:

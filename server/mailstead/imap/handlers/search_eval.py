@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from ...mime.parse import Address, Envelope, ParsedMessage, parse_message
+from ...mime.parse import Address, Envelope, parse_message
 from ...mime.search import decode_header_value, header_values, search_text
 from ...store.api import MailStore, MessageInfo
 from ..selected import SelectedMailbox
@@ -147,16 +147,6 @@ def address_forms(addrs: Sequence[Address]) -> list[str]:
     return forms
 
 
-def _envelope_of(structure: str | None) -> Envelope | None:
-    """The envelope from a stored structure; None if it cannot be read (see search())."""
-    if structure is None:
-        return None
-    try:
-        return ParsedMessage.from_json(structure).envelope
-    except ValueError:
-        return None
-
-
 def _sent_date(msg: _Message) -> date | None:
     values = header_values(msg.header or b"", "date")
     if not values:
@@ -261,18 +251,10 @@ async def search(store: MailStore, view: SelectedMailbox, key: SearchKey) -> lis
 
 
 async def _envelopes(store: MailStore, mbox: int, uids: list[int]) -> dict[int, Envelope]:
-    """uid -> envelope, from the structures stored at delivery. One that cannot be read
-    (written by an older parser, damaged) is parsed again from the message's header."""
+    """uid -> envelope, from the structures stored at delivery (the store decodes them on a
+    reader thread and parses a damaged one again from the message)."""
     structures = await store.read_structures(mbox, uids)
-    # JSON decoding of a chunk of structures is milliseconds of CPU: not on the loop.
-    found = await asyncio.to_thread(
-        lambda: {uid: _envelope_of(text) for uid, text in structures.items()})
-    out = {uid: env for uid, env in found.items() if env is not None}
-    broken = [uid for uid, env in found.items() if env is None]
-    if broken:
-        for uid, block in (await store.read_headers(mbox, broken)).items():
-            out[uid] = parse_message(block).envelope
-    return out
+    return {uid: parsed.envelope for uid, parsed in structures.items()}
 
 
 def _match_all(key: SearchKey, msgs: Sequence[_Message], max_msn: int, max_uid: int) -> list[int]:

@@ -14,6 +14,7 @@ from ..api import (
     MailboxGone,
     MailboxStatus,
     NotFound,
+    SpecialUseTaken,
     ViewSnapshot,
 )
 from ..names import validate_mailbox_name
@@ -115,7 +116,7 @@ class MailboxesMixin(SqliteBase):
                 "SELECT 1 FROM mailboxes WHERE user_id = ? AND special_use = ?",
                 (user_id, special_use),
             ).fetchone():
-                raise AlreadyExists(f"a mailbox with {special_use} already exists")
+                raise SpecialUseTaken(f"a mailbox with {special_use} already exists")
             mbox_id = insert_mailbox(conn, user_id, name, special_use)
             row = conn.execute(
                 f"SELECT {MAILBOX_COLS} FROM mailboxes WHERE id = ?", (mbox_id,)

@@ -1,0 +1,166 @@
+"""Where a message waits between the socket and the store.
+
+``Spool``: an unlinked temporary file in ``<data_dir>/spool`` (the kernel removes it when
+it is closed, even after a crash), written in pieces of ``FLUSH_AT`` octets on a small
+thread pool of its own, so disk I/O never runs on the loop nor waits behind SEARCH in the
+default executor. While a write is under way the DATA reader waits, so a client sending
+faster than the disk is held back by TCP, not by memory.
+
+``DeliveryMemory``: the store takes a message as one ``bytes``, so each delivery holds
+its message in memory from reading the spool until commit. This budget bounds those
+octets across every SMTP and LMTP session: deliveries beyond it wait (their data is safe
+on disk) in arrival order; a message bigger than the whole budget goes alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+FLUSH_AT = 256 * 1024
+_IO = ThreadPoolExecutor(max_workers=4, thread_name_prefix="smtp-spool")
+
+
+class Spool:
+    """One message being received: ``prefix`` (the first recipient's trace headers), then
+    the data as it arrives."""
+
+    def __init__(self, folder: Path, prefix: bytes) -> None:
+        # Closed by close(), which the DATA command always reaches (try/finally).
+        self._file = tempfile.TemporaryFile(dir=folder, prefix="msg-")  # noqa: SIM115
+        self._pending: list[bytes] = [prefix]
+        self._pending_size = len(prefix)
+        self.body_start = len(prefix)
+        self.size = 0  # octets written to the file so far
+        self.error: OSError | None = None  # the first write error; later data is dropped
+        self.discarded = False
+
+    async def write(self, data: bytes) -> None:
+        if self.error is not None or self.discarded:
+            return
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= FLUSH_AT:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._pending or self.error is not None or self.discarded:
+            return
+        pieces, self._pending, self._pending_size = self._pending, [], 0
+        try:
+            await asyncio.get_running_loop().run_in_executor(_IO, self._write, pieces)
+        except OSError as exc:
+            self.error = exc
+            return
+        self.size += sum(map(len, pieces))
+
+    def _write(self, pieces: list[bytes]) -> None:
+        self._file.writelines(pieces)
+        self._file.flush()  # message() reads with os.pread, below the file object's buffer
+
+    def discard(self) -> None:
+        """Forget the data (it was refused); the file is emptied when it is closed."""
+        self.discarded = True
+        self._pending = []
+        self._pending_size = 0
+
+    async def message(self, trace: bytes | None = None) -> bytes:
+        """The stored form for one recipient: the spool as written (``trace`` None, the
+        first recipient's), or ``trace`` followed by the data."""
+        await self.flush()
+        if self.error is not None:
+            raise self.error
+        fileno = self._file.fileno()
+        start = 0 if trace is None else self.body_start
+
+        def read() -> bytes:
+            data = _pread_all(fileno, self.size - start, start)
+            return data if trace is None else trace + data
+
+        return await asyncio.get_running_loop().run_in_executor(_IO, read)
+
+    @property
+    def data_size(self) -> int:
+        """Octets of data received and kept, trace headers excluded."""
+        return self.size + self._pending_size - self.body_start
+
+    def close(self) -> None:
+        self._pending = []
+        self._file.close()
+
+
+def _pread_all(fileno: int, length: int, offset: int) -> bytes:
+    data = os.pread(fileno, length, offset)
+    if len(data) == length:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < length:  # a short read (a signal) is rare; the file does not shrink
+        more = os.pread(fileno, length - got, offset + got)
+        if not more:
+            raise OSError(f"spool file ended after {got} of {length} octets")
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def make_spool_folder(folder: Path) -> Path:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
+class DeliveryMemory:
+    """Octets of messages held in memory for the store, at most ``limit`` at once."""
+
+    def __init__(self, limit: int) -> None:
+        if limit <= 0:
+            raise ValueError("the delivery memory budget must be positive")
+        self.limit = limit
+        self.used = 0
+        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    @classmethod
+    def for_message_size(cls, max_message_size: int) -> DeliveryMemory:
+        """Room for the biggest message allowed, and never less than 64 MiB, so small
+        mail flows in parallel while one big message is being stored."""
+        return cls(max(max_message_size, 64 * 1024 * 1024))
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        size = min(max(size, 0), self.limit)
+        await self._acquire(size)
+        try:
+            yield
+        finally:
+            self.used -= size
+            self._grant()
+
+    async def _acquire(self, size: int) -> None:
+        if not self._waiting and self.used + size <= self.limit:
+            self.used += size
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (size, fut)
+        self._waiting.append(entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # granted, then cancelled: give back
+                self.used -= size
+            else:
+                self._waiting.remove(entry)
+            self._grant()
+            raise
+
+    def _grant(self) -> None:
+        # First come, first served: a big message at the head is not overtaken for ever.
+        while self._waiting and self.used + self._waiting[0][0] <= self.limit:
+            size, fut = self._waiting.popleft()
+            self.used += size
+            fut.set_result(None)
