@@ -171,21 +171,24 @@ class SelectedMailbox:
         every change committed before it. Store failures are logged, never raised: the
         delta then stays complete up to its modseq and the rest waits for the next sync.
         """
-        delta = self.delta
         for _ in range(_SYNC_ROUNDS):
-            delta.absorb(self.flags, self.mailbox.id)
-            if self.gone:
+            if self.settled():
                 return
-            if delta.needs_read:
+            if self.delta.needs_read:
                 if not await self._read_store():
                     return
-            elif not self.readonly and any(u > self._claimed_upto for u in delta.new):
-                await self._claim_new()
             else:
-                return
+                await self._claim_new()
         # Still busy after that many store calls: take what arrived meanwhile without
         # claiming it (its \Recent then goes to nobody, never to two sessions).
+        self.delta.absorb(self.flags, self.mailbox.id)
+
+    def settled(self) -> bool:
+        """Apply what arrived; True when a drain may follow without a store call."""
+        delta = self.delta
         delta.absorb(self.flags, self.mailbox.id)
+        return self.gone or (not delta.needs_read and (
+            self.readonly or all(u <= self._claimed_upto for u in delta.new)))
 
     async def _read_store(self) -> bool:
         """Rebuild the delta from a fresh read; False when that was not possible."""

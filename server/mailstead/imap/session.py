@@ -266,12 +266,26 @@ class IMAPSession:
     def on_mailbox_change(self) -> None:
         """Hub callback: push while idling, else wait for the next command.
 
-        The push runs as a task, after the hub has handed over the whole commit (a MOVE
-        within the mailbox is two batches), and waits for any \\Recent claim it needs.
+        The push runs once the hub has handed over the whole commit (a MOVE within the
+        mailbox is two batches): at once when nothing needs the store, else in a task that
+        waits for the \\Recent claim (or the catch-up read) first.
         """
         if self.idling and not self._push_scheduled and not self.out.closed:
             self._push_scheduled = True
-            self.ctx.loop.create_task(self._push())
+            self.ctx.loop.call_soon(self._push_now)
+
+    def _push_now(self) -> None:
+        view = self.selected
+        try:
+            if view is None or not self.idling or self.out.closed:
+                self._push_scheduled = False
+            elif not view.lock.locked() and view.settled():
+                self._push_scheduled = False
+                self._write_updates(view, allow_expunge=True)
+            else:
+                self.ctx.loop.create_task(self._push())
+        except Exception:
+            self._push_failed()
 
     async def _push(self) -> None:
         view = self.selected
@@ -288,9 +302,12 @@ class IMAPSession:
                 if self.idling and self.selected is view and not self.out.closed:
                     self._write_updates(view, allow_expunge=True)
         except Exception:
-            log.exception("IMAP session %s: pushing changes failed", self.peer)
-            self.out.write(b"* BYE Internal server error\r\n")
-            self.close()
+            self._push_failed()
+
+    def _push_failed(self) -> None:
+        log.exception("IMAP session %s: pushing changes failed", self.peer)
+        self.out.write(b"* BYE Internal server error\r\n")
+        self.close()
 
     # --- lifecycle -------------------------------------------------------------------
     def select(self, view: SelectedMailbox, subscription: Any) -> None:

@@ -21,6 +21,7 @@ from ..names import validate_mailbox_name
 from .base import SqliteBase
 from .messages import copy_rows, expunge_rows
 from .rows import INFO_COLS, MAILBOX_COLS, mailbox_row, message_info
+from .writer import NotDurable
 
 
 def next_uidvalidity(conn: sqlite3.Connection) -> int:
@@ -248,7 +249,7 @@ class MailboxesMixin(SqliteBase):
             )
             return was, []
 
-        return await self._write(job)
+        return await self._write(NotDurable(job))
 
     async def read_view(self, mailbox_id: int) -> ViewSnapshot:
         def q(conn: sqlite3.Connection) -> ViewSnapshot:
