@@ -124,3 +124,32 @@ async def test_an_event_for_an_unknown_message_is_checked_against_the_store(
     sub.close()
     assert await catch_up(view) == [
         b"* 1 FETCH (FLAGS (\\Seen \\Recent))", b"* 2 FETCH (FLAGS (\\Seen \\Recent))"]
+
+
+# --- the store's side: one \Recent boundary, claimed by moving it -------------------------
+async def test_a_claim_moves_the_boundary_once_and_never_past_uidnext(world: ImapWorld) -> None:
+    user = await world.add_user()
+    mb = await world.mailbox(user)
+    store = world.store
+    await store.append(mb.id, [NewMessage(msg(i)) for i in range(1, 5)])  # UIDs 1-4
+    examined = await store.open_view(mb.id, claim_recent=False)
+    assert examined.recent_uids == [1, 2, 3, 4]
+    assert (await store.mailbox_status(mb.id)).recent == 4  # EXAMINE took nothing
+    assert await store.claim_recent(mb.id, below=3) == 1  # this caller got UIDs 1 and 2
+    assert await store.claim_recent(mb.id, below=2) == 3  # nothing: already past it
+    selected = await store.open_view(mb.id, claim_recent=True)
+    assert selected.recent_uids == [3, 4]
+    assert await store.claim_recent(mb.id, below=99) == 5  # capped at uidnext
+    [uid] = await store.append(mb.id, [NewMessage(msg(5))])
+    assert uid == 5 and (await store.mailbox_status(mb.id)).recent == 1
+
+
+async def test_expunge_deleted_only_goes_by_the_flags_at_commit(world: ImapWorld) -> None:
+    user = await world.add_user()
+    mb = await world.mailbox(user)
+    store = world.store
+    uids = await store.append(mb.id, [NewMessage(msg(i), frozenset({"\\Deleted"}))
+                                      for i in range(1, 4)])
+    await store.store_flags(mb.id, [uids[1]], FlagMode.REMOVE, ["\\Deleted"])
+    assert await store.expunge(mb.id, uids, deleted_only=True) == [uids[0], uids[2]]
+    assert [i.uid for i in await store.list_messages(mb.id)] == [uids[1]]
