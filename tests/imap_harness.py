@@ -4,27 +4,35 @@ store in a temp folder, several clients on one store and one change hub.
 This is where command tests live: no subprocess, no socket, no port. ``ImapWorld`` owns the
 store and the server context; ``MemoryIMAP`` is a client with the same vocabulary as the
 socket client in ``imap_wire`` (``cmd``, ``cmd_literal``, ``login``, ``select``,
-``append``), but every call is awaited on the test's own event loop. Tests that need a real
-socket (TLS, limits on connections, back-pressure of a kernel buffer, real clients) stay on
-``imap_wire``.
+``append``), but every call is awaited on the test's own event loop. ``world.pop3()`` is a
+POP3 client on the same context (``pop3_harness``), ``memory_session.MemorySession`` the twin
+of ``imap_session.Session`` for tests that watch untagged responses arrive. conftest's
+``world`` fixture gives a fresh world per test; ``running_world`` one for a fixture of your
+own, which also fails when the server logged a traceback. Tests that need a real socket
+(TLS, limits on connections, back-pressure of a kernel buffer, real clients, the daemon
+itself) stay on ``imap_wire`` (``test_imap_socket``).
+
+Differences from a real server, on purpose: passwords are hashed with argon2id at the
+smallest cost (a LOGIN costs a tenth of a millisecond, not a tenth of a second); TLS
+contexts exist only when asked for (``tls=True``, so that STARTTLS is advertised), but a
+memory transport cannot run a handshake, so STARTTLS itself belongs to the socket suite;
+the memory transport never pushes back, so output back-pressure belongs there too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
-
-from fuzzlib import cheap_hash
 from imap_wire import Reply
 from mailstead.auth.passwords import PasswordHasher
+from mailstead.auth.throttle import LoginThrottle
 from mailstead.auth.users import Authenticator
 from mailstead.config import load_config
 from mailstead.context import ServerContext
@@ -33,80 +41,26 @@ from mailstead.pop3.factory import POP3Factory
 from mailstead.store.api import Mailbox, NewMessage, User
 from mailstead.store.hub import ChangeHub
 from mailstead.store.sqlite import SqliteStore
+from mailstead.tls import TLSContexts, generate_self_signed
+from memory_transport import MemoryConnection
+
+if TYPE_CHECKING:
+    from pop3_harness import MemoryPOP3
 
 PASSWORD = "secret"
-WAIT = 10.0  # seconds a response may take before the test fails (a hang, not a slow CI)
 _LITERAL_END = re.compile(rb"\{(\d+)\}$")
 
 
-class NotifyingTransport(StringTransport):
-    """A StringTransport that wakes the waiting client whenever the server writes."""
-
-    def __init__(self, peer: str) -> None:
-        super().__init__(peerAddress=IPv4Address("TCP", peer, 40000))
-        self.written = asyncio.Event()
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        super().write(data)
-        self.written.set()
-
-    def writeSequence(self, data: list[bytes]) -> None:  # POP3 sends multi-line replies so
-        self.write(b"".join(data))
-
-    def loseConnection(self) -> None:
-        super().loseConnection()
-        self.closed = True
-        self.written.set()
-
-    def abortConnection(self) -> None:
-        self.loseConnection()
-
-
-class MemoryIMAP:
+class MemoryIMAP(MemoryConnection):
     """One client connection to an in-process IMAP server."""
 
     def __init__(self, world: ImapWorld, *, peer: str = "127.0.0.1") -> None:
         self.world = world
-        self.proto = world.factory.buildProtocol(None)
-        self.transport = NotifyingTransport(peer)
-        self.proto.makeConnection(self.transport)
-        self.buf = b""
         self.counter = itertools.count(1)
-        self.greeting = b""
-        self._lost = False
+        super().__init__(world.factory.buildProtocol(None), peer=peer)
 
-    # --- low level -------------------------------------------------------------------
-    def send(self, data: bytes | str) -> None:
-        self.proto.dataReceived(data.encode() if isinstance(data, str) else data)
-
-    async def _fill(self) -> None:
-        data = self.transport.value()
-        if data:
-            self.transport.clear()
-            self.buf += data
-            return
-        if self.transport.closed:
-            raise ConnectionError(f"server closed the connection; buffered {self.buf!r}")
-        self.transport.written.clear()
-        try:
-            await asyncio.wait_for(self.transport.written.wait(), WAIT)
-        except TimeoutError:
-            raise AssertionError(f"no response within {WAIT}s; buffered {self.buf!r}") from None
-        self.buf += self.transport.value()
-        self.transport.clear()
-
-    async def read_exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            await self._fill()
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
-
-    async def line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            await self._fill()
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line
+    def next_tag(self) -> bytes:
+        return b"A%03d" % next(self.counter)
 
     async def response(self) -> bytes:
         """One whole response: a line, plus any literals and the lines that follow them."""
@@ -115,25 +69,6 @@ class MemoryIMAP:
             out += b"\r\n" + await self.read_exact(int(m.group(1)))
             out += await self.line()
         return out
-
-    async def settle(self) -> None:
-        """Let the loop run until the server has nothing more to do for this client."""
-        for _ in range(20):
-            await asyncio.sleep(0)
-
-    async def pending(self) -> bytes:
-        """Whatever the server has written that has not been read yet (after settling)."""
-        await self.settle()
-        data, self.buf = self.buf + self.transport.value(), b""
-        self.transport.clear()
-        return data
-
-    @property
-    def closed_by_server(self) -> bool:
-        return self.transport.closed
-
-    def next_tag(self) -> bytes:
-        return b"A%03d" % next(self.counter)
 
     # --- commands --------------------------------------------------------------------
     async def collect(self, tag: bytes) -> Reply:
@@ -197,71 +132,22 @@ class MemoryIMAP:
         assert reply.ok, reply
         return reply
 
-    def drop(self) -> None:
-        """The client goes away without LOGOUT (a dropped connection)."""
-        if not self._lost:
-            self._lost = True
-            self.proto.connectionLost(Failure(ConnectionDone()))
 
+class ErrorLog(logging.Handler):
+    """Log records that carry a traceback: what the socket suite looked for in the log."""
 
-class MemoryPOP3:
-    """One client connection to an in-process POP3 server on the same context."""
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
 
-    def __init__(self, world: ImapWorld, *, peer: str = "127.0.0.1") -> None:
-        self.proto = world.pop3_factory.buildProtocol(None)
-        self.transport = NotifyingTransport(peer)
-        self.proto.makeConnection(self.transport)
-        self.buf = b""
-        self._lost = False
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info is not None:
+            self.records.append(record)
 
-    def send(self, data: bytes | str) -> None:
-        self.proto.dataReceived(data.encode() if isinstance(data, str) else data)
-
-    async def line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            data = self.transport.value()
-            if data:
-                self.transport.clear()
-                self.buf += data
-                continue
-            if self.transport.closed:
-                raise ConnectionError(f"server closed the connection; buffered {self.buf!r}")
-            self.transport.written.clear()
-            try:
-                await asyncio.wait_for(self.transport.written.wait(), WAIT)
-            except TimeoutError:
-                raise AssertionError(f"no POP3 response within {WAIT}s; buffered {self.buf!r}"
-                                     ) from None
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line
-
-    async def cmd(self, text: str) -> bytes:
-        """One command, its status line (``+OK …`` or ``-ERR …``)."""
-        self.send(text.encode() + b"\r\n")
-        return await self.line()
-
-    async def multiline(self, text: str) -> tuple[bytes, list[bytes]]:
-        """A command answered with a multi-line response (LIST, UIDL): status, lines."""
-        status = await self.cmd(text)
-        lines: list[bytes] = []
-        if status.startswith(b"+OK"):
-            while (line := await self.line()) != b".":
-                lines.append(line[1:] if line.startswith(b"..") else line)
-        return status, lines
-
-    async def login(self, user: str, password: str = PASSWORD) -> bytes:
-        """USER/PASS after the greeting; returns the PASS reply (``+OK`` or ``-ERR``)."""
-        greeting = await self.line()
-        assert greeting.startswith(b"+OK"), greeting
-        reply = await self.cmd(f"USER {user}")
-        assert reply.startswith(b"+OK"), reply
-        return await self.cmd(f"PASS {password}")
-
-    def drop(self) -> None:
-        """The client goes away without QUIT: the session must apply nothing."""
-        if not self._lost:
-            self._lost = True
-            self.proto.connectionLost(Failure(ConnectionDone()))
+    def tracebacks(self) -> list[str]:
+        text = logging.Formatter()
+        return [f"{r.name}: {r.getMessage()}\n{text.formatException(r.exc_info)}"
+                for r in self.records if r.exc_info is not None]
 
 
 class ImapWorld:
@@ -274,11 +160,13 @@ class ImapWorld:
         self.pop3_factory = POP3Factory(ctx)
         self.clients: list[MemoryIMAP] = []
         self.pop3_clients: list[MemoryPOP3] = []
+        self.errors = ErrorLog()
+        logging.getLogger().addHandler(self.errors)
         self._users = itertools.count(1)
 
     async def add_user(self, name: str | None = None) -> str:
         name = name or f"u{next(self._users)}"
-        await self.store.create_user(name, cheap_hash())
+        await self.store.create_user(name, password_hash())
         return name
 
     async def user(self, name: str) -> User:
@@ -299,6 +187,13 @@ class ImapWorld:
         mb = await self.mailbox(user, mailbox)
         return await self.store.append(mb.id, [NewMessage(m) for m in messages])
 
+    async def messages(self, user: str, mailbox: str = "INBOX") -> list[bytes]:
+        """The octets of a mailbox's messages as the store keeps them, by ascending UID."""
+        mb = await self.mailbox(user, mailbox)
+        found = [await self.store.read_message(mb.id, i.uid)
+                 for i in await self.store.list_messages(mb.id)]
+        return [m for m in found if m is not None]
+
     async def connect(self, *, greeting: bool = True, peer: str = "127.0.0.1") -> MemoryIMAP:
         client = MemoryIMAP(self, peer=peer)
         self.clients.append(client)
@@ -313,50 +208,114 @@ class ImapWorld:
             await client.select(select)
         return client
 
-    def pop3(self, *, peer: str = "127.0.0.1") -> MemoryPOP3:
-        """A POP3 connection on the same store and hub (greeting not yet read)."""
+    async def pop3(self, user: str | None = None, *, peer: str = "127.0.0.1") -> MemoryPOP3:
+        """A POP3 client on the same context (logged in as ``user`` when given)."""
+        from pop3_harness import MemoryPOP3  # it builds on this module
+
         client = MemoryPOP3(self, peer=peer)
         self.pop3_clients.append(client)
+        client.greeting = await client.status()
+        if user is not None:
+            await client.login(user)
         return client
 
-    async def close(self) -> None:
+    async def drop_clients(self) -> None:
+        """Every client connected so far goes away (the store and context stay)."""
         for client in self.clients:
             client.drop()
         for pop in self.pop3_clients:
             pop.drop()
         for client in self.clients:
             await client.settle()
-        for _ in range(50):  # a dropped POP3 session may still be flushing \Seen marks
-            if all(p.proto._worker is None or p.proto._worker.done() for p in self.pop3_clients):
-                break
-            await asyncio.sleep(0.01)
         self.clients.clear()
         self.pop3_clients.clear()
 
+    async def close(self) -> None:
+        await self.drop_clients()
+        logging.getLogger().removeHandler(self.errors)
+
 
 _hasher: PasswordHasher | None = None
+_password_hash: str | None = None
 
 
 def _shared_hasher() -> PasswordHasher:
+    """argon2id at its smallest cost. The hashes ``add_user`` stores have exactly these
+    parameters, so a LOGIN verifies in microseconds and never asks for a rehash."""
     global _hasher
     if _hasher is None:
         _hasher = PasswordHasher("argon2")
+        _hasher.context = _hasher.context.copy(
+            argon2__memory_cost=8, argon2__rounds=1, argon2__parallelism=1
+        )
     return _hasher
 
 
-async def open_world(tmp_path: Path, config: dict[str, Any] | None = None) -> ImapWorld:
-    """A fresh store in ``tmp_path``; ``config`` overrides keys as {section: {key: value}}."""
+_tls: dict[tuple[str, tuple[str, ...]], TLSContexts] = {}
+
+
+def _tls_contexts(tmp_path: Path, hostname: str, domains: tuple[str, ...]) -> TLSContexts:
+    """One generated pair per host name in the test process (the keys cost milliseconds);
+    the files stay in the first world's folder, which outlives the run's tests."""
+    if (hostname, domains) not in _tls:
+        cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
+        generate_self_signed(cert, key, hostname, domains=domains)
+        _tls[(hostname, domains)] = TLSContexts(cert, key)
+    return _tls[(hostname, domains)]
+
+
+def password_hash() -> str:
+    """The stored hash of ``PASSWORD`` for every user the harness creates."""
+    global _password_hash
+    if _password_hash is None:
+        _password_hash = _shared_hasher().hash(PASSWORD)
+    return _password_hash
+
+
+async def open_world(tmp_path: Path, config: dict[str, Any] | None = None, *,
+                     tls: bool = False, db_name: str = "db.sqlite3") -> ImapWorld:
+    """A fresh store in ``tmp_path``; ``config`` overrides keys as {section: {key: value}}.
+
+    ``tls``: give the context TLS material (a self-signed pair, see ``_tls_contexts``), so
+    the session advertises STARTTLS as a server with a certificate does. ``db_name``:
+    ``mailstead.sqlite3`` where a CLI run with ``data_dir = tmp_path`` must find the store.
+    """
     env: dict[str, str] = {}
     for section, keys in (config or {}).items():
         for key, value in keys.items():
             env[f"MAILSTEAD_{section.upper()}__{key.upper()}"] = _env_value(value)
     cfg = load_config(None, env=env)
+    contexts = _tls_contexts(tmp_path, cfg.hostname, cfg.domains) if tls else None
     hub = ChangeHub()
-    store = SqliteStore(tmp_path / "db.sqlite3", hub, fsync=False)
+    store = SqliteStore(tmp_path / db_name, hub, fsync=False)
     await store.open()
-    auth = Authenticator(store, _shared_hasher(), cfg.domains)
-    ctx = ServerContext(cfg, store, hub, auth, None, asyncio.get_running_loop())
+    # As the daemon builds it, so that [auth] and [limits] overrides reach the login policy.
+    throttle = LoginThrottle(
+        base_delay=cfg.auth.failure_delay, max_delay=cfg.auth.failure_delay_max,
+        burst=cfg.auth.failure_burst, block=cfg.auth.failure_block_seconds,
+    )
+    auth = Authenticator(
+        store, _shared_hasher(), cfg.domains, throttle=throttle,
+        throttle_loopback=cfg.auth.throttle_loopback,
+        max_in_progress=cfg.limits.max_logins_in_progress,
+    )
+    ctx = ServerContext(cfg, store, hub, auth, contexts, asyncio.get_running_loop())
     return ImapWorld(ctx)
+
+
+@asynccontextmanager
+async def running_world(tmp_path: Path, config: dict[str, Any] | None = None, *,
+                        tls: bool = False, db_name: str = "db.sqlite3"
+                        ) -> AsyncIterator[ImapWorld]:
+    """``open_world``, then on exit: every client dropped, the store closed, and no
+    traceback logged meanwhile (the socket suite checks the server log the same way)."""
+    world = await open_world(tmp_path, config, tls=tls, db_name=db_name)
+    try:
+        yield world
+    finally:
+        await world.close()
+        await world.store.close()
+    assert world.errors.tracebacks() == [], "\n".join(world.errors.tracebacks())
 
 
 def _env_value(value: object) -> str:

@@ -13,14 +13,41 @@ import re
 from collections import deque
 from typing import TYPE_CHECKING
 
-from imap_harness import MemoryPOP3
+from imap_harness import PASSWORD
 from imap_model import Cmd, SessionModel, SilentStore, Violation, tolerate
+from memory_transport import MemoryConnection
 from sync_world import RecordingTransport, ResponseReader, Selection
 
 if TYPE_CHECKING:
     from sync_run import Run
 
 _UIDL = re.compile(rb"(\d+) \d+\.(\d+)$")  # "n uidvalidity.uid" (pop3/maildrop.py)
+
+
+class RawPOP3(MemoryConnection):
+    """A POP3 connection that hands back every status line, ``-ERR`` included (the
+    harness's ``pop3_harness.MemoryPOP3`` raises on ``-ERR``, as poplib does)."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(run.world.pop3_factory.buildProtocol(None), peer="127.0.0.1")
+
+    async def cmd(self, text: str) -> bytes:
+        self.send(text.encode() + b"\r\n")
+        return await self.line()
+
+    async def multiline(self, text: str) -> tuple[bytes, list[bytes]]:
+        status = await self.cmd(text)
+        lines: list[bytes] = []
+        if status.startswith(b"+OK"):
+            while (line := await self.line()) != b".":
+                lines.append(line[1:] if line.startswith(b"..") else line)
+        return status, lines
+
+    async def login(self, user: str) -> bytes:
+        """USER/PASS after the greeting: the PASS reply."""
+        self.greeting = await self.line()
+        reply = await self.cmd(f"USER {user}")
+        return reply if not reply.startswith(b"+OK") else await self.cmd(f"PASS {PASSWORD}")
 
 
 class ImapDriver:
@@ -142,7 +169,7 @@ class Pop3Driver:
         self.run = run
         self.user = user
         self.name = f"pop3-{user}"
-        self.client: MemoryPOP3 | None = None
+        self.client: RawPOP3 | None = None
         self.numbers: dict[int, int | None] = {}  # message number → UID (from UIDL)
         self.deleted: dict[int, int | None] = {}  # DELE'd numbers → UID
         self.quitting: object | None = None  # the POP3 session whose QUIT was sent
@@ -171,7 +198,7 @@ class Pop3Driver:
         return status, lines
 
     async def login(self) -> None:
-        self.client = self.run.world.pop3()
+        self.client = RawPOP3(self.run)
         self.transcript.append(f"C: USER {self.user} / PASS")
         reply = await self.client.login(self.user)
         self.transcript.append(f"S: {reply.decode(errors='replace')}")

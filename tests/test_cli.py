@@ -137,9 +137,9 @@ def test_env_override_and_missing_file(tmp_path: Path, monkeypatch) -> None:
         text=True,
         env=env,
     )
-    assert res.returncode == 1 and "MAILSTEAD_SERVER__NOPE" in res.stderr
+    assert res.returncode == 78 and "MAILSTEAD_SERVER__NOPE" in res.stderr  # EX_CONFIG
     res = run_cli(srv, "check", "-c", str(tmp_path / "missing.toml"), config=False)
-    assert res.returncode == 1 and "does not exist" in res.stderr
+    assert res.returncode == 78 and "does not exist" in res.stderr
 
 
 def test_port_in_use_exits_with_one_clear_line(tmp_path: Path) -> None:

@@ -219,18 +219,17 @@ def test_reader_bytewise_equals_whole() -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_reader_overlong_line_is_rejected_and_not_buffered() -> None:
+def test_reader_overlong_line_is_rejected_at_the_limit_and_not_buffered() -> None:
     reader = CommandReader(max_line=100)
-    events = reader.feed(b"t1 SEARCH " + b"x" * 95)
+    events = reader.feed(b"t1 SEARCH " + b"x" * 85)
     assert events == []
+    # Answered as soon as the line passes the limit, not when it ends.
+    assert reader.feed(b"y" * 1000) == [Reject(b"t1", "Command line too long")]
     for _ in range(50):
         assert reader.feed(b"y" * 1000) == []
         assert reader.buffered <= 101
     events = reader.feed(b"zz\r\nt2 NOOP\r\n")
-    assert events == [
-        Reject(b"t1", "Command line too long"),
-        RawCommand(b"t2", (b"t2 NOOP",), (), b"NOOP"),
-    ]
+    assert events == [RawCommand(b"t2", (b"t2 NOOP",), (), b"NOOP")]
 
 
 def test_reader_overlong_complete_line() -> None:
@@ -256,10 +255,9 @@ def test_reader_overlong_continuation_line_keeps_tag_and_skips_literal() -> None
     reader = CommandReader(max_line=30)
     assert reader.feed(b"t9 LOGIN {2+}\r\nab ") == []
     events = reader.feed(b"q" * 60 + b" {5+}\r\n12345")
-    assert events == []
+    assert events == [Reject(b"t9", "Command line too long")]
     # The five literal octets were skipped, not taken for a command.
     assert reader.feed(b"\r\nt10 NOOP\r\n") == [
-        Reject(b"t9", "Command line too long"),
         RawCommand(b"t10", (b"t10 NOOP",), (), b"NOOP"),
     ]
 
@@ -287,18 +285,17 @@ def test_reader_append_sync_literal_too_large_is_no_toobig() -> None:
     assert events[0].response() == b"A003 NO [TOOBIG] Message too large\r\n"
 
 
-def test_reader_append_non_sync_literal_too_large_is_discarded() -> None:
+def test_reader_append_non_sync_literal_too_large_is_refused_at_once_and_discarded() -> None:
     reader = CommandReader(max_literal=1000, max_line=200)
-    assert reader.feed(b"A4 APPEND INBOX {50000+}\r\n") == []
+    assert reader.feed(b"A4 APPEND INBOX {50000+}\r\n") == [
+        Reject(b"A4", "Message too large", "BAD", "TOOBIG"),
+    ]
     for _ in range(49):
         assert reader.feed(b"x" * 1000) == []
         assert reader.buffered == 0  # discarded, not kept
     assert reader.feed(b"x" * 999) == []
     events = reader.feed(b"x\r\nA5 NOOP\r\n")
-    assert events == [
-        Reject(b"A4", "Message too large", "BAD", "TOOBIG"),
-        RawCommand(b"A5", (b"A5 NOOP",), (), b"NOOP"),
-    ]
+    assert events == [RawCommand(b"A5", (b"A5 NOOP",), (), b"NOOP")]
 
 
 def test_reader_discards_rest_of_refused_multiappend() -> None:
@@ -405,9 +402,12 @@ def test_raw_line_too_long() -> None:
     reader = CommandReader(max_line=10)
     reader.feed(b"a AUTHENTICATE PLAIN\r\n")
     reader.expect_line()
-    assert reader.feed(b"x" * 50) == []
-    assert reader.buffered <= 11
-    assert reader.feed(b"\r\n") == [RawLine(b"", too_long=True)]
+    assert reader.feed(b"x" * 50) == [RawLine(b"", too_long=True)]  # at the limit
+    assert reader.feed(b"y" * 50) == []
+    assert reader.buffered == 0  # the rest of that line is thrown away, held or not
+    assert reader.feed(b"\r\nb NOOP\r\n") == []
+    assert reader.held and reader.buffered == len(b"b NOOP\r\n")
+    assert reader.resume()[0].tag == b"b"
 
 
 def test_starttls_buffer_discarded() -> None:

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from mailstead.auth.passwords import PasswordHasher
 from mailstead.auth.users import Authenticator
 from mailstead.config import load_config
+from mailstead.connection import ConnectionServices
 from mailstead.context import ServerContext
 from mailstead.pop3.factory import POP3Factory
 from mailstead.pop3.protocol import LINES_PER_TURN, POP3Protocol
@@ -62,7 +63,7 @@ async def ctx(tmp_path: Path) -> AsyncIterator[ServerContext]:
                                   for i in range(1, 4)])
     yield context
     for client in Client.live:  # no timers or tasks left behind on the shared loop
-        if not client.proto._lost:
+        if not client.proto.out.lost:
             client.drop()
         await client.settle()
     Client.live.clear()
@@ -386,7 +387,7 @@ async def test_large_retr_waits_while_the_client_does_not_read(ctx: ServerContex
     c = Client(ctx, transport=PausingTransport())
     await c.login()
     c.proto.dataReceived(b"RETR 4\r\nNOOP\r\n")
-    gate = c.proto._gate
+    gate = c.proto.out  # the streaming producer registered for the connection
     for _ in range(1000):
         if gate.paused:
             break
@@ -412,6 +413,7 @@ async def test_large_retr_waits_while_the_client_does_not_read(ctx: ServerContex
 async def test_connections_per_ip_are_limited(ctx: ServerContext) -> None:
     limits = dataclasses.replace(ctx.config.limits, max_connections_per_ip=2)
     ctx.config = dataclasses.replace(ctx.config, limits=limits)
+    ctx.connections = ConnectionServices.from_config(ctx.config, ctx.auth)
     first, second = Client(ctx), Client(ctx, peer="127.0.0.1")
     other = Client(ctx, peer="192.0.2.9")
     third = Client(ctx)

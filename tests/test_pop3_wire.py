@@ -38,12 +38,14 @@ def test_line_buffer_splits_crlf_and_bare_lf_across_feeds() -> None:
 def test_line_buffer_discards_overlong_lines_in_place() -> None:
     buf = LineBuffer(10)
     out = buf.feed(b"NOOP\r\n" + b"x" * 25)
-    assert out == [b"NOOP"]
+    # The over-long line is reported as soon as it passes the cap, not when it ends.
+    assert out[0] == b"NOOP" and isinstance(out[1], Overlong) and out[1].length == 25
     out = buf.feed(b"y" * 1000)
-    assert out == [] and buf.pending == 1025
+    assert out == [] and buf.pending == 0  # dropped, not kept
     out = buf.feed(b"zz\r\nSTAT\r\n" + b"a" * 11 + b"\r\n" + b"b" * 10 + b"\r\n")
-    assert [type(x) for x in out] == [Overlong, bytes, Overlong, bytes]
-    assert out[0].length == 1028 and out[1] == b"STAT" and out[3] == b"b" * 10
+    assert [type(x) for x in out] == [bytes, Overlong, bytes]
+    assert out[0] == b"STAT" and out[2] == b"b" * 10
+    assert not any(isinstance(x, Overlong) and x.fatal for x in out)
     buf.feed(b"partial")
     buf.clear()
     assert buf.feed(b"\r\n") == [b""]

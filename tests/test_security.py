@@ -115,7 +115,10 @@ def test_a_guessing_address_is_blocked_without_slowing_others(tmp_path: Path) ->
         for i in range(3):
             with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
                 attacker.login("victim", f"guess-{i}")
-        # Blocked now, even with the right password, before any check.
+        # The third failure ended that connection ([auth] max_failures_per_connection);
+        # the address is blocked now, even with the right password, before any check.
+        attacker.shutdown()
+        attacker = imap_from(srv.port("imap"), "127.0.0.2")
         with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\]"):
             attacker.login("victim", "right-password")
         pop = poplib.POP3("127.0.0.1", srv.port("pop3"), timeout=10)

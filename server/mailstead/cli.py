@@ -27,8 +27,22 @@ T = TypeVar("T")
 DEFAULT_CONFIG = os.environ.get("MAILSTEAD_CONFIG", "config/mailstead.toml")
 
 
+# Exit status of a configuration that cannot be used (sysexits.h EX_CONFIG), distinct from
+# 1 (anything else) so that systemd can stop restarting a server whose config is broken
+# (RestartPreventExitStatus= in scripts/mailstead.service).
+EXIT_CONFIG = 78
+
+
 class CLIError(Exception):
     """A failure worded for the person at the terminal."""
+
+    exit_status = 1
+
+
+class ConfigFileError(CLIError):
+    """The configuration file or environment is invalid."""
+
+    exit_status = EXIT_CONFIG
 
 
 class JsonFormatter(logging.Formatter):
@@ -68,7 +82,7 @@ def _load(args: argparse.Namespace) -> Config:
     try:
         return load_config(args.config)
     except ConfigError as exc:
-        raise CLIError(f"configuration error: {exc}") from None
+        raise ConfigFileError(f"configuration error: {exc}") from None
 
 
 def _run_store(cfg: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
@@ -88,8 +102,10 @@ def _run_store(cfg: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await store.close()
 
+    from .files import private_dir
+
     try:
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(cfg.data_dir)
     except OSError as exc:
         raise CLIError(f"cannot create data folder {cfg.data_dir}: {exc.strerror}") from None
     return asyncio.run(main())
@@ -234,7 +250,9 @@ def cmd_cert(args: argparse.Namespace) -> int:
         ca = generate_self_signed(cert, key, args.hostname, domains=args.domain)
     except OSError as exc:
         raise CLIError(f"cannot write certificates in {out}: {exc.strerror}") from None
-    print(f"certificate chain: {cert}\nkey: {key}\nCA to trust in clients: {ca}")
+    print(f"certificate chain: {cert}\nkey: {key}\nCA to trust in clients: {ca}\n"
+          "The CA may only vouch for the names in the certificate (X.509 name constraints) "
+          "and its private key was not kept: for other names, generate a new pair.")
     return 0
 
 
@@ -300,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except CLIError as exc:
         print(f"mailstead: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_status
     except KeyboardInterrupt:
         print("mailstead: interrupted", file=sys.stderr)
         return 130

@@ -29,7 +29,11 @@ _Path = "path"
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "server": {
         "hostname": (str, "localhost"),
-        "data_dir": (_Path, "../data"),
+        # Absolute, the FHS place for a service's state (the systemd unit's StateDirectory,
+        # the image's volume): a relative default would follow the config file, and
+        # /etc/mailstead/mailstead.toml would put mail in /etc. The repository's example
+        # sets "../data" for scripts/run.
+        "data_dir": (_Path, "/var/lib/mailstead"),
         "domains": (list, ["localhost"]),
         "shutdown_grace": (int, 10),
     },
@@ -80,17 +84,23 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "argon2_time_cost": (int, 2),
         "argon2_parallelism": (int, 1),
         "login_queue_seconds": (float, 5.0),
+        "max_failures_per_connection": (int, 3),
     },
     "limits": {
         "max_message_size": (int, 50 * 1024 * 1024),
         "max_line_length": (int, 65536),
+        "max_connections": (int, 2000),
         "max_connections_per_ip": (int, 50),
         "max_sessions_per_user": (int, 50),
+        "login_timeout_seconds": (float, 60.0),
+        "tls_handshake_timeout_seconds": (float, 20.0),
+        "max_queued_input_bytes": (int, 1024 * 1024),
         "max_logins_in_progress": (int, 16),
         "max_logins_queued": (int, 1000),
         "max_mailboxes_per_user": (int, 1000),
         "max_mailbox_depth": (int, 16),
         "max_store_bytes": (int, 0),
+        "max_expensive_commands_per_user": (int, 2),
     },
     "log": {
         "level": (str, "info"),
@@ -120,13 +130,19 @@ _RANGES: dict[tuple[str, str], tuple[int, int]] = {
 }
 _POSITIVE = {
     ("auth", "failure_burst"),
+    ("auth", "max_failures_per_connection"),
     ("limits", "max_logins_in_progress"),
     ("limits", "max_mailboxes_per_user"),
     ("limits", "max_mailbox_depth"),
     ("limits", "max_message_size"),
     ("limits", "max_line_length"),
+    ("limits", "max_connections"),
     ("limits", "max_connections_per_ip"),
+    ("limits", "login_timeout_seconds"),
+    ("limits", "tls_handshake_timeout_seconds"),
+    ("limits", "max_queued_input_bytes"),
     ("limits", "max_sessions_per_user"),
+    ("limits", "max_expensive_commands_per_user"),
     ("imap", "autologout_minutes"),
     ("pop3", "idle_timeout_minutes"),
 }

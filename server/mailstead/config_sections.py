@@ -85,19 +85,25 @@ class AuthSection:
     argon2_time_cost: int
     argon2_parallelism: int
     login_queue_seconds: float
+    max_failures_per_connection: int
 
 
 @dataclass(frozen=True)
 class LimitsSection:
     max_message_size: int
     max_line_length: int
+    max_connections: int
     max_connections_per_ip: int
     max_sessions_per_user: int
+    login_timeout_seconds: float
+    tls_handshake_timeout_seconds: float
+    max_queued_input_bytes: int
     max_logins_in_progress: int
     max_logins_queued: int
     max_mailboxes_per_user: int
     max_mailbox_depth: int
     max_store_bytes: int
+    max_expensive_commands_per_user: int
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from .auth.users import Authenticator
 from .config import Config
-from .net import ConnectionLimiter
+from .connection.limits import ConnectionLimiter
+from .connection.services import ConnectionServices
+from .imap.expensive import ExpensiveWork
 from .smtp.spool import DeliveryMemory
 from .store.api import MailStore
 from .store.hub import ChangeHub
@@ -71,27 +73,31 @@ class ServerContext:
     loop: asyncio.AbstractEventLoop
     sessions: SessionRegistry = field(default_factory=SessionRegistry)
     # Process-wide state of the listeners, one field per service (every listener of a
-    # protocol shares it, whatever port it is bound to). (\Recent is claimed in the store.)
-    # Connections per client IP, per protocol ([limits] max_connections_per_ip).
-    imap_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
-    pop3_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
+    # protocol shares it, whatever port it is bound to; \Recent is claimed in the store):
+    # IMAP and POP3: admission (the global cap, per client IP), the login policy with the
+    # sessions per user, and the connection settings (``connection.services``).
+    connections: ConnectionServices = field(init=False)
+    # SMTP/LMTP connections per client IP ([limits] max_connections_per_ip).
     smtp_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
     lmtp_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
-    # Logged-in sessions per user id ([limits] max_sessions_per_user).
-    user_sessions: ConnectionLimiter = field(default_factory=ConnectionLimiter)
     # User id -> monotonic time of the last POP3 login ([pop3] login_delay).
     pop3_last_login: dict[int, float] = field(default_factory=dict)
     # Octets of messages the SMTP and LMTP listeners together hold in memory for the store.
     delivery_memory: DeliveryMemory = field(init=False)
+    # Per-user turns for expensive IMAP commands and the threads they match on
+    # ([limits] max_expensive_commands_per_user).
+    imap_expensive: ExpensiveWork = field(init=False)
     # Set by the daemon once it has bound; the web site falls back to the config without it.
     bound_listeners: BoundListeners | None = None
     # Prometheus metrics, when the daemon (or the web site) set them up.
     metrics: Metrics | None = None
 
     def __post_init__(self) -> None:
+        self.connections = ConnectionServices.from_config(self.config, self.auth)
         self.delivery_memory = DeliveryMemory.for_message_size(
             self.config.limits.max_message_size
         )
+        self.imap_expensive = ExpensiveWork(self.config.limits.max_expensive_commands_per_user)
 
     def count(
         self, event: str, n: int = 1, *, protocol: str | None = None,

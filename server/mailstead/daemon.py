@@ -17,10 +17,13 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .activation import InheritedSockets
 from .config import Config, Listen
+
+if TYPE_CHECKING:
+    from .datalock import DataFolderLock
 
 log = logging.getLogger("mailstead")
 
@@ -129,6 +132,7 @@ class Mailstead:
         self.ctx: Any = None
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._data_lock: DataFolderLock | None = None
 
     async def start(self) -> None:
         from .auth.cache import LoginCache
@@ -143,12 +147,7 @@ class Mailstead:
 
         cfg = self.config
         reactor = install_reactor(self.loop)
-        try:
-            cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StartupError(
-                f"cannot create data folder {cfg.data_dir}: {exc.strerror}"
-            ) from None
+        self._take_data_folder()
         tls = None
         cert, key = cfg.tls_paths()
         try:
@@ -215,6 +214,24 @@ class Mailstead:
         _sd_notify("READY=1")
         log.info("Mailstead ready (%d listeners)", len(self.listeners))
 
+    def _take_data_folder(self) -> None:
+        """Create the data folder owner-only and lock it before anything touches it."""
+        from .datalock import DataFolderBusy, DataFolderLock
+        from .files import private_dir
+
+        data_dir = self.config.data_dir
+        try:
+            private_dir(data_dir)
+            lock = DataFolderLock(data_dir)
+            lock.acquire()
+        except DataFolderBusy as exc:
+            raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(
+                f"cannot use data folder {data_dir}: {exc.strerror or exc}"
+            ) from None
+        self._data_lock = lock
+
     async def _start_listener(self, listener: ListenerService, reactor: Any) -> None:
         ctx = self.ctx
         proto, tls = listener.proto, listener.kind == "tls"
@@ -248,6 +265,8 @@ class Mailstead:
 
     def _write_listeners_file(self) -> None:
         """Where each listener actually bound (port 0 picks one): for scripts and tests."""
+        from .files import write_private
+
         path = self.config.data_dir / "listeners.json"
         data = [
             {
@@ -259,9 +278,7 @@ class Mailstead:
             for lst in self.listeners
             if lst.bound
         ]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
+        write_private(path, json.dumps(data, indent=1).encode())
 
     async def _stop_listeners(self) -> None:
         for listener in self.listeners:
@@ -290,6 +307,8 @@ class Mailstead:
             (self.config.data_dir / "listeners.json").unlink()
         except OSError:
             pass
+        if self._data_lock is not None:
+            self._data_lock.release()  # the last thing done in the folder
         self._stopped.set()
 
     def reload(self) -> None:

@@ -1,9 +1,15 @@
-"""TLS material: a self-signed CA + leaf pair for first runs, and reloadable server contexts.
+"""TLS material: a name-constrained CA + leaf pair for first runs, and reloadable contexts.
 
 Thunderbird refuses a lone self-signed certificate that is its own CA, so the generated
-pair is a real chain: a small CA (kept beside the leaf, for users to trust) and a leaf
-with CA:FALSE and a SAN for the hostname, the autoconfig/autodiscover names of the mail
-domains, ``localhost``, ``127.0.0.1`` and ``::1``.
+pair is a real chain: a small CA (``ca.pem``, for users to trust) and a leaf with
+CA:FALSE and a SAN for the hostname, the autoconfig/autodiscover names of the mail
+domains, ``localhost``, ``127.0.0.1`` and ``::1``. Trusting a CA is trusting whoever holds
+its key, so the CA carries critical X.509 name constraints (RFC 5280 §4.2.1.10) that
+permit exactly the leaf's names, and its private key never touches the disk: it signs
+the leaf in memory and is gone. A copy of the data folder can then mint nothing, and
+even a key stolen from memory could not vouch for any other site. When the names change
+(or the leaf nears its end) the pair is generated anew, and clients trust the new CA.
+A real certificate (ACME) is the production path; this one is for first runs and tests.
 ``TLSContexts`` hands out contexts for Twisted (pyOpenSSL) and asyncio (stdlib ``ssl``)
 and re-reads the files on SIGHUP; existing connections keep the context they started with.
 """
@@ -13,7 +19,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
-import os
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .files import private_dir, tighten, write_private
 
 if TYPE_CHECKING:
     from OpenSSL import SSL  # for annotations; the code imports it where it is used
@@ -38,6 +45,12 @@ TLS12_CIPHERS = ":".join((
     "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
     "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384",
 ))
+ORGANIZATION = "Mailstead"
+CA_NAME_PREFIX = "Mailstead local CA for "
+LEGACY_CA_KEY = "ca-key.pem"  # where versions before name constraints kept the CA key
+RENEW_BEFORE = datetime.timedelta(days=30)
+
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class TLSError(Exception):
@@ -47,39 +60,52 @@ class TLSError(Exception):
 def _name(cn: str) -> x509.Name:
     return x509.Name(
         [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Mailstead"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
             x509.NameAttribute(NameOID.COMMON_NAME, cn),
         ]
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+def server_names(hostname: str, domains: Iterable[str] = ()) -> tuple[list[str], list[IPAddr]]:
+    """(DNS names, IP addresses) a generated leaf carries, in order, lower case.
+
+    Besides the hostname: ``autoconfig.<domain>`` and ``autodiscover.<domain>`` of each
+    mail domain (the names Thunderbird and Outlook look up for their settings), and the
+    loopback names and addresses for local clients."""
+    names: list[str] = []
+    ips: list[IPAddr] = []
+    try:
+        ips.append(ipaddress.ip_address(hostname))
+    except ValueError:
+        names.append(hostname.lower().rstrip("."))
+    for domain in domains:
+        names += [f"autoconfig.{domain.lower()}", f"autodiscover.{domain.lower()}"]
+    names.append("localhost")
+    ips += [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+    return list(dict.fromkeys(names)), list(dict.fromkeys(ips))
 
 
-def generate_self_signed(
-    cert_path: Path,
-    key_path: Path,
-    hostname: str,
-    *,
-    domains: Iterable[str] = (),
-    days: int = 825,
-) -> Path:
-    """Write a leaf certificate chain (leaf + CA) and key; returns the CA certificate path.
+def _name_constraints(names: list[str], ips: list[IPAddr]) -> x509.NameConstraints:
+    """Permit exactly these names (and, as RFC 5280 defines DNS subtrees, names below
+    them) and these single addresses. Listing an iPAddress subtree matters: without one,
+    IP SANs would be unconstrained."""
+    subtrees: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    subtrees += [x509.IPAddress(ipaddress.ip_network(ip)) for ip in ips]
+    return x509.NameConstraints(permitted_subtrees=subtrees, excluded_subtrees=None)
 
-    Besides the hostname, the leaf names ``autoconfig.<domain>`` and ``autodiscover.<domain>``
-    of each mail domain: the names Thunderbird and Outlook look up for their settings."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name(f"Mailstead local CA for {hostname}")
-    ca_cert = (
+
+def build_ca(
+    hostname: str, names: list[str], ips: list[IPAddr], *, days: int,
+    now: datetime.datetime,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A CA certificate constrained to ``names``/``ips``, and its key (kept in memory)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = _name(f"{CA_NAME_PREFIX}{hostname}")
+    cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
@@ -92,22 +118,25 @@ def generate_self_signed(
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(_name_constraints(names, ips), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
     )
+    return cert, key
+
+
+def build_leaf(
+    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, subject_cn: str,
+    names: list[str], ips: list[IPAddr], *, days: int, now: datetime.datetime,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A server certificate for ``names``/``ips`` signed by the CA, and its key."""
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [hostname]
-    for domain in domains:
-        names += [f"autoconfig.{domain}", f"autodiscover.{domain}"]
-    if "localhost" not in names:
-        names.append("localhost")
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(names)]
-    sans += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-             x509.IPAddress(ipaddress.ip_address("::1"))]
-    leaf = (
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    sans += [x509.IPAddress(ip) for ip in ips]
+    cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(hostname))
-        .issuer_name(ca_name)
+        .subject_name(_name(subject_cn))
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -122,22 +151,75 @@ def generate_self_signed(
         )
         .sign(ca_key, hashes.SHA256())
     )
+    return cert, key
+
+
+def generate_self_signed(
+    cert_path: Path,
+    key_path: Path,
+    hostname: str,
+    *,
+    domains: Iterable[str] = (),
+    days: int = 825,
+) -> Path:
+    """Write a leaf certificate chain (leaf + CA), its key and ``ca.pem``, all owner-only;
+    returns the CA certificate's path. The CA's key is not written anywhere (and a key
+    file an older version left beside the certificate is deleted)."""
+    now = datetime.datetime.now(datetime.UTC)
+    names, ips = server_names(hostname, domains)
+    ca_cert, ca_key = build_ca(hostname, names, ips, days=days, now=now)
+    leaf, key = build_leaf(ca_cert, ca_key, hostname, names, ips, days=days, now=now)
+    del ca_key  # signing is all it was for
     pem = serialization.Encoding.PEM
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
-    cert_path.write_bytes(leaf.public_bytes(pem) + ca_cert.public_bytes(pem))
-    _write_private(
+    for folder in dict.fromkeys((cert_path.parent, key_path.parent)):
+        private_dir(folder)
+    ca_path = cert_path.with_name("ca.pem")
+    write_private(ca_path, ca_cert.public_bytes(pem))
+    write_private(
         key_path,
         key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
     )
-    ca_path = cert_path.with_name("ca.pem")
-    ca_path.write_bytes(ca_cert.public_bytes(pem))
-    _write_private(
-        cert_path.with_name("ca-key.pem"),
-        ca_key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    )
+    write_private(cert_path, leaf.public_bytes(pem) + ca_cert.public_bytes(pem))
+    cert_path.with_name(LEGACY_CA_KEY).unlink(missing_ok=True)
     return ca_path
+
+
+def _why_regenerate(
+    cert_path: Path, key_path: Path, hostname: str, domains: Iterable[str]
+) -> str | None:
+    """Why a pair generated by Mailstead at the default location must be made anew, or
+    None (also for a certificate someone else issued: that one is never replaced)."""
+    try:
+        chain = x509.load_pem_x509_certificates(cert_path.read_bytes())
+    except (OSError, ValueError):
+        return None  # loading it reports the problem
+    leaf = chain[0]
+    issuer_cn = leaf.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not issuer_cn or not str(issuer_cn[0].value).startswith(CA_NAME_PREFIX):
+        return None
+    ca = next((c for c in chain[1:] if c.subject == leaf.issuer), None)
+    if cert_path.with_name(LEGACY_CA_KEY).exists():
+        return f"its CA's private key was kept on disk ({LEGACY_CA_KEY}, older Mailstead)"
+    if ca is None or not any(isinstance(e.value, x509.NameConstraints) for e in ca.extensions):
+        return "its CA has no name constraints (older Mailstead)"
+    names, ips = server_names(hostname, domains)
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        have = (set(san.get_values_for_type(x509.DNSName)),
+                set(san.get_values_for_type(x509.IPAddress)))
+    except x509.ExtensionNotFound:
+        have = (set(), set())
+    if have != (set(names), set(ips)):
+        return f"the server's names changed (now {', '.join([*names, *map(str, ips)])})"
+    if leaf.not_valid_after_utc - RENEW_BEFORE < datetime.datetime.now(datetime.UTC):
+        return f"it expires on {leaf.not_valid_after_utc:%Y-%m-%d}"
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return "its key cannot be read"
+    if key.public_key() != leaf.public_key():
+        return "its key does not belong to it"
+    return None
 
 
 def _stdlib_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -243,4 +325,15 @@ def ensure_tls(
             "or you should configure [tls] cert and key",
             hostname, cert, ca,
         )
+    elif cert.exists() and key.exists():
+        for path in (cert.parent, cert, key, cert.with_name("ca.pem")):
+            tighten(path)
+        reason = _why_regenerate(cert, key, hostname, domains)
+        if reason is not None:
+            ca = generate_self_signed(cert, key, hostname, domains=domains)
+            log.warning(
+                "replaced the generated TLS certificate at %s because %s; clients must "
+                "trust the new CA %s (the old CA cannot sign anything: its key is gone)",
+                cert, reason, ca,
+            )
     return TLSContexts(cert, key)

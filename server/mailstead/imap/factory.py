@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.protocol import ServerFactory
 
-from ..net import ConnectionLimiter
 from .protocol import IMAPProtocol
 
 if TYPE_CHECKING:
@@ -14,11 +13,17 @@ if TYPE_CHECKING:
 
 
 class IMAPFactory(ServerFactory[IMAPProtocol]):
-    protocol = IMAPProtocol
+    """``implicit_tls`` tells the sessions that the daemon wrapped this factory in a
+    ``TLSMemoryBIOFactory`` (IMAPS). Admission limits, timeouts and the login policy are
+    shared with every IMAP and POP3 listener (``ctx.connections``)."""
+
     noisy = False
 
     def __init__(self, ctx: ServerContext, *, implicit_tls: bool) -> None:
         self.ctx = ctx
         self.implicit_tls = implicit_tls
-        # Shared by every IMAP listener: the per-IP limit counts connections on all ports.
-        self.limiter: ConnectionLimiter = ctx.imap_per_ip
+
+    def buildProtocol(self, addr: Any) -> IMAPProtocol:
+        proto = IMAPProtocol(self)
+        proto.factory = self
+        return proto

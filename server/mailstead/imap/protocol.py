@@ -1,15 +1,18 @@
-"""IMAPProtocol: the Twisted protocol that connects a transport to an IMAPSession."""
+"""IMAPProtocol: the Twisted protocol that connects a transport to an IMAPSession.
+
+Admission, output, TLS and the login deadline are the shared connection layer's
+(``connection.ConnectionProtocol``); this adds the session, the autologout timer
+(RFC 3501 §5.4: at least 30 minutes; IDLE counts as activity, RFC 2177) and keepalives
+during IDLE.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.python.failure import Failure
-
-from ..net import IdleTimer, TransportOutput, set_nodelay
-from ..twisted_types import StreamTransport
+from ..connection import GOODBYE_GRACE, ActivityTimer, ConnectionProtocol, Refusal
 from .session import IMAPSession
 
 if TYPE_CHECKING:
@@ -21,88 +24,87 @@ log = logging.getLogger("mailstead.imap")
 # forgetting the connection (and tells the client we are alive).
 IDLE_KEEPALIVE_SECONDS = 120
 
-
-class SessionOutput(TransportOutput):
-    def __init__(self, proto: IMAPProtocol) -> None:
-        super().__init__(proto.transport, proto.factory.ctx.loop)
-        self._proto = proto
-
-    def start_tls(self) -> None:
-        ctx = self._proto.factory.ctx
-        assert ctx.tls is not None
-        self.flush()  # the OK to STARTTLS goes out in the clear, before the handshake
-        self.transport.startTLS(ctx.tls.creator())
+_REFUSALS = {
+    Refusal.SERVER_FULL: b"* BYE [UNAVAILABLE] Server busy: too many connections; "
+                         b"try again later\r\n",
+    Refusal.PER_IP: b"* BYE [UNAVAILABLE] Too many connections from your address\r\n",
+}
 
 
-class IMAPProtocol(Protocol):
-    factory: IMAPFactory
-    transport: StreamTransport  # type: ignore[assignment]  # Twisted: ITransport | None, see twisted_types
+class IMAPProtocol(ConnectionProtocol):
+    """One IMAP connection; also the ``LiveSession`` the daemon asks to leave."""
 
-    def __init__(self) -> None:
+    protocol_name = "imap"
+    coalesce_writes = True
+
+    def __init__(self, factory: IMAPFactory) -> None:
+        super().__init__(factory.ctx, implicit_tls=factory.implicit_tls)
+        self.factory = factory
         self.session: IMAPSession | None = None
-        self.out: SessionOutput | None = None
-        self.ip = ""
-        self._timer: IdleTimer | None = None
-        self._keepalive: IdleTimer | None = None
-        self._counted = False
+        self._autologout: ActivityTimer | None = None
+        self._keepalive: asyncio.TimerHandle | None = None
 
-    def connectionMade(self) -> None:
-        ctx = self.factory.ctx
-        self.ip = self.transport.getPeer().host
-        set_nodelay(self.transport)
-        self.out = SessionOutput(self)
-        limit = ctx.config.limits.max_connections_per_ip
-        if not self.factory.limiter.acquire(self.ip, limit):
-            self.out.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
-            self.out.close()
-            return
-        self._counted = True
-        self.session = IMAPSession(
-            ctx, self.out, peer=self.ip, tls_active=self.factory.implicit_tls
+    # --- ConnectionProtocol -------------------------------------------------------------
+    def refusal_message(self, refusal: Refusal) -> bytes:
+        return _REFUSALS[refusal]
+
+    def connection_started(self) -> None:
+        ctx = self.ctx
+        session = self.session = IMAPSession(
+            ctx, self.out, peer=self.peer_host, tls_active=self.tls_active,
+            link=self,
         )
-        ctx.sessions.add(self.session)
+        ctx.sessions.add(self)
         ctx.count("connections", protocol="imap")
-        log.info("IMAP connection from %s%s", self.ip, " (TLS)" if self.factory.implicit_tls
-                 else "")
-        self.out.write(self.session.greeting())
-        minutes = ctx.config.imap.autologout_minutes
-        self._timer = IdleTimer(ctx.loop, max(minutes, 30) * 60, self._autologout)
-        self._keepalive = IdleTimer(ctx.loop, IDLE_KEEPALIVE_SECONDS, self._keep_alive)
+        log.info("IMAP connection from %s%s", self.peer_host, " (TLS)" if self.tls_active else "")
+        self.out.write(session.greeting())
+        minutes = max(ctx.config.imap.autologout_minutes, 30)
+        self._autologout = ActivityTimer(
+            self.loop, minutes * 60.0, self._autologout_expired, busy=lambda: session.idling
+        )
+        self._keepalive = self.loop.call_later(IDLE_KEEPALIVE_SECONDS, self._keep_alive)
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.session is None:
-            return
-        if self._timer is not None:
-            self._timer.touch()
-        self.session.data_received(data)
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        assert session is not None
+        # Only input that frames something is activity: octets thrown away (an endless
+        # line, a refused literal) must not keep the connection alive.
+        if session.data_received(data) and self._autologout is not None:
+            self._autologout.touch()
 
-    def _autologout(self) -> None:
-        if self.session is None:
-            return
-        if self.session.idling:  # IDLE counts as activity (RFC 2177)
-            assert self._timer is not None
-            self._timer.touch()
-            return
-        self.session.shutdown("Autologout; idle for too long")
+    def login_expired(self) -> None:
+        if self.session is not None:
+            self.session.leave_now("Autologout; no login within the time allowed")
+
+    def connection_ended(self) -> None:
+        if self._autologout is not None:
+            self._autologout.cancel()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        session = self.session
+        if session is not None:
+            session.connection_lost()
+            self.ctx.sessions.discard(self)
+            user = session.user.name if session.user else "-"
+            log.info("IMAP connection from %s closed (user %s)", self.peer_host, user)
+
+    # --- LiveSession ----------------------------------------------------------------------
+    def shutdown(self, reason: str) -> None:
+        """Finish the running command, say BYE and close, quickly (the server stops)."""
+        self.out.close_grace = GOODBYE_GRACE
+        self.out.hurry()  # a close already under way (after LOGOUT) must not hold us up
+        if self.session is not None:
+            self.session.shutdown(reason)
+
+    # --- timers ---------------------------------------------------------------------------
+    def _autologout_expired(self) -> None:
+        if self.session is not None:
+            self.session.shutdown("Autologout; idle for too long")
 
     def _keep_alive(self) -> None:
-        if self.session is not None and self.session.idling and self.out is not None:
+        self._keepalive = None
+        if self.out.closed:
+            return
+        if self.session is not None and self.session.idling:
             self.out.write(b"* OK Still here\r\n")
-        if self._keepalive is not None and not (self.out and self.out.closed):
-            self._keepalive.touch()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        for timer in (self._timer, self._keepalive):
-            if timer is not None:
-                timer.cancel()
-        if self.out is not None:
-            self.out.lost()
-        if self.session is not None:
-            self.session.connection_lost()
-            self.factory.ctx.sessions.discard(self.session)
-            user = self.session.user.name if self.session.user else "-"
-            log.info("IMAP connection from %s closed (user %s)", self.ip, user)
-        if self._counted:
-            self.factory.limiter.release(self.ip)
-
-
+        self._keepalive = self.loop.call_later(IDLE_KEEPALIVE_SECONDS, self._keep_alive)

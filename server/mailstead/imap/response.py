@@ -17,9 +17,27 @@ _QUOTABLE_MAX = 1024
 _SPECIALS = frozenset(b'(){ %*"\\]')
 
 
+# RFC 3501 §9: a literal is CHAR8, %x01-ff: no NUL, and §4.3 does not permit unencoded
+# binary strings (RFC 9051 §4.3.1 likewise), except a literal8 answering BINARY[]
+# (RFC 3516 §4.2). Stored messages may still hold NULs (mail is stored byte-exact), so a
+# NUL is sent as 0x80, as Dovecot does: one octet for one, so lengths, partial offsets and
+# RFC822.SIZE stay exact, and 0x80 is never part of valid UTF-8 or ASCII text.
+NUL_REPLACEMENT = b"\x80"
+
+
+def without_nul(data: bytes) -> bytes:
+    """``data`` fit for a literal: NUL octets replaced (no copy when there are none)."""
+    return data.replace(b"\0", NUL_REPLACEMENT) if b"\0" in data else data
+
+
 def literal(data: bytes) -> bytes:
-    """A literal: ``{n}CRLF`` followed by the octets."""
-    return b"{%d}\r\n" % len(data) + data
+    """A literal: ``{n}CRLF`` followed by the octets, NUL octets replaced."""
+    return b"{%d}\r\n" % len(data) + without_nul(data)
+
+
+def literal8(data: bytes) -> bytes:
+    """A literal8 (RFC 3516): ``~{n}CRLF`` and the octets exactly, NUL included."""
+    return b"~{%d}\r\n" % len(data) + data
 
 
 def string(value: str | bytes) -> bytes:

@@ -19,17 +19,25 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..auth.users import LoginRefused
+from ..auth.policy import ConnectionLogins, Outcome
 from ..config import is_loopback
-from ..net import ConnectionLimiter
+from ..connection import InputBudget
 from ..store.api import LimitExceeded, StorageFull, StoreError, User
 from .handlers import HANDLERS
 from .response import CommandFailed, Result, bad, no, ok
 from .selected import SelectedMailbox
-from .session_api import NOT_AUTHENTICATED, Output, State
+from .session_api import NOT_AUTHENTICATED, Link, Output, State
 from .syntax import parse_command
 from .syntax.fetch import Fetch
-from .syntax.reader import CommandReader, Continue, Fatal, RawCommand, RawLine, Reject
+from .syntax.reader import (
+    LITERAL_MINUS_MAX,
+    CommandReader,
+    Continue,
+    Fatal,
+    RawCommand,
+    RawLine,
+    Reject,
+)
 from .syntax.search import Search
 from .syntax.store import Store
 from .syntax.tokens import Command, ParseError
@@ -40,9 +48,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailstead.imap")
 
 
-# Pipelined commands waiting to run; past this we stop reading from the client.
+# Pipelined commands waiting to run; past this (or [limits] max_queued_input_bytes of
+# them) we stop reading from the client.
 MAX_QUEUED_COMMANDS = 256
-RESUME_QUEUED_COMMANDS = 32
+# Before login every literal is small (passwords, user names): LITERAL- (RFC 7888 §5)
+# is advertised, and no larger literal is read.
+PREAUTH_LITERAL = LITERAL_MINUS_MAX
+# After login: literals other than APPEND's (names, search strings).
+MAX_OTHER_LITERAL = 1024 * 1024
 
 
 # FETCH, STORE and SEARCH must not be answered with EXPUNGE (RFC 3501 §7.4.1);
@@ -60,8 +73,10 @@ class IMAPSession:
         *,
         peer: str,
         tls_active: bool,
+        link: Link | None = None,
     ) -> None:
         self.ctx = ctx
+        self.link = link
         self.out = out
         self.peer = peer
         self.tls_active = tls_active
@@ -71,17 +86,19 @@ class IMAPSession:
         self._subscription: Any = None
         self.condstore = False
         self.idling = False
-        self.failed_logins = 0
-        limits = ctx.config.limits
+        services = ctx.connections
+        self.logins: ConnectionLogins = services.logins.connection(peer)
         self.reader = CommandReader(
-            max_line=limits.max_line_length, max_literal=limits.max_message_size
+            max_line=ctx.config.limits.max_line_length, max_literal=PREAUTH_LITERAL,
+            max_other_literal=PREAUTH_LITERAL, max_nonsync_literal=LITERAL_MINUS_MAX,
         )
-        self._queue: deque[Any] = deque()
+        self._queue: deque[tuple[Any, int]] = deque()  # (reader event, its octets)
+        self.input = InputBudget(
+            out, max_items=MAX_QUEUED_COMMANDS, max_bytes=services.settings.max_queued_input
+        )
         self._task: asyncio.Task[None] | None = None
         self._line_waiter: asyncio.Future[RawLine] | None = None
         self._shutdown_reason: str | None = None
-        self._user_slot: ConnectionLimiter | None = None
-        self._reading_paused = False
         self._push_scheduled = False
         self.busy = False
 
@@ -93,7 +110,9 @@ class IMAPSession:
         )
 
     def capabilities(self) -> list[str]:
-        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"]
+        # LITERAL- before login: only small literals are accepted then (RFC 7888 §5).
+        literal = "LITERAL-" if self.state is State.NOT_AUTHENTICATED else "LITERAL+"
+        caps = ["IMAP4rev1", literal, "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"]
         if self.state is State.NOT_AUTHENTICATED:
             if self.ctx.tls is not None and not self.tls_active:
                 caps.append("STARTTLS")
@@ -122,11 +141,15 @@ class IMAPSession:
         return f"* OK [CAPABILITY {caps}] Mailstead {__version__} ready\r\n".encode()
 
     # --- input ---------------------------------------------------------------------
-    def data_received(self, data: bytes) -> None:
-        self.accept(self.reader.feed(data))
+    def data_received(self, data: bytes) -> bool:
+        """Take octets from the client; True when they framed something (activity)."""
+        events = self.reader.feed(data)
+        self.accept(events)
+        return bool(events) or self.reader.reading_literal
 
     def accept(self, events: list[Any]) -> None:
         """Queue reader events; continuation requests and awaited lines act at once."""
+        budget = self.input
         for ev in events:
             if isinstance(ev, Continue):
                 self.out.write(ev.response())
@@ -134,18 +157,29 @@ class IMAPSession:
                 waiter, self._line_waiter = self._line_waiter, None
                 if not waiter.done():
                     waiter.set_result(ev)
+            elif isinstance(ev, Fatal):
+                # Nothing more is read; what was queued is dropped with the connection.
+                self._queue.clear()
+                budget.clear()
+                self._queue.append((ev, 0))
+                self.out.pause_reading()
             else:
-                self._queue.append(ev)
-        if len(self._queue) > MAX_QUEUED_COMMANDS and not self._reading_paused:
-            self._reading_paused = True
-            self.out.pause_reading()
+                size = ev.size if isinstance(ev, RawCommand) else 0
+                self._queue.append((ev, size))
+                budget.queued(size)
+        self._check_input()
         if self._queue and (self._task is None or self._task.done()):
             self._task = self.ctx.loop.create_task(self._run())
+
+    def _check_input(self) -> None:
+        busy = self.busy or bool(self._queue)
+        self.input.check(busy=busy, framing=self.reader.pending)
 
     def discard_pending_input(self) -> None:
         """Drop what was read but not yet run (plaintext pipelined behind STARTTLS)."""
         self.reader.discard_buffer()
         self._queue.clear()
+        self.input.clear()
 
     async def read_line(self) -> RawLine:
         """The next raw line (IDLE's DONE, an AUTHENTICATE response)."""
@@ -156,10 +190,8 @@ class IMAPSession:
 
     async def _run(self) -> None:
         while self._queue and not self.out.closed:
-            ev = self._queue.popleft()
-            if self._reading_paused and len(self._queue) <= RESUME_QUEUED_COMMANDS:
-                self._reading_paused = False
-                self.out.resume_reading()
+            ev, size = self._queue.popleft()
+            self.input.taken(size)
             self.busy = True
             try:
                 await self._dispatch(ev)
@@ -170,6 +202,7 @@ class IMAPSession:
                 return
             finally:
                 self.busy = False
+            self._check_input()
             await self.out.drain()
             if self._shutdown_reason is not None:
                 self._say_bye(self._shutdown_reason)
@@ -341,44 +374,57 @@ class IMAPSession:
             self.out.write(f"* BYE {reason}\r\n".encode())
         self.close()
 
+    def leave_now(self, reason: str) -> None:
+        """Say BYE and close at once, even in the middle of a command (login timeout)."""
+        self._queue.clear()
+        self.input.clear()
+        self._say_bye(reason)
+
+    def start_tls(self) -> None:
+        assert self.link is not None, "STARTTLS needs a connection"
+        self.link.begin_tls()
+        self.tls_active = True
+
     def connection_lost(self) -> None:
         self.state = State.LOGOUT
         self.unselect()
-        if self._user_slot is not None and self.user is not None:
-            self._user_slot.release(str(self.user.id))
-            self._user_slot = None
+        self.logins.connection_closed()  # the session slot goes back, also mid-login
         if self._line_waiter is not None and not self._line_waiter.done():
             self._line_waiter.cancel()
 
     # --- authentication --------------------------------------------------------------
-    async def login_failed(self, login: str) -> None:
-        """Count and log a failed login (the Authenticator already delayed it); too many
-        and the session ends."""
-        self.failed_logins += 1
-        self.ctx.count("logins", protocol="imap", result="failed")
-        log.info("IMAP login failed for %r from %s", login[:100], self.peer)
-        if self.failed_logins >= 5:
-            self.out.write(b"* BYE Too many failed logins\r\n")
-            self.close()
-
-    async def login(self, login: str, password: str) -> Result:
+    async def login(self, login: str, password: str, authzid: str = "") -> Result | None:
+        """LOGIN and AUTHENTICATE: the login policy (auth/policy.py) in IMAP words."""
         if not self.plaintext_ok:
             return no("Plaintext authentication requires TLS", "PRIVACYREQUIRED")
-        try:
-            user = await self.ctx.auth.check(login, password, self.peer)
-        except LoginRefused as exc:
-            log.info("IMAP login for %r from %s refused: %s", login[:100], self.peer, exc)
-            return no(str(exc), "UNAVAILABLE")
-        if user is None:
-            await self.login_failed(login)
+        result = await self.logins.attempt(login, password, authzid)
+        outcome = result.outcome
+        if outcome is Outcome.GONE or self.out.closed:
+            return None
+        if outcome is Outcome.REFUSED:
+            log.info("IMAP login for %r from %s refused: %s", login[:100], self.peer,
+                     result.reason)
+            return no(result.reason, "UNAVAILABLE")
+        if result.failed:
+            self.ctx.count("logins", protocol="imap", result="failed")
+            log.info("IMAP login failed for %r from %s", login[:100], self.peer)
+            if result.disconnect:
+                # The tagged NO goes out first, then the BYE (see _run).
+                self._shutdown_reason = "Too many failed logins"
+            if outcome is Outcome.NOT_AUTHORIZED:
+                return no("Not authorized to act as that user", "AUTHORIZATIONFAILED")
             return no("Authentication failed", "AUTHENTICATIONFAILED")
-        limiter = self.ctx.user_sessions
-        if not limiter.acquire(str(user.id), self.ctx.config.limits.max_sessions_per_user):
+        user = result.user
+        assert user is not None
+        if outcome is Outcome.TOO_MANY_SESSIONS:
             log.info("IMAP login %s from %s refused: too many sessions", user.name, self.peer)
             return no("Too many sessions for this user", "LIMIT")
-        self._user_slot = limiter
         self.user = user
         self.state = State.AUTHENTICATED
+        self.reader.set_limits(max_literal=self.ctx.config.limits.max_message_size,
+                               max_other_literal=MAX_OTHER_LITERAL, max_nonsync_literal=None)
+        if self.link is not None:
+            self.link.login_succeeded()
         self.ctx.count("logins", protocol="imap", result="ok")
         log.info("IMAP login %s from %s", user.name, self.peer)
         return ok("Logged in", "CAPABILITY " + " ".join(self.capabilities()))

@@ -33,7 +33,7 @@ SELECTED = frozenset({State.SELECTED})
 
 
 class Output(Protocol):
-    """Where a session's bytes go (the Twisted protocol implements it)."""
+    """Where a session's bytes go (``connection.TransportOutput`` implements it)."""
 
     def write(self, data: bytes) -> None: ...
 
@@ -41,14 +41,22 @@ class Output(Protocol):
 
     def close(self) -> None: ...
 
-    def start_tls(self) -> None: ...
-
     def pause_reading(self) -> None: ...
 
     def resume_reading(self) -> None: ...
 
     @property
     def closed(self) -> bool: ...
+
+
+class Link(Protocol):
+    """The connection a session runs on (``IMAPProtocol``, the shared connection layer)."""
+
+    def begin_tls(self) -> None:
+        """Start TLS after everything written so far."""
+
+    def login_succeeded(self) -> None:
+        """Authenticated: the login deadline no longer applies."""
 
 
 class Session(Protocol):
@@ -91,6 +99,9 @@ class Session(Protocol):
 
     def close(self) -> None: ...
 
-    async def login(self, login: str, password: str) -> Result: ...
+    def start_tls(self) -> None:
+        """Start TLS now (after the tagged OK to STARTTLS was written)."""
 
-    async def login_failed(self, login: str) -> None: ...
+    async def login(self, login: str, password: str, authzid: str = "") -> Result | None:
+        """Apply the login policy (``auth.policy``); None when the connection is gone."""
+        ...

@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..files import open_private, private_dir, private_file, write_private
 from ..imap.utf7 import decode_mailbox, encode_mailbox
 from . import (
     MailboxImporter,
@@ -350,7 +351,7 @@ def _prepare_root(root: Path) -> None:
                 raise MigrateError(f"{root}: exists and is not a directory")
             if any(root.iterdir()):
                 raise MigrateError(f"{root}: is not empty; export into a new or empty folder")
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)  # an export is someone's mail: owner-only, whatever the umask
     except OSError as exc:
         raise MigrateError(f"{root}: {exc.strerror or exc}") from None
 
@@ -393,9 +394,9 @@ async def _export_folder(
     from . import READ_CHUNK
 
     for sub in ("cur", "new", "tmp"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
+        private_dir(folder / sub)
     if folder.name.startswith("."):
-        (folder / "maildirfolder").touch()
+        private_file(folder / "maildirfolder")
     letters, dropped = assign_letters(infos)
     if dropped:
         reporter.warn(f"mailbox {box.name!r}", "Maildir holds 26 keywords per folder; not "
@@ -416,7 +417,7 @@ async def _export_folder(
                     f",S={len(data)},W={info.size}")
             name = f"{base}:2,{info_letters(info.flags, letters)}"
             tmp = folder / "tmp" / base
-            with open(tmp, "wb") as fh:
+            with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as fh:
                 fh.write(data)
             os.utime(tmp, (ts, ts))
             os.rename(tmp, folder / "cur" / name)
@@ -424,11 +425,9 @@ async def _export_folder(
             reporter.imported += 1
             reporter.tick()
     if letters:
-        (folder / KEYWORDS_FILE).write_text(
-            "".join(f"{KEYWORD_LETTERS.index(c)} {w}\n" for w, c in letters.items())
-        )
+        write_private(folder / KEYWORDS_FILE, "".join(
+            f"{KEYWORD_LETTERS.index(c)} {w}\n" for w, c in letters.items()).encode())
     uidnext = max([box.uidnext, *(i.uid + 1 for i in infos)])
-    (folder / UIDLIST_FILE).write_text(
-        f"3 V{box.uidvalidity} N{uidnext} G{uuid.uuid4().hex}\n" + "".join(uidlist)
-    )
+    write_private(folder / UIDLIST_FILE, (
+        f"3 V{box.uidvalidity} N{uidnext} G{uuid.uuid4().hex}\n" + "".join(uidlist)).encode())
     return 1

@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from ..files import open_private
 from . import (
     READ_CHUNK,
     MailboxImporter,
@@ -348,7 +349,7 @@ async def export_mbox(
     reporter.start(len(infos), enabled=progress)
     tmp = path.with_name(f".{path.name}.mailstead-tmp")
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as fh:
             for start in range(0, len(infos), READ_CHUNK):
                 chunk = infos[start : start + READ_CHUNK]
                 blobs = await store.read_messages(box.id, [i.uid for i in chunk])

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.protocol import ServerFactory
 
-from ..net import ConnectionLimiter
 from .protocol import POP3Protocol
 from .settings import POP3Settings
 
@@ -21,8 +20,8 @@ class POP3Factory(ServerFactory):
     ``TLSMemoryBIOFactory`` (POP3S), so TLS is active from the first octet and STLS is
     refused. Shared by every POP3 listener of one server (through the ``ctx`` fields):
     ``last_login`` (user id → monotonic time of the last successful login), which enforces
-    ``[pop3] login_delay``, and the per-IP connection counts for
-    ``[limits] max_connections_per_ip``.
+    ``[pop3] login_delay``. Admission limits, timeouts and the login policy are shared
+    with every IMAP listener too (``ctx.connections``).
     """
 
     noisy = False  # no "Starting factory" log lines; the daemon logs its listeners
@@ -32,11 +31,8 @@ class POP3Factory(ServerFactory):
         self.implicit_tls = implicit_tls
         self.settings = POP3Settings.from_config(ctx.config)
         self.last_login: dict[int, float] = ctx.pop3_last_login
-        self.limiter: ConnectionLimiter = ctx.pop3_per_ip
-        self.max_per_ip: int = ctx.config.limits.max_connections_per_ip
 
     def buildProtocol(self, addr: Any) -> POP3Protocol:
         proto = POP3Protocol(self)
         proto.factory = self
         return proto
-

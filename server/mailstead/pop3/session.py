@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ..auth.policy import Outcome
 from ..auth.sasl import (
     MECHANISMS,
     SaslCancelled,
@@ -28,7 +29,6 @@ from ..auth.sasl import (
     decode_response,
     encode_base64,
 )
-from ..auth.users import LoginRefused
 from ..config import is_loopback
 from ..store.api import ChangeBatch, Expunged, FlagMode, NotFound, Octets, StoreError, User
 from ..store.hub import Subscription
@@ -89,6 +89,9 @@ class Channel(Protocol):
         """Drop all buffered input, send ``reply`` in plaintext, then start TLS."""
 
     def close(self) -> None: ...
+
+    def login_succeeded(self) -> None:
+        """Authenticated: the login deadline no longer applies."""
 
     def queued_lines(self) -> Sequence[Line]:
         """Commands the client pipelined that have not been handled yet."""
@@ -164,7 +167,7 @@ class POP3Session:
         self.state = State.AUTHORIZATION
         self.user: User | None = None
         self.maildrop: Maildrop | None = None
-        self.failures = 0
+        self.logins = ctx.connections.logins.connection(channel.peer_host)
         self._last_login = last_login if last_login is not None else {}
         self._pending_user: str | None = None
         self._sasl: SaslExchange | None = None
@@ -215,6 +218,10 @@ class POP3Session:
             log.error("pop3 command failed for %s", self.channel.peer, exc_info=exc)
             self.channel.send(err("Internal server error, try again later", "SYS/TEMP"))
 
+    def connection_lost(self) -> None:
+        """The client is gone: the session slot goes back now, also in mid-login."""
+        self.logins.connection_closed()
+
     def release(self) -> None:
         """Give the maildrop lock back; safe to call any number of times."""
         if self._watch is not None:
@@ -235,6 +242,12 @@ class POP3Session:
     # --- dispatch ----------------------------------------------------------------------
     def _command(self, line: Line) -> Pending:
         # AUTH may carry a long initial response; it gets the SASL line cap (LineBuffer's).
+        if isinstance(line, Overlong) and line.fatal:
+            log.warning("pop3 line of over %d octets from %s: closing", line.length,
+                        self.channel.peer)
+            self.channel.send(err("Line too long, closing connection"))
+            self.channel.close()
+            return None
         if isinstance(line, Overlong) or (
             len(line) > MAX_COMMAND_LINE and line[:5].upper() != b"AUTH "
         ):
@@ -368,6 +381,8 @@ class POP3Session:
     def _sasl_answer(self, line: Line) -> Pending:
         if isinstance(line, Overlong):
             self._sasl = None
+            if line.fatal:
+                return self._command(line)
             raise CommandError("Line too long; authentication aborted")
         assert self._sasl is not None
         try:
@@ -394,20 +409,31 @@ class POP3Session:
         return self._login(step.authcid, step.password, step.authzid)
 
     async def _login(self, login: str, password: str, authzid: str = "") -> None:
-        auth = self.ctx.auth
-        try:
-            user = await auth.check(login, password, self.channel.peer_host)
-        except LoginRefused as exc:
-            log.warning("pop3 login for %s from %s refused: %s", _safe(login),
-                        self.channel.peer, exc)
-            raise CommandError(str(exc), "SYS/TEMP") from None
-        if user is not None and authzid:  # acting as someone else is not supported
-            target = await auth.find_user(authzid)
-            if target is None or target.id != user.id:
-                user = None
-        if user is None:
-            await self._login_failed(login)
+        """USER/PASS and AUTH: the login policy (auth/policy.py) in POP3 words."""
+        result = await self.logins.attempt(login, password, authzid)
+        outcome = result.outcome
+        if outcome is Outcome.GONE:
             return
+        if outcome is Outcome.REFUSED:
+            log.warning("pop3 login for %s from %s refused: %s", _safe(login),
+                        self.channel.peer, result.reason)
+            raise CommandError(result.reason, "SYS/TEMP")
+        if result.failed:
+            self._login_failed(login, disconnect=result.disconnect)
+            return
+        user = result.user
+        assert user is not None
+        if outcome is Outcome.TOO_MANY_SESSIONS:
+            log.info("pop3 login of %s from %s refused: too many sessions", _safe(user.name),
+                     self.channel.peer)
+            raise CommandError("Too many sessions for this user", "IN-USE")
+        try:
+            await self._open_maildrop(user)
+        except BaseException:
+            self.logins.release()  # no session after all: its slot goes back
+            raise
+
+    async def _open_maildrop(self, user: User) -> None:
         delay = self.settings.login_delay
         if delay > 0:
             last = self._last_login.get(user.id)
@@ -441,6 +467,7 @@ class POP3Session:
         # Messages expunged elsewhere (IMAP) must not be served from the read-ahead.
         self._watch = self.ctx.hub.subscribe(inbox.id, self._on_change)
         self.state = State.TRANSACTION
+        self.channel.login_succeeded()
         self._last_login[user.id] = time.monotonic()
         self.ctx.count("logins", protocol="pop3", result="ok")
         count, size = self.maildrop.stat()
@@ -448,16 +475,18 @@ class POP3Session:
                  self.channel.peer, count)
         self.channel.send(ok(f"Maildrop locked and ready, {count} messages ({size} octets)"))
 
-    async def _login_failed(self, login: str) -> None:
-        self.failures += 1
+    def _login_failed(self, login: str, *, disconnect: bool) -> None:
+        failures = self.logins.failures
         self.ctx.count("logins", protocol="pop3", result="failed")
         log.warning("pop3 login failed for %s from %s (failure %d)", _safe(login),
-                    self.channel.peer, self.failures)
+                    self.channel.peer, failures)
         # The Authenticator already waited (exponentially, per address and user).
-        if self.failures >= self.settings.max_failures:
+        if disconnect:
             self.channel.send(err("Authentication failed; too many failures, goodbye", "AUTH"))
             self.channel.close()
             return
+        # (An authzid naming someone else reads like bad credentials: POP3 has no code
+        # for it, RFC 2449 §8.)
         raise CommandError("Authentication failed", "AUTH")
 
     # --- TRANSACTION -------------------------------------------------------------------

@@ -24,7 +24,6 @@ class POP3Settings:
     expire: str = "NEVER"
     login_delay: int = 0  # seconds; 0 = not advertised, not enforced
     plaintext_on_loopback: bool = True
-    max_failures: int = 3  # failed logins after which the session is closed
 
     @classmethod
     def from_config(cls, config: Config) -> POP3Settings:

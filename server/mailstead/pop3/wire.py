@@ -26,16 +26,27 @@ _NUMBER = re.compile(rb"[0-9]{1,9}")
 _KEYWORD = re.compile(r"[A-Za-z]{1,8}")
 
 
+# An over-long line is answered when it passes the cap; one that goes on past this
+# without ending closes the connection.
+LINE_HARD_CAP: Final = 1024 * 1024
+
+
 class Overlong:
-    """Stands in the line stream for a line that exceeded the cap and was discarded."""
+    """Stands in the line stream for a line that exceeded the cap and was discarded.
 
-    __slots__ = ("length",)
+    It is emitted as soon as the line passes the cap (the rest of the line is thrown away
+    as it arrives); ``fatal`` marks a line that went on past ``LINE_HARD_CAP``: nothing
+    more is read from that connection.
+    """
 
-    def __init__(self, length: int) -> None:
+    __slots__ = ("fatal", "length")
+
+    def __init__(self, length: int, fatal: bool = False) -> None:
         self.length = length
+        self.fatal = fatal
 
     def __repr__(self) -> str:
-        return f"Overlong({self.length})"
+        return f"Overlong({self.length}{', fatal' if self.fatal else ''})"
 
 
 Line = bytes | Overlong
@@ -44,18 +55,23 @@ Line = bytes | Overlong
 class LineBuffer:
     """Split a byte stream into lines ending in LF (CRLF or bare LF), CR stripped.
 
-    A line longer than ``max_line`` octets (without its line ending) is not kept: its
-    bytes are dropped as they arrive and one ``Overlong`` is emitted where it ended, so
-    the session can answer it in order with the lines around it.
+    A line longer than ``max_line`` octets (without its line ending) is not kept: one
+    ``Overlong`` is emitted the moment it passes the cap, so the session answers it at
+    once and in order with the lines around it, and its remaining octets are dropped as
+    they arrive. Past ``hard_cap`` octets a fatal ``Overlong`` ends the input.
     """
 
-    def __init__(self, max_line: int = MAX_AUTH_LINE) -> None:
+    def __init__(self, max_line: int = MAX_AUTH_LINE, hard_cap: int = LINE_HARD_CAP) -> None:
         self.max_line = max_line
+        self.hard_cap = max(hard_cap, 2 * max_line)
         self._buf = bytearray()
         self._discarding = 0  # octets dropped so far of an over-long line; 0 = not dropping
+        self._dead = False
 
     def feed(self, data: bytes) -> list[Line]:
         out: list[Line] = []
+        if self._dead:
+            return out
         buf = self._buf
         start = 0
         while True:
@@ -69,12 +85,15 @@ class LineBuffer:
                     if len(buf) > self.max_line + 1:  # +1: a CR may be waiting for its LF
                         self._discarding = len(buf)
                         buf.clear()
+                        out.append(Overlong(self._discarding))
+                self._check_cap(self._discarding, out)
                 return out
             piece = data[start:nl]
             start = nl + 1
             if self._discarding:
-                out.append(Overlong(self._discarding + len(piece)))
-                self._discarding = 0
+                length, self._discarding = self._discarding + len(piece), 0
+                if self._check_cap(length, out):
+                    return out
                 continue
             if buf:
                 buf += piece
@@ -84,7 +103,21 @@ class LineBuffer:
                 line = piece
             if line.endswith(b"\r"):
                 line = line[:-1]
-            out.append(line if len(line) <= self.max_line else Overlong(len(line)))
+            if len(line) <= self.max_line:
+                out.append(line)
+                continue
+            out.append(Overlong(len(line)))
+            if self._check_cap(len(line), out):
+                return out
+
+    def _check_cap(self, length: int, out: list[Line]) -> bool:
+        if length <= self.hard_cap:
+            return False
+        self._dead = True
+        self._buf.clear()
+        self._discarding = 0
+        out.append(Overlong(length, fatal=True))
+        return True
 
     def clear(self) -> None:
         """Forget everything buffered (STLS: nothing sent in plaintext may survive)."""
@@ -93,8 +126,8 @@ class LineBuffer:
 
     @property
     def pending(self) -> int:
-        """Octets of an incomplete line held (or being discarded)."""
-        return len(self._buf) or self._discarding
+        """Octets of an incomplete line held."""
+        return len(self._buf)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
-from ..net import ConnectionLimiter
+from ..connection import ConnectionLimiter
 from ..store.api import MailStore, StorageFull, StoreError, User
 from .protocol import MailsteadLMTP, MailsteadSMTP
 from .spool import DeliveryMemory, Spool, make_spool_folder

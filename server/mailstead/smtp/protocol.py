@@ -22,7 +22,7 @@ from typing import Any, AnyStr, cast
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
-from ..net import ConnectionLimiter
+from ..connection import ConnectionLimiter
 from .dataread import DataEnd, read_data
 
 log = logging.getLogger(__name__)

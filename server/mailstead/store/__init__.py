@@ -34,7 +34,20 @@ def build_store(config: Config, hub: ChangeHub | None = None) -> SqliteStore:
 
 
 async def open_store(config: Config, hub: ChangeHub | None = None) -> SqliteStore:
-    """``build_store`` and open it; raises ``StoreError`` when it cannot be opened."""
+    """``build_store`` and open it; raises ``StoreError`` when it cannot be opened.
+
+    The data folder and the database are created owner-only first (``files``): SQLite
+    would create them with the umask's mode, and its -wal/-shm files follow the database."""
+    from ..files import prepare_sqlite, private_dir
+    from .api import StoreUnavailable
+
     store = build_store(config, hub)
+    try:
+        private_dir(config.db_path.parent)
+        prepare_sqlite(config.db_path)
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot create the mail store {config.db_path}: {exc.strerror or exc}"
+        ) from None
     await store.open()
     return store

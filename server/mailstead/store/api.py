@@ -308,6 +308,15 @@ class MailStore(abc.ABC):
     async def read_message(self, mailbox_id: int, uid: int) -> bytes | None:
         """The stored octets (CRLF), or None when the message is gone."""
 
+    async def read_range(
+        self, mailbox_id: int, uid: int, offset: int, length: int
+    ) -> bytes | None:
+        """Up to ``length`` stored octets of a message from ``offset`` (fewer at its end),
+        or None when the message is gone: FETCH streams a big message in pieces instead of
+        holding it whole. This default reads it whole; a backend should do better."""
+        data = await self.read_message(mailbox_id, uid)
+        return None if data is None else data[offset : offset + length]
+
     @abc.abstractmethod
     async def read_messages(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, bytes]:
         """Several messages' octets in one call (for read-ahead); missing UIDs are absent."""

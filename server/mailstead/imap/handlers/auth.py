@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
 from ...auth.sasl import (
     MECHANISMS,
     SaslCancelled,
@@ -12,7 +10,6 @@ from ...auth.sasl import (
     decode_response,
     encode_base64,
 )
-from ...auth.users import local_part
 from ..response import Result, bad, no, ok
 from ..session_api import Session
 from ..syntax.auth import Authenticate, Login, StartTLS
@@ -26,12 +23,11 @@ async def handle_starttls(s: Session, cmd: StartTLS) -> Result | None:
     s.out.write(ok("Begin TLS negotiation now").line(cmd.tag))
     # Anything the client pipelined after STARTTLS was sent in the clear: drop it.
     s.discard_pending_input()
-    s.out.start_tls()
-    s.tls_active = True
+    s.start_tls()
     return None
 
 
-async def handle_login(s: Session, cmd: Login) -> Result:
+async def handle_login(s: Session, cmd: Login) -> Result | None:
     try:
         login = cmd.user.decode("utf-8")
         password = cmd.password.decode("utf-8")
@@ -40,7 +36,7 @@ async def handle_login(s: Session, cmd: Login) -> Result:
     return await s.login(login, password)
 
 
-async def handle_authenticate(s: Session, cmd: Authenticate) -> Result:
+async def handle_authenticate(s: Session, cmd: Authenticate) -> Result | None:
     if cmd.mechanism.upper() not in MECHANISMS:
         return no(f"Unsupported mechanism {cmd.mechanism[:20]}", "CANNOT")
     if not s.plaintext_ok:
@@ -57,13 +53,5 @@ async def handle_authenticate(s: Session, cmd: Authenticate) -> Result:
         return bad("Authentication cancelled")
     except SaslError as exc:
         return bad(f"Invalid authentication data: {exc}")
-    if step.authzid and not _same_user(step.authzid, step.authcid, s.ctx.config.domains):
-        # Nobody may act as another user here (RFC 4616 §2: authorization is ours to deny).
-        await s.login_failed(step.authcid)
-        return no("Not authorized to act as that user", "AUTHORIZATIONFAILED")
-    return await s.login(step.authcid, step.password)
-
-
-def _same_user(authzid: str, authcid: str, domains: Collection[str]) -> bool:
-    a, b = local_part(authzid, domains), local_part(authcid, domains)
-    return a is not None and b is not None and a.lower() == b.lower()
+    # The authzid rule, failures, throttling and session limits: auth/policy.py.
+    return await s.login(step.authcid, step.password, step.authzid)

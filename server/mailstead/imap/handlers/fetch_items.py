@@ -1,12 +1,18 @@
-"""FETCH data items: response bytes from what the store precomputed.
+"""FETCH data items: response pieces from what the store precomputed.
 
-The FETCH handler (``handlers/fetch.py``) resolves the messages; this module builds
-each ``* n FETCH (...)`` line.
+The FETCH handler (``handlers/fetch.py``) resolves the messages and writes; this module
+turns each message's items into the pieces of its ``* n FETCH (...)`` response.
 
 Only what the items need is read: flags come from the session's view, sizes and dates
 from the message listing, ENVELOPE/BODYSTRUCTURE from the parse stored at delivery,
-header sections from the stored header block, and the full octets only for body
+header sections from the stored header block, and the message octets only for body
 sections. Section bytes are always the stored octets, never a re-serialisation.
+
+A body section is never built into the response: it is a :class:`Span` of the stored
+octets, which the handler copies to the client piece by piece as the client reads
+(``MessageOctets.pieces``). Small messages are read whole, a few megabytes' worth per
+store call; bigger ones are read in pieces, so a FETCH holds a bounded amount of memory
+whatever the messages' sizes and however many sections it asks for.
 """
 
 from __future__ import annotations
@@ -23,8 +29,67 @@ from ..selected import SelectedMailbox
 from ..structure import format_bodystructure, format_envelope
 from ..syntax.fetch import FetchAttribute, FetchSection
 
-CHUNK = 200
-BODY_CHUNK = 16
+CHUNK = 200  # messages per round of listing / structure / header reads
+BODY_CHUNK = 16  # whole messages read in one store call, at most ...
+BODY_BATCH_BYTES = 4 * 1024 * 1024  # ... and at most this many octets of them
+INLINE_BODY = 256 * 1024  # a message up to this size is read whole, a bigger one in pieces
+PIECE = 256 * 1024  # a literal's content is read and written in pieces of this size
+
+
+class MessageVanished(Exception):
+    """The message was expunged while its octets were being sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A literal's content: ``length`` stored octets from ``start``.
+
+    ``binary`` is for BINARY[] (a literal8, RFC 3516), the only place NUL octets may be
+    sent; elsewhere they are replaced (see ``response.literal``).
+    """
+
+    start: int
+    length: int
+    binary: bool = False
+
+
+Piece = bytes | Span
+
+
+class MessageOctets:
+    """The stored octets of one message: in memory when small, else read in pieces."""
+
+    def __init__(self, store: MailStore, mailbox_id: int, uid: int, size: int,
+                 data: bytes | None) -> None:
+        self._store = store
+        self._mailbox_id = mailbox_id
+        self.uid = uid
+        self.size = size
+        self._data = data
+
+    async def read(self, start: int, length: int) -> bytes:
+        if self._data is not None:
+            return self._data[start : start + length]
+        got = await self._store.read_range(self._mailbox_id, self.uid, start, length)
+        if got is None or len(got) != min(length, max(self.size - start, 0)):
+            raise MessageVanished(self.uid)
+        return got
+
+    async def pieces(self, span: Span) -> AsyncIterator[bytes]:
+        pos, end = span.start, span.start + span.length
+        while pos < end:
+            n = min(PIECE, end - pos)
+            yield await self.read(pos, n)
+            pos += n
+
+
+@dataclass(slots=True)
+class FetchReply:
+    """One message's response: bytes to send as they are, and spans of ``octets``."""
+
+    uid: int
+    pieces: list[Piece]
+    octets: MessageOctets | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +122,8 @@ class FetchNeeds:
                 else:
                     full = True
                     structure = True
-        return cls(info, structure, headers, full)
+        # The sizes decide how the octets are read (whole or in pieces).
+        return cls(info or full, structure, headers, full)
 
 
 def _section_spec(section: FetchSection) -> bytes:
@@ -86,43 +152,137 @@ def _field_names(section: FetchSection) -> tuple[bytes, ...]:
     return tuple(h.encode("utf-8", "replace") for h in section.headers)
 
 
-def section_bytes(raw: bytes, root: BodyPart, section: FetchSection) -> bytes | None:
-    """The octets of ``BODY[section]`` (None when the part does not exist)."""
-    if not section.parts:
-        target: BodyPart | None = root
-    else:
-        target = part_by_number(root, section.parts)
-        if target is None:
-            return None
-    assert target is not None
-    text = section.text
-    if text is None:
-        if not section.parts:
-            return raw
-        return raw[target.body_start : target.body_end]
-    if text == "MIME":
-        return raw[target.header_start : target.header_end]
-    if section.parts:
-        # HEADER/TEXT below a part number apply to an encapsulated message only.
-        if not target.is_message:
-            return b""
-        target = target.parts[0]
-    if text == "TEXT":
-        return raw[target.body_start : target.body_end]
-    return header_section(raw[target.header_start : target.header_end], section)
-
-
 def header_section(header: bytes, section: FetchSection) -> bytes:
     if section.text == "HEADER":
         return header
     return header_fields(header, _field_names(section), exclude=section.text == "HEADER.FIELDS.NOT")
 
 
-def _partial(data: bytes, attr: FetchAttribute) -> bytes:
+def _between(start: int, end: int) -> Span:
+    return Span(start, max(end - start, 0))
+
+
+async def section_source(
+    section: FetchSection, size: int, root: BodyPart | None, header: bytes | None,
+    octets: MessageOctets | None,
+) -> Span | bytes | None:
+    """Where ``BODY[section]`` comes from: a span of the stored octets, bytes derived from
+    them (header fields), or None when the part does not exist."""
+    text = section.text
+    if not section.parts:
+        if text is None:
+            return Span(0, size)
+        if text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+            assert header is not None
+            return header_section(header, section)
+        assert root is not None
+        return _between(root.body_start, root.body_end)  # TEXT
+    assert root is not None
+    target = part_by_number(root, section.parts)
+    if target is None:
+        return None
+    if text is None:
+        return _between(target.body_start, target.body_end)
+    if text == "MIME":
+        return _between(target.header_start, target.header_end)
+    # HEADER/TEXT below a part number apply to an encapsulated message only.
+    if not target.is_message:
+        return b""
+    inner = target.parts[0]
+    if text == "TEXT":
+        return _between(inner.body_start, inner.body_end)
+    span = _between(inner.header_start, inner.header_end)
+    if text == "HEADER":
+        return span
+    assert octets is not None
+    return header_section(await octets.read(span.start, span.length), section)
+
+
+def _partial(source: Span | bytes, attr: FetchAttribute) -> Span | bytes:
     if attr.partial is None:
-        return data
+        return source
     origin, count = attr.partial
-    return data[origin : origin + count]
+    if isinstance(source, bytes):
+        return source[origin : origin + count]
+    start = min(source.start + origin, source.start + source.length)
+    return Span(start, min(count, source.start + source.length - start), source.binary)
+
+
+def _literal(name: bytes, source: Span | bytes, binary: bool) -> list[Piece]:
+    """``name {n}`` + content; BINARY[] sends a literal8 with the octets as stored."""
+    if isinstance(source, bytes):
+        if binary:
+            return [name + b" " + response.literal8(source)]
+        return [name + b" " + response.literal(source)]
+    head = b"~{%d}\r\n" if binary else b"{%d}\r\n"
+    return [name + b" " + head % source.length, Span(source.start, source.length, binary)]
+
+
+async def _item(
+    attr: FetchAttribute, uid: int, view: SelectedMailbox, info: MessageInfo | None,
+    parsed: ParsedMessage | None, header: bytes | None, octets: MessageOctets | None,
+    with_uid: bool,
+) -> list[Piece]:
+    name = attr.name
+    if name == "UID":
+        return [] if with_uid else [b"UID %d" % uid]
+    if name == "FLAGS":
+        return [b"FLAGS " + view.format_flags(uid)]
+    if name == "INTERNALDATE":
+        assert info is not None
+        return [b"INTERNALDATE " + response.string(format_internaldate(info.internaldate))]
+    if name == "RFC822.SIZE":
+        assert info is not None
+        return [b"RFC822.SIZE %d" % info.size]
+    if name == "MODSEQ":
+        return [b"MODSEQ (%d)" % view.modseqs.get(uid, 0)]
+    if name == "ENVELOPE":
+        assert parsed is not None
+        return [b"ENVELOPE " + format_envelope(parsed.envelope)]
+    if name == "BODYSTRUCTURE":
+        assert parsed is not None
+        return [b"BODYSTRUCTURE " + format_bodystructure(parsed.root, extensible=True)]
+    if name == "BODY" and attr.section is None:
+        assert parsed is not None
+        return [b"BODY " + format_bodystructure(parsed.root, extensible=False)]
+    if name == "RFC822":
+        assert octets is not None
+        return _literal(b"RFC822", Span(0, octets.size), False)
+    if name == "RFC822.HEADER":
+        assert header is not None
+        return _literal(b"RFC822.HEADER", header, False)
+    if name == "RFC822.TEXT":
+        assert octets is not None and parsed is not None
+        return _literal(b"RFC822.TEXT", _between(parsed.root.body_start, octets.size), False)
+    section = attr.section
+    assert section is not None
+    size = octets.size if octets is not None else 0
+    root = parsed.root if parsed is not None else None
+    source = await section_source(section, size, root, header, octets)
+    if source is None:
+        return [response_name(attr) + b" NIL"]
+    source = _partial(source, attr)
+    if name == "BINARY.SIZE":
+        # Content-transfer decoding is not done: BINARY[] sends the stored octets, so
+        # its size is theirs.
+        length = len(source) if isinstance(source, bytes) else source.length
+        return [response_name(attr) + b" %d" % length]
+    return _literal(response_name(attr), source, name == "BINARY")
+
+
+def _joined(items: list[list[Piece]], msn: int) -> list[Piece]:
+    """``* msn FETCH (item item ...)`` CRLF, consecutive bytes merged into one."""
+    out: list[Piece] = [b"* %d FETCH (" % msn]
+    for i, item in enumerate(items):
+        if i:
+            item = [b" ", *item]
+        for piece in item:
+            if isinstance(piece, bytes) and isinstance(out[-1], bytes):
+                out[-1] += piece
+            else:
+                out.append(piece)
+    out.append(b")\r\n")
+    return out
 
 
 async def fetch_responses(
@@ -133,8 +293,8 @@ async def fetch_responses(
     *,
     with_uid: bool,
     flags_for: set[int],
-) -> AsyncIterator[tuple[int, bytes | None]]:
-    """Yield ``(uid, line)`` per message, or ``(uid, None)`` when it vanished meanwhile.
+) -> AsyncIterator[tuple[int, FetchReply | None]]:
+    """Yield ``(uid, reply)`` per message, or ``(uid, None)`` when it vanished meanwhile.
 
     ``flags_for`` are UIDs whose FLAGS must be included even when not asked for (an
     implicit \\Seen was just set on them).
@@ -152,85 +312,53 @@ async def fetch_responses(
             structures = await store.read_structures(mbox, chunk)
         if needs.headers:
             headers = await store.read_headers(mbox, chunk)
-        # Bodies in sub-chunks: one store call for several, without holding a whole
-        # chunk of big messages in memory at once.
         bodies: dict[int, bytes] = {}
         for i, uid in enumerate(chunk):
-            raw: bytes | None = None
-            if needs.full:
-                if uid not in bodies:
-                    bodies = await store.read_messages(mbox, chunk[i : i + BODY_CHUNK])
-                raw = bodies.pop(uid, None)
-                if raw is None:
-                    yield uid, None
-                    continue
             if (needs.info and uid not in infos) or (needs.structure and uid not in structures) \
                     or (needs.headers and uid not in headers):
                 yield uid, None
                 continue
+            octets: MessageOctets | None = None
+            if needs.full:
+                size = infos[uid].size
+                if size > INLINE_BODY:
+                    octets = MessageOctets(store, mbox, uid, size, None)
+                else:
+                    if uid not in bodies:
+                        bodies = await store.read_messages(mbox, _small_run(chunk, i, infos))
+                    raw = bodies.pop(uid, None)
+                    if raw is None:
+                        yield uid, None
+                        continue
+                    octets = MessageOctets(store, mbox, uid, len(raw), raw)
             parsed = structures[uid] if needs.structure else None
-            items: list[bytes] = []
+            items: list[list[Piece]] = []
             if with_uid:
-                items.append(b"UID %d" % uid)
+                items.append([b"UID %d" % uid])
             for attr in attrs:
-                items.append(_item(attr, uid, view, infos, parsed, headers, raw, with_uid))
+                item = await _item(attr, uid, view, infos.get(uid), parsed, headers.get(uid),
+                                   octets, with_uid)
+                if item:
+                    items.append(item)
             if uid in flags_for and not any(a.name == "FLAGS" for a in attrs):
-                items.append(b"FLAGS " + view.format_flags(uid))
-            items = [i for i in items if i]
+                items.append([b"FLAGS " + view.format_flags(uid)])
             msn = view.msn(uid)
             if msn is None:
                 yield uid, None
                 continue
-            yield uid, b"* %d FETCH (%s)" % (msn, b" ".join(items))
+            yield uid, FetchReply(uid, _joined(items, msn), octets)
 
 
-def _item(
-    attr: FetchAttribute,
-    uid: int,
-    view: SelectedMailbox,
-    infos: dict[int, MessageInfo],
-    parsed: ParsedMessage | None,
-    headers: dict[int, bytes],
-    raw: bytes | None,
-    with_uid: bool,
-) -> bytes:
-    name = attr.name
-    if name == "UID":
-        return b"" if with_uid else b"UID %d" % uid
-    if name == "FLAGS":
-        return b"FLAGS " + view.format_flags(uid)
-    if name == "INTERNALDATE":
-        return b"INTERNALDATE " + response.string(format_internaldate(infos[uid].internaldate))
-    if name == "RFC822.SIZE":
-        return b"RFC822.SIZE %d" % infos[uid].size
-    if name == "MODSEQ":
-        return b"MODSEQ (%d)" % view.modseqs.get(uid, 0)
-    if name == "ENVELOPE":
-        assert parsed is not None
-        return b"ENVELOPE " + format_envelope(parsed.envelope)
-    if name == "BODYSTRUCTURE":
-        assert parsed is not None
-        return b"BODYSTRUCTURE " + format_bodystructure(parsed.root, extensible=True)
-    if name == "BODY" and attr.section is None:
-        assert parsed is not None
-        return b"BODY " + format_bodystructure(parsed.root, extensible=False)
-    if name == "RFC822":
-        assert raw is not None
-        return b"RFC822 " + response.literal(raw)
-    if name == "RFC822.HEADER":
-        return b"RFC822.HEADER " + response.literal(headers[uid])
-    if name == "RFC822.TEXT":
-        assert raw is not None and parsed is not None
-        return b"RFC822.TEXT " + response.literal(raw[parsed.root.body_start :])
-    section = attr.section
-    assert section is not None
-    if not section.parts and section.text is None:
-        assert raw is not None
-        data: bytes | None = raw
-    elif raw is not None and parsed is not None:
-        data = section_bytes(raw, parsed.root, section)
-    else:
-        data = header_section(headers[uid], section)
-    if data is None:
-        return response_name(attr) + b" NIL"
-    return response_name(attr) + b" " + response.literal(_partial(data, attr))
+def _small_run(chunk: Sequence[int], i: int, infos: dict[int, MessageInfo]) -> list[int]:
+    """The small messages from ``chunk[i]`` on to read in one call: at most BODY_CHUNK of
+    them and BODY_BATCH_BYTES of octets, stopping at the first big one."""
+    run: list[int] = []
+    total = 0
+    for uid in chunk[i:]:
+        size = infos[uid].size if uid in infos else 0
+        if size > INLINE_BODY or len(run) >= BODY_CHUNK or (run and total + size >
+                                                             BODY_BATCH_BYTES):
+            break
+        run.append(uid)
+        total += size
+    return run

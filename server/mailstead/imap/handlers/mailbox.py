@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 
 from ...store.api import (
@@ -12,7 +11,7 @@ from ...store.api import (
     NotFound,
     SpecialUseTaken,
 )
-from ...store.names import DELIMITER
+from ...store.names import DELIMITER, validate_mailbox_name
 from .. import response
 from ..response import Result, bad, no, ok
 from ..selected import SelectedMailbox
@@ -20,6 +19,7 @@ from ..session_api import Session
 from ..syntax.mailbox import Create, Delete, List, Rename, Select, Status, Subscribe, Unsubscribe
 from ..syntax.tokens import UnusableName
 from ..utf7 import encode_mailbox
+from ..wildcard import PatternTooComplex, compile_pattern, compile_patterns
 from .common import get_mailbox, usable_name
 
 
@@ -81,6 +81,15 @@ async def handle_create(s: Session, cmd: Create) -> Result:
     ):
         return no(f"Unsupported special-use attribute {special}", "USEATTR")
     try:
+        # RFC 3501 §6.3.3: CREATE a/b/c SHOULD create a and a/b too when they are missing.
+        # The whole name is checked first, so a refused name creates no parent either.
+        validate_mailbox_name(name, s.ctx.config.limits.max_mailbox_depth)
+        for parent in _parents(name):
+            if await get_mailbox(s, parent) is None:
+                try:
+                    await s.ctx.store.create_mailbox(s.user.id, parent)
+                except AlreadyExists:
+                    pass  # another session created it meanwhile
         await s.ctx.store.create_mailbox(s.user.id, name, special)
     except SpecialUseTaken as exc:  # RFC 6154: the failure is about the attribute
         return no(str(exc), "USEATTR")
@@ -141,21 +150,6 @@ async def handle_unsubscribe(s: Session, cmd: Unsubscribe) -> Result:
 
 
 # --- LIST / LSUB -------------------------------------------------------------------------
-def pattern_regex(pattern: str) -> re.Pattern[str]:
-    """``*`` matches anything, ``%`` anything but the delimiter; INBOX case-insensitive."""
-    if pattern[:5].upper() == "INBOX" and (len(pattern) == 5 or pattern[5] in "/*%"):
-        pattern = "INBOX" + pattern[5:]
-    parts = []
-    for ch in pattern:
-        if ch == "*":
-            parts.append(".*")
-        elif ch == "%":
-            parts.append(f"[^{re.escape(DELIMITER)}]*")
-        else:
-            parts.append(re.escape(ch))
-    return re.compile("".join(parts) + r"\Z", re.DOTALL)
-
-
 def _parents(name: str) -> list[str]:
     levels = name.split(DELIMITER)
     return [DELIMITER.join(levels[:i]) for i in range(1, len(levels))]
@@ -191,7 +185,11 @@ async def handle_list(s: Session, cmd: List) -> Result:
     store = s.ctx.store
     boxes = {m.name: m for m in await store.list_mailboxes(s.user.id)}
     subscribed = set(await store.list_subscriptions(s.user.id))
-    regexes = [pattern_regex(cmd.reference + p) for p in patterns]
+    try:
+        # One linear-time matcher for all patterns (wildcard.py), never a regex.
+        regexes = [compile_patterns(cmd.reference, patterns, DELIMITER)]
+    except PatternTooComplex as exc:
+        return no(str(exc), "LIMIT")
 
     def matches(name: str) -> bool:
         return any(r.match(name) for r in regexes)
@@ -204,7 +202,7 @@ async def handle_list(s: Session, cmd: List) -> Result:
     if cmd.lsub:
         # RFC 3501 §6.3.9: a parent that is not subscribed itself is listed (\\Noselect)
         # only where a "%" hid a subscribed name below it.
-        percent = [pattern_regex(cmd.reference + p) for p in patterns if "%" in p]
+        percent = [compile_pattern(cmd.reference + p, DELIMITER) for p in patterns if "%" in p]
         hidden_parents = {
             parent
             for name in subscribed

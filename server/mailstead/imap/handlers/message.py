@@ -26,6 +26,10 @@ async def handle_append(s: Session, cmd: Append) -> Result:
     limit = s.ctx.config.limits.max_message_size
     messages = []
     for m in cmd.messages:
+        if not m.data:
+            # Not a message at all (RFC 5322 needs at least a header); storing it would
+            # only give clients an entry they cannot parse. Nothing of the command is kept.
+            return no("A message of 0 octets cannot be appended", "CANNOT")
         if len(m.data) > limit:
             return no(f"Message is larger than {limit} octets", "TOOBIG")
         if any(f == "\\Recent" for f in m.flags):

@@ -12,7 +12,7 @@ from ..response import Result, ok
 from ..session_api import Session
 from ..syntax.search import AndKey, ModSeqKey, NotKey, OrKey, Search, SearchKey
 from .common import uid_set, view_of
-from .search_eval import search
+from .search_eval import is_expensive, search
 
 
 def _uses_modseq(key: SearchKey) -> bool:
@@ -47,7 +47,13 @@ async def handle_search(s: Session, cmd: Search) -> Result:
     with_modseq = _uses_modseq(cmd.criteria)
     if with_modseq:
         s.condstore = view.condstore = True
-    uids = await search(s.ctx.store, view, cmd.criteria)
+    work = s.ctx.imap_expensive
+    if is_expensive(cmd.criteria):
+        assert s.user is not None
+        async with work.slot(s.user.id):  # one user's many SEARCHes take turns
+            uids = await search(s.ctx.store, view, cmd.criteria, run=work.run)
+    else:
+        uids = await search(s.ctx.store, view, cmd.criteria, run=work.run)
     numbers = uids if cmd.uid else [view.msn(u) or 0 for u in uids]
     if cmd.return_options is not None:
         opts = set(cmd.return_options) or {"ALL"}

@@ -5,14 +5,17 @@ dates from the listing, header keys from the stored header blocks, address keys
 (FROM/TO/CC/BCC) from the envelope stored at delivery, and BODY/TEXT from the full
 message decoded (transfer encoding and charset) by ``mime.search``. Text matching is a
 case-insensitive substring match over the decoded text, as RFC 3501 asks. Decoding is
-CPU work, so chunks that need it are matched in a worker thread.
+CPU work, so chunks that need it are matched on the worker threads of
+``imap/expensive.py`` (passed in as ``run``); so are chunks whose key is big enough that
+matching them would hold the loop, and what stays on the loop is matched in slices that
+yield. Bodies are read a few megabytes at a time, not a chunk of messages at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -37,6 +40,14 @@ from ..syntax.search import (
 )
 
 CHUNK = 200
+# Key nodes times messages matched on the loop at most between two yields (~ms of work);
+# a chunk costing more is matched on a worker thread.
+INLINE_WORK = 20_000
+# Message octets read for BODY/TEXT in one store call (a message larger is read alone).
+BODY_BATCH_BYTES = 2 * 1024 * 1024
+
+# Runs ``fn(*args)`` off the loop (``ExpensiveWork.run``).
+Runner = Callable[..., Awaitable[list[int]]]
 
 
 @dataclass(slots=True)
@@ -61,6 +72,7 @@ def _needs(key: SearchKey, out: _Needs) -> _Needs:
         out.envelope = True
     elif isinstance(key, TextKey):
         out.text = True
+        out.info = True  # the sizes bound how many bodies are read at once
         if key.scope == "TEXT":
             out.headers = True
     elif isinstance(key, NotKey):
@@ -209,9 +221,29 @@ def matches(key: SearchKey, msg: _Message, max_msn: int, max_uid: int) -> bool:
     raise ValueError(f"unsupported search key {type(key).__name__}")
 
 
-async def search(store: MailStore, view: SelectedMailbox, key: SearchKey) -> list[int]:
+def key_cost(key: SearchKey) -> int:
+    """The number of nodes in the key tree: the work of matching one message."""
+    if isinstance(key, NotKey):
+        return 1 + key_cost(key.key)
+    if isinstance(key, OrKey):
+        return 1 + key_cost(key.left) + key_cost(key.right)
+    if isinstance(key, AndKey):
+        return 1 + sum(key_cost(k) for k in key.keys)
+    return 1
+
+
+def is_expensive(key: SearchKey) -> bool:
+    """Whether the search reads message data from the store (headers, envelopes, text)."""
+    needs = _needs(key, _Needs())
+    return needs.headers or needs.envelope or needs.text
+
+
+async def search(
+    store: MailStore, view: SelectedMailbox, key: SearchKey, *, run: Runner
+) -> list[int]:
     """UIDs of the messages in the view that match, ascending."""
     needs = _needs(key, _Needs())
+    cost = key_cost(key)
     candidates = [u for u in view.uids if view.is_live(u)]
     max_msn = view.exists
     max_uid = view.uids[-1] if view.uids else 0
@@ -226,7 +258,6 @@ async def search(store: MailStore, view: SelectedMailbox, key: SearchKey) -> lis
         if needs.headers:
             headers = await store.read_headers(mbox, chunk)
         envelopes = await _envelopes(store, mbox, chunk) if needs.envelope else {}
-        bodies = await store.read_messages(mbox, chunk) if needs.text else {}
         msgs: list[_Message] = []
         for uid in chunk:
             if (needs.info and uid not in infos) or (needs.headers and uid not in headers) \
@@ -237,17 +268,38 @@ async def search(store: MailStore, view: SelectedMailbox, key: SearchKey) -> lis
             msg = _Message(uid, msn, view.flags.get(uid, frozenset()), uid in view.recent,
                            view.modseqs.get(uid, 0), infos.get(uid), headers.get(uid),
                            envelopes.get(uid))
-            if needs.text:
-                msg.raw = bodies.get(uid)
-                if msg.raw is None:
-                    continue  # expunged while we looked
             msgs.append(msg)
-        if needs.text or needs.headers or needs.envelope:
-            hits = await asyncio.to_thread(_match_all, key, msgs, max_msn, max_uid)
+        if needs.text:
+            for group in _body_groups(msgs):
+                bodies = await store.read_messages(mbox, [m.uid for m in group])
+                for msg in group:
+                    msg.raw = bodies.get(msg.uid)
+                present = [m for m in group if m.raw is not None]  # else expunged meanwhile
+                found.extend(await run(_match_all, key, present, max_msn, max_uid))
+                for msg in present:
+                    msg.raw = None
+                    msg._text = None
+        elif needs.headers or needs.envelope or cost * len(msgs) > INLINE_WORK:
+            found.extend(await run(_match_all, key, msgs, max_msn, max_uid))
         else:
-            hits = _match_all(key, msgs, max_msn, max_uid)
-        found.extend(hits)
+            found.extend(_match_all(key, msgs, max_msn, max_uid))
+            await asyncio.sleep(0)  # a flags-only search of a big mailbox still yields
     return found
+
+
+def _body_groups(msgs: Sequence[_Message]) -> Iterator[list[_Message]]:
+    """``msgs`` in runs of at most BODY_BATCH_BYTES of octets (at least one each)."""
+    group: list[_Message] = []
+    total = 0
+    for msg in msgs:
+        size = msg.info.size if msg.info is not None else 0
+        if group and total + size > BODY_BATCH_BYTES:
+            yield group
+            group, total = [], 0
+        group.append(msg)
+        total += size
+    if group:
+        yield group
 
 
 async def _envelopes(store: MailStore, mbox: int, uids: list[int]) -> dict[int, Envelope]:
@@ -259,5 +311,3 @@ async def _envelopes(store: MailStore, mbox: int, uids: list[int]) -> dict[int, 
 
 def _match_all(key: SearchKey, msgs: Sequence[_Message], max_msn: int, max_uid: int) -> list[int]:
     return [m.uid for m in msgs if matches(key, m, max_msn, max_uid)]
-
-

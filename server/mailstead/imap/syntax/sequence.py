@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .tokens import MAX_NUMBER, Parser
 
@@ -32,6 +32,10 @@ class SequenceSet:
     """
 
     ranges: tuple[tuple[int | None, int | None], ...]
+    # The normalised form for the last ``max_value`` asked about (see :meth:`_spans`).
+    _cache: list[_Spans] = field(
+        default_factory=list, init=False, compare=False, hash=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if not self.ranges:
@@ -85,21 +89,18 @@ class SequenceSet:
         ``*`` is ``max_value`` (the highest sequence number, or the highest UID). As
         RFC 3501 requires, ``559:*`` still names the last message when 559 is larger.
         """
-        spans: list[tuple[int, int]] = []
-        for start, end in self.ranges:
-            a = max_value if start is None else start
-            b = max_value if end is None else end
-            low, high = max(min(a, b), 1), min(max(a, b), max_value)
-            if low <= high:
-                spans.append((low, high))
-        spans.sort()
-        merged: list[tuple[int, int]] = []
-        for low, high in spans:
-            if merged and low <= merged[-1][1] + 1:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], high))
-            else:
-                merged.append((low, high))
-        return merged
+        spans = self._spans(max_value)
+        return list(zip(spans.lows, spans.highs, strict=True))
+
+    def _spans(self, max_value: int) -> _Spans:
+        """The set normalised for ``max_value``, computed once: a SEARCH asks about every
+        message of a mailbox with the same ``max_value``, and a client may send a set of
+        tens of thousands of ranges (re-sorting it per message froze the server)."""
+        if self._cache and self._cache[0].max_value == max_value:
+            return self._cache[0]
+        spans = _Spans.normalise(self.ranges, max_value)
+        self._cache[:] = [spans]
+        return spans
 
     def resolve(self, max_value: int) -> list[int]:
         """Every number in the set, ascending, within ``1..max_value``.
@@ -110,7 +111,8 @@ class SequenceSet:
         return [n for low, high in self.intervals(max_value) for n in range(low, high + 1)]
 
     def contains(self, value: int, max_value: int) -> bool:
-        return any(low <= value <= high for low, high in self.intervals(max_value))
+        """Whether ``value`` is in the set: a binary search in the normalised ranges."""
+        return value in self._spans(max_value)
 
     def matching(self, values: Iterable[int]) -> list[int]:
         """Those of ``values`` (e.g. a mailbox's UIDs) in the set, ascending.
@@ -125,9 +127,47 @@ class SequenceSet:
         if not ordered:
             return []
         found: list[int] = []
-        for low, high in self.intervals(ordered[-1]):
+        spans = self._spans(ordered[-1])
+        for low, high in zip(spans.lows, spans.highs, strict=True):
             found.extend(ordered[bisect_left(ordered, low) : bisect_right(ordered, high)])
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Spans:
+    """A sequence set as sorted, disjoint, non-adjacent inclusive ranges within
+    ``1..max_value``: ``lows[i]..highs[i]``, both lists ascending."""
+
+    max_value: int
+    lows: list[int]
+    highs: list[int]
+
+    @classmethod
+    def normalise(
+        cls, ranges: Sequence[tuple[int | None, int | None]], max_value: int
+    ) -> _Spans:
+        spans: list[tuple[int, int]] = []
+        for start, end in ranges:
+            a = max_value if start is None else start
+            b = max_value if end is None else end
+            low, high = max(min(a, b), 1), min(max(a, b), max_value)
+            if low <= high:
+                spans.append((low, high))
+        spans.sort()
+        lows: list[int] = []
+        highs: list[int] = []
+        for low, high in spans:
+            if highs and low <= highs[-1] + 1:
+                highs[-1] = max(highs[-1], high)
+            else:
+                lows.append(low)
+                highs.append(high)
+        return cls(max_value, lows, highs)
+
+    def __contains__(self, value: int) -> bool:
+        # The last range starting at or below value is the only one that can hold it.
+        i = bisect_right(self.lows, value) - 1
+        return i >= 0 and value <= self.highs[i]
 
 
 def parse_seqset(p: Parser, what: str = "sequence set") -> SequenceSet:

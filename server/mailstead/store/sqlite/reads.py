@@ -54,6 +54,24 @@ class ReadsMixin(SqliteBase):
 
         return await self._read(q)
 
+    async def read_range(
+        self, mailbox_id: int, uid: int, offset: int, length: int
+    ) -> bytes | None:
+        def q(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT blob_id FROM messages WHERE mailbox_id = ? AND uid = ?",
+                (mailbox_id, uid),
+            ).fetchone()
+            if row is None:
+                return None
+            # Incremental blob I/O reads only the pages of the range; SELECT substr()
+            # would load the whole message for every piece.
+            with conn.blobopen("blobs", "data", row[0], readonly=True) as blob:
+                blob.seek(min(max(offset, 0), len(blob)))
+                return blob.read(max(length, 0))
+
+        return await self._read(q)
+
     async def _blob_column(
         self,
         column: str,
