@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Every test runs with the session stream rule checked: a selected mailbox that breaks it
+# raises instead of logging (imap/stream_check.py). Server subprocesses get it too.
+CHECK_INVARIANTS = "MAILSTEAD_CHECK_INVARIANTS"
+os.environ[CHECK_INVARIANTS] = "1"
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="run long fuzz and soak tests")
@@ -76,6 +81,7 @@ class ServerProcess:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSTEAD_")}
         env["PYTHONPATH"] = str(ROOT / "server")
+        env[CHECK_INVARIANTS] = "1"
         return env
 
     def start(self, timeout: float = 30.0) -> ServerProcess:

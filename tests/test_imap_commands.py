@@ -443,7 +443,8 @@ async def test_examine_is_read_only(imap: MemoryIMAP) -> None:
     body = await imap.cmd("FETCH 1 BODY[]")
     assert literals(body.untagged[0]) == [msg("one")]
     assert b"FLAGS" not in body.untagged[0]  # no implicit \Seen in a read-only mailbox
-    assert flags_of((await fetch_one(imap, "FETCH 1 FLAGS"))[b"FLAGS"]) == set()
+    # No \Seen; \Recent is shown (the RECENT count says 1) but not taken (RFC 3501 §6.3.2).
+    assert flags_of((await fetch_one(imap, "FETCH 1 FLAGS"))[b"FLAGS"]) == {b"\\Recent"}
     tagged(await imap.cmd("EXPUNGE"), b"NO")
 
 
@@ -1164,7 +1165,11 @@ async def test_store_keywords_persist_across_sessions(imap: MemoryIMAP, connect:
     await imap.select()
     keywords = {b"$Forwarded", b"$Junk", b"$NotJunk", b"$MDNSent"}
     reply = await imap.cmd("STORE 1 +FLAGS ($Forwarded $Junk $NotJunk $MDNSent)")
-    assert flags_of(parse_fetch(reply.untagged[0])[1][b"FLAGS"]) >= keywords
+    # New keywords: FLAGS and PERMANENTFLAGS list them before the FETCH that shows them.
+    flags_line, permanent, fetch = reply.untagged
+    assert keywords <= set(flags_line[len(b"* FLAGS (") : -1].split())
+    assert permanent.startswith(b"* OK [PERMANENTFLAGS (") and b"$MDNSent" in permanent
+    assert flags_of(parse_fetch(fetch)[1][b"FLAGS"]) >= keywords
     await imap.cmd("LOGOUT")
     other = await connect(acct)
     reply = await other.select()

@@ -13,7 +13,6 @@ from .config import Config
 from .connection.limits import ConnectionLimiter
 from .connection.services import ConnectionServices
 from .imap.expensive import ExpensiveWork
-from .imap.selected import RecentTracker
 from .smtp.spool import DeliveryMemory
 from .store.api import MailStore
 from .store.hub import ChangeHub
@@ -80,9 +79,7 @@ class ServerContext:
     loop: asyncio.AbstractEventLoop
     sessions: SessionRegistry = field(default_factory=SessionRegistry)
     # Process-wide state of the listeners, one field per service (every listener of a
-    # protocol shares it, whatever port it is bound to):
-    # \Recent goes to exactly one IMAP session in the process.
-    imap_recent: RecentTracker = field(default_factory=RecentTracker)
+    # protocol shares it, whatever port it is bound to; \Recent is claimed in the store):
     # IMAP and POP3: admission (the global cap, per client IP), the login policy with the
     # sessions per user, and the connection settings (``connection.services``).
     connections: ConnectionServices = field(init=False)

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.protocol import ServerFactory
 
 from .protocol import IMAPProtocol
-from .selected import RecentTracker
 
 if TYPE_CHECKING:
     from ..context import ServerContext
@@ -23,8 +22,6 @@ class IMAPFactory(ServerFactory[IMAPProtocol]):
     def __init__(self, ctx: ServerContext, *, implicit_tls: bool) -> None:
         self.ctx = ctx
         self.implicit_tls = implicit_tls
-        # Shared by every IMAP listener: \Recent goes to exactly one session in the process.
-        self.recent: RecentTracker = ctx.imap_recent
 
     def buildProtocol(self, addr: Any) -> IMAPProtocol:
         proto = IMAPProtocol(self)

@@ -52,7 +52,7 @@ class IMAPProtocol(ConnectionProtocol):
         ctx = self.ctx
         session = self.session = IMAPSession(
             ctx, self.out, peer=self.peer_host, tls_active=self.tls_active,
-            recent_tracker=self.factory.recent, link=self,
+            link=self,
         )
         ctx.sessions.add(self)
         ctx.count("connections", protocol="imap")

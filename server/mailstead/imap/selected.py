@@ -1,29 +1,50 @@
-"""SelectedMailbox: one session's view of its selected mailbox.
+"""SelectedMailbox: one session's view of its selected mailbox, and the only writer of what
+the session tells its client about it (EXISTS, EXPUNGE, RECENT, FETCH of flags, FLAGS).
 
-The view is the session's own message-sequence-number ↔ UID map plus the flags it has
-told the client about. Committed changes arrive from the ``ChangeHub`` as batches and
-wait in ``pending`` until the session may report them (RFC 3501 §5.5, §7.4.1): flag
-changes and new messages with any response, EXPUNGE only where the command allows it.
-Because every session applies the same batches in commit order, two sessions never
-disagree about which UID a sequence number means once both have caught up.
+The rule it keeps (RFC 3501 §2.3.1.2, §5.2, §5.5, §7.3.1, §7.4.1): every sequence number
+it mentions is at most the count the client has been told; EXISTS comes first for anything
+new and never shrinks the count, only EXPUNGE does; a message appended and expunged
+before the client heard of it is never mentioned; flags of a message go out only once it
+is announced, and a keyword only after a ``* FLAGS`` that lists it; no EXPUNGE where the
+command forbids it; after an update the client's count is the view's. ``StreamChecker``
+checks each line against that rule as it is emitted.
+
+Three layers, each fed by the one below: the *client map* (``uids``, ``flags``,
+``modseqs``, ``recent``: what the client has been told; handlers read it, only ``drain``
+and our own STORE change it), the *delta* (``view_delta.Delta``: what the store committed
+beyond it, applied from change events in modseq order) and the delta's inbox of events
+as the hub delivered them. ``sync()`` (async) brings the delta up to date, reading the
+store on a gap and claiming \\Recent of new messages in the store before they are
+announced; ``drain()`` (sync) turns the delta into lines and moves the client map on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..store.api import (
-    Appended,
+    SYSTEM_FLAGS,
     ChangeBatch,
-    Expunged,
     FlagsChanged,
     Mailbox,
     MailboxGone,
-    MessageInfo,
+    MailStore,
+    NotFound,
+    StoreError,
+    ViewSnapshot,
 )
 from . import response
+from .stream_check import StreamChecker
+from .view_delta import Delta, Flags
+
+log = logging.getLogger("mailstead.imap")
+
+# Store calls one sync may make before it stops waiting for the mailbox to be quiet.
+_SYNC_ROUNDS = 8
 
 
 @dataclass(slots=True)
@@ -34,96 +55,293 @@ class Untagged:
     gone: bool = False
 
 
-class RecentTracker:
-    """Hands each new message's \\Recent to exactly one session (the first to see it)."""
-
-    def __init__(self) -> None:
-        self._claimed: dict[int, int] = {}
-
-    def claim(self, mailbox_id: int, uid: int) -> bool:
-        if uid > self._claimed.get(mailbox_id, 0):
-            self._claimed[mailbox_id] = uid
-            return True
-        return False
-
-    def note(self, mailbox_id: int, highest_uid: int) -> None:
-        self._claimed[mailbox_id] = max(self._claimed.get(mailbox_id, 0), highest_uid)
+def keywords_of(flags: Iterable[str]) -> set[str]:
+    return {f for f in flags if not f.startswith("\\")}
 
 
 class SelectedMailbox:
-    """The MSN↔UID map, flag cache and pending updates of one selected mailbox."""
+    """The client map and delta of one selected mailbox (see the module docstring)."""
 
     def __init__(
         self,
+        store: MailStore,
         mailbox: Mailbox,
         *,
         readonly: bool,
-        recent: RecentTracker,
         notify: Callable[[], None] | None = None,
-        on_recent: Callable[[], None] | None = None,
     ) -> None:
+        self.store = store
         self.mailbox = mailbox
         self.readonly = readonly
-        self._recent_tracker = recent
-        self.notify = notify  # called when updates arrive (the session may be idling)
-        self.on_recent = on_recent  # called when this session took \Recent of new mail
+        self.notify = notify  # called when changes arrive (the session may be idling)
+        self.condstore = False
+        self.gone = False
+        # sync() and drain() of one view never interleave (the IDLE push and the command
+        # path both take it), so a claim in flight is never overtaken by a drain.
+        self.lock = asyncio.Lock()
+        # --- the client map
         self.uids: list[int] = []
-        self.flags: dict[int, frozenset[str]] = {}
+        self.flags: dict[int, Flags] = {}
         self.modseqs: dict[int, int] = {}
         self.recent: set[int] = set()
-        self.pending: list[Appended | FlagsChanged | Expunged] = []
-        self.expunge_deferred: set[int] = set()  # expunged in the store, still in our view
-        self.gone = False
-        self.condstore = False
-        self._reported_exists = 0
+        self.keywords: set[str] = set()  # announced in FLAGS
+        self._top_uid = 0  # highest UID ever in the client map
         self._reported_recent = 0
-        self.highestmodseq = mailbox.highestmodseq
+        self._claimed_upto = 0  # \Recent settled (ours or not) for every UID up to here
+        self._stale: set[int] = set()  # announced; our .SILENT STORE hid others' change
+        self._held: set[int] = set()  # targets of the running .SILENT STORE
+        self._held_told: Callable[[Flags], Flags] = lambda flags: flags
+        self.delta = Delta(mailbox.highestmodseq, 0)
+        self.checker = StreamChecker(label=f"mailbox {mailbox.id}")
 
-    # --- loading -------------------------------------------------------------------
-    def load(self, infos: Iterable[MessageInfo], first_recent_uid: int | None) -> None:
-        """Fill the view from a snapshot taken after subscribing to the hub."""
-        for info in infos:
+    # --- opening -----------------------------------------------------------------------
+    def load(self, snap: ViewSnapshot) -> None:
+        """Fill the client map from the snapshot SELECT/EXAMINE read (after subscribing:
+        events already in the snapshot are dropped by modseq when they are applied)."""
+        self.mailbox = snap.mailbox
+        for info in snap.messages:
             self.uids.append(info.uid)
             self.flags[info.uid] = info.flags
             self.modseqs[info.uid] = info.modseq
-            if first_recent_uid is not None and info.uid >= first_recent_uid:
-                self.recent.add(info.uid)
-        if self.uids:
-            self._recent_tracker.note(self.mailbox.id, self.uids[-1])
-        # Batches that arrived while the snapshot was read may already be in it.
-        known = set(self.uids)
-        kept = []
-        for ev in self.pending:
-            if isinstance(ev, Appended) and ev.uid in known:
-                continue
-            if isinstance(ev, FlagsChanged) and self.modseqs.get(ev.uid, 0) >= ev.modseq:
-                continue
-            if isinstance(ev, Expunged) and ev.uid not in known:
-                continue
-            kept.append(ev)
-        self.pending = kept
-        self._reported_exists = len(self.uids)
+            self.keywords |= keywords_of(info.flags)
+        self.recent = set(snap.recent_uids)
         self._reported_recent = len(self.recent)
+        self._top_uid = self.uids[-1] if self.uids else 0
+        # Keep the inbox: changes that arrived while the snapshot was read are in it.
+        self.delta.applied = snap.mailbox.highestmodseq
+        self.delta.known_top = self._top_uid
+        # A SELECT claimed everything below uidnext; newer messages arrive as events.
+        self._claimed_upto = snap.mailbox.uidnext - 1
 
-    # --- hub subscriber --------------------------------------------------------------
+    def opening_lines(self) -> list[bytes]:
+        """The untagged part of the SELECT/EXAMINE answer (RFC 3501 §6.3.1)."""
+        mb = self.mailbox
+        exists = b"* %d EXISTS" % len(self.uids)
+        lines = [*self._flags_lines(), exists, b"* %d RECENT" % len(self.recent)]
+        self.checker.opened(exists, self.uids, self.keywords)
+        self.checker.recent(lines[-1])
+        first_unseen = next((i for i, u in enumerate(self.uids, 1)
+                             if "\\Seen" not in self.flags[u]), None)
+        if first_unseen is not None:
+            lines.append(b"* OK [UNSEEN %d] First unseen" % first_unseen)
+        lines += [
+            b"* OK [UIDVALIDITY %d] UIDs valid" % mb.uidvalidity,
+            b"* OK [UIDNEXT %d] Predicted next UID" % mb.uidnext,
+            b"* OK [HIGHESTMODSEQ %d] Highest" % mb.highestmodseq,
+        ]
+        return lines
+
+    def _flags_lines(self) -> list[bytes]:
+        flags = [*SYSTEM_FLAGS, *sorted(self.keywords)]
+        lines = [b"* FLAGS " + _flag_list(flags)]
+        if self.readonly:
+            lines.append(b"* OK [PERMANENTFLAGS ()] No permanent flags permitted")
+        else:
+            lines.append(b"* OK [PERMANENTFLAGS " + _flag_list([*flags, "\\*"])
+                         + b"] Flags permitted")
+        self.checker.flags(self.keywords)
+        return lines
+
+    def _announce(self, flag_sets: Iterable[Flags]) -> list[bytes]:
+        """FLAGS and PERMANENTFLAGS again when keywords the client has not seen appear."""
+        fresh: set[str] = set()
+        for flags in flag_sets:
+            fresh |= keywords_of(flags) - self.keywords
+        if not fresh:
+            return []
+        self.keywords |= fresh
+        return self._flags_lines()
+
+    # --- hub subscriber ------------------------------------------------------------------
     def on_change(self, batch: ChangeBatch) -> None:
-        claimed = False
         for ev in batch.events:
             if isinstance(ev, MailboxGone):
                 self.gone = True
-                continue
-            if (isinstance(ev, Appended) and not self.readonly
-                    and self._recent_tracker.claim(self.mailbox.id, ev.uid)):
-                self.recent.add(ev.uid)
-                claimed = True
-            self.pending.append(ev)
-            self.highestmodseq = max(self.highestmodseq, ev.modseq)
-        if claimed and self.on_recent is not None:
-            self.on_recent()
+            else:
+                self.delta.inbox.append(ev)
         if self.notify is not None:
             self.notify()
 
-    # --- sequence numbers ------------------------------------------------------------
+    # --- inbox -> delta ------------------------------------------------------------------
+    async def sync(self) -> None:
+        """Bring the delta up to date. Call with ``lock`` held.
+
+        Returns only after a pass that needed no store call, so everything the hub handed
+        over before the caller's next write is in the delta: a NOOP's tagged OK comes after
+        every change committed before it. Store failures are logged, never raised: the
+        delta then stays complete up to its modseq and the rest waits for the next sync.
+        """
+        for _ in range(_SYNC_ROUNDS):
+            if self.settled():
+                return
+            if self.delta.needs_read:
+                if not await self._read_store():
+                    return
+            else:
+                await self._claim_new()
+        # Still busy after that many store calls: take what arrived meanwhile without
+        # claiming it (its \Recent then goes to nobody, never to two sessions).
+        self.delta.absorb(self.flags, self.mailbox.id)
+
+    def settled(self) -> bool:
+        """Apply what arrived; True when a drain may follow without a store call."""
+        delta = self.delta
+        delta.absorb(self.flags, self.mailbox.id)
+        return self.gone or (not delta.needs_read and (
+            self.readonly or all(u <= self._claimed_upto for u in delta.new)))
+
+    async def _read_store(self) -> bool:
+        """Rebuild the delta from a fresh read; False when that was not possible."""
+        try:
+            snap = await self.store.read_view(self.mailbox.id)
+        except NotFound:
+            self.gone = True
+            return False
+        except StoreError as exc:
+            log.warning("view of mailbox %d: cannot read it to catch up: %s",
+                        self.mailbox.id, exc)
+            return False
+        if snap.mailbox.uidvalidity != self.mailbox.uidvalidity:
+            self.gone = True  # not the mailbox we selected any more
+            return False
+        self.delta.rebuild(snap, self.uids, self.modseqs, self._top_uid)
+        self.mailbox = snap.mailbox
+        return True
+
+    async def _claim_new(self) -> None:
+        """Claim \\Recent of new messages in the store before announcing them, so that
+        exactly one session (of any process) shows each as recent."""
+        todo = sorted(u for u in self.delta.new if u > self._claimed_upto)
+        top = todo[-1]
+        try:
+            was = await self.store.claim_recent(self.mailbox.id, below=top + 1)
+        except NotFound:
+            self.gone = True
+            return
+        except StoreError as exc:  # then not ours: \Recent in at most one session
+            log.warning("view of mailbox %d: cannot claim \\Recent: %s", self.mailbox.id, exc)
+            was = top + 1
+        self._claimed_upto = max(self._claimed_upto, top)
+        self.delta.recent.update(u for u in todo if u >= was and u in self.delta.new)
+
+    # --- delta -> client -----------------------------------------------------------------
+    def drain(self, *, allow_expunge: bool) -> Untagged:
+        """Announce the delta: EXPUNGEs (when ``allow_expunge``), FLAGS for new keywords,
+        EXISTS and RECENT for new messages, then FETCH for changed flags."""
+        out = Untagged(gone=self.gone)
+        lines = out.lines
+        delta = self.delta
+        if allow_expunge and delta.expunged:
+            for uid in sorted(delta.expunged, reverse=True):
+                # Highest first: each number is valid as sent, clients renumber after each.
+                n = self.msn(uid)
+                assert n is not None
+                del self.uids[n - 1]
+                del self.flags[uid]
+                self.modseqs.pop(uid, None)
+                self.recent.discard(uid)
+                line = b"* %d EXPUNGE" % n
+                self.checker.expunge(line, uid, allowed=True)
+                lines.append(line)
+            delta.expunged.clear()
+        changed = self._flag_news()
+        new = sorted(delta.new.items())
+        lines += self._announce([f for _, (f, _) in new] + [f for f, _ in changed.values()])
+        if new:
+            added = [u for u, _ in new]
+            for uid, (flags, modseq) in new:
+                self.uids.append(uid)
+                self.flags[uid] = flags
+                self.modseqs[uid] = modseq
+                if uid in delta.recent:
+                    self.recent.add(uid)
+            self._top_uid = added[-1]
+            delta.new.clear()
+            delta.recent.clear()
+            line = b"* %d EXISTS" % len(self.uids)
+            self.checker.exists(line, added)
+            lines.append(line)
+            if len(self.recent) != self._reported_recent:
+                self._reported_recent = len(self.recent)
+                line = b"* %d RECENT" % self._reported_recent
+                self.checker.recent(line)
+                lines.append(line)
+        for uid, (flags, modseq) in sorted(changed.items()):
+            self.flags[uid] = flags
+            self.modseqs[uid] = modseq
+            lines.append(self.flags_fetch_line(uid))
+        self.checker.settled(self.uids)
+        return out
+
+    def _flag_news(self) -> dict[int, tuple[Flags, int]]:
+        """The flags to report now, by UID (new messages are added to the map after)."""
+        delta = self.delta
+        changed = {u: (f, m) for u, (f, m) in delta.changed.items()
+                   if u in self.flags and u not in delta.expunged and m > self.modseqs[u]}
+        delta.changed.clear()
+        changed.update((u, delta.new[u]) for u in delta.touched)
+        delta.touched.clear()
+        changed.update((u, (self.flags[u], self.modseqs[u])) for u in self._stale
+                       if u in self.flags and u not in delta.expunged and u not in changed)
+        self._stale = set()
+        # The targets of a .SILENT STORE: a client applies its own change over whatever it
+        # holds when the STORE completes, so flags it would turn into something else (a
+        # later change by another session) wait for the next update.
+        told, held = self._held_told, self._held
+        self._held = set()
+        for uid in [u for u in held & changed.keys() if told(changed[u][0]) != changed[u][0]]:
+            flags, modseq = changed.pop(uid)
+            self.flags[uid] = flags
+            self.modseqs[uid] = modseq
+            self._stale.add(uid)
+        return changed
+
+    def apply_own_changes(self, changes: Iterable[FlagsChanged],
+                          told: Callable[[Flags], Flags] | None = None) -> list[bytes]:
+        """Our own STORE (or FETCH's implicit \\Seen), known before its hub copy arrives
+        (which is then skipped by modseq). Returns FLAGS lines to send first when it
+        introduced keywords.
+
+        ``told`` is for a command that does not show the new flags (STORE .SILENT): what
+        the client now believes, from what it knew. When the store's flags differ, another
+        session's change was folded in, and the next update reports them.
+        """
+        applied = []
+        for ch in changes:
+            old = self.flags.get(ch.uid)
+            if old is not None and ch.modseq >= self.modseqs.get(ch.uid, 0):
+                if told is not None and told(old) != ch.flags:
+                    self._stale.add(ch.uid)
+                self.flags[ch.uid] = ch.flags
+                self.modseqs[ch.uid] = ch.modseq
+                applied.append(ch.flags)
+        return self._announce(applied)
+
+    def hold_flags(self, uids: Iterable[int], told: Callable[[Flags], Flags]) -> None:
+        """The running command is a .SILENT STORE doing ``told`` to ``uids`` (``drain``)."""
+        self._held, self._held_told = set(uids), told
+
+    # --- lines -------------------------------------------------------------------------
+    def fetch_line(self, uid: int, items: Iterable[bytes]) -> bytes:
+        """``* n FETCH (items)`` for a message in the client map, checked."""
+        n = self.msn(uid)
+        line = b"* %d FETCH (%s)" % (n or 0, b" ".join(items))
+        self.checker.fetch(line, uid)
+        return line
+
+    def flags_fetch_line(self, uid: int) -> bytes:
+        items = [b"FLAGS " + self.format_flags(uid)]
+        if self.condstore:
+            items.append(b"MODSEQ (%d)" % self.modseqs.get(uid, 0))
+        return self.fetch_line(uid, items)
+
+    def format_flags(self, uid: int) -> bytes:
+        flags = sorted(self.flags.get(uid, frozenset()))
+        if uid in self.recent:
+            flags.append("\\Recent")
+        return _flag_list(flags)
+
+    # --- sequence numbers ----------------------------------------------------------------
     @property
     def exists(self) -> int:
         return len(self.uids)
@@ -132,70 +350,10 @@ class SelectedMailbox:
         i = bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
-    # --- reporting -------------------------------------------------------------------
-    def drain(self, *, allow_expunge: bool) -> Untagged:
-        """Apply pending changes to the view and return the untagged responses.
-
-        ``allow_expunge`` False keeps expunged messages in the view (their numbers stay
-        valid) until a command that may announce EXPUNGE. A session's own flag changes
-        are not echoed: the command recorded them in the view first, so the hub's copy
-        is not newer.
-        """
-        out = Untagged(gone=self.gone)
-        pending, self.pending = self.pending, []
-        for ev in pending:
-            if isinstance(ev, Appended):
-                if not self.uids or ev.uid > self.uids[-1]:
-                    self.uids.append(ev.uid)
-                    self.flags[ev.uid] = ev.flags
-                    self.modseqs[ev.uid] = ev.modseq
-            elif isinstance(ev, FlagsChanged):
-                if ev.uid not in self.flags or ev.uid in self.expunge_deferred:
-                    continue
-                if self.modseqs.get(ev.uid, 0) >= ev.modseq:
-                    continue
-                self.flags[ev.uid] = ev.flags
-                self.modseqs[ev.uid] = ev.modseq
-                out.lines.append(self.fetch_flags_line(ev.uid))
-            elif isinstance(ev, Expunged) and ev.uid in self.flags:
-                self.expunge_deferred.add(ev.uid)
-        if allow_expunge and self.expunge_deferred:
-            for uid in sorted(self.expunge_deferred, reverse=True):
-                # Highest first keeps each announced number valid as we go; clients
-                # renumber after each EXPUNGE either way.
-                n = self.msn(uid)
-                if n is None:
-                    continue
-                del self.uids[n - 1]
-                self.flags.pop(uid, None)
-                self.modseqs.pop(uid, None)
-                self.recent.discard(uid)
-                out.lines.append(b"* %d EXPUNGE" % n)
-            self.expunge_deferred = set()
-            self._reported_exists = min(self._reported_exists, len(self.uids))
-        if len(self.uids) != self._reported_exists:
-            out.lines.append(b"* %d EXISTS" % len(self.uids))
-            self._reported_exists = len(self.uids)
-            recent = len(self.recent)
-            if recent != self._reported_recent:
-                out.lines.append(b"* %d RECENT" % recent)
-                self._reported_recent = recent
-        return out
-
-    def fetch_flags_line(self, uid: int) -> bytes:
-        n = self.msn(uid)
-        assert n is not None
-        items = [b"FLAGS " + self.format_flags(uid)]
-        if self.condstore:
-            items.append(b"MODSEQ (%d)" % self.modseqs.get(uid, 0))
-        return b"* %d FETCH (%s)" % (n, b" ".join(items))
-
-    def format_flags(self, uid: int) -> bytes:
-        flags = sorted(self.flags.get(uid, frozenset()))
-        if uid in self.recent:
-            flags.append("\\Recent")
-        return response.plist(f.encode("utf-8") for f in flags)
-
     def is_live(self, uid: int) -> bool:
-        """In the view and not expunged behind our back."""
-        return uid in self.flags and uid not in self.expunge_deferred
+        """In the client map and not expunged behind its back."""
+        return uid in self.flags and uid not in self.delta.expunged
+
+
+def _flag_list(flags: Iterable[str]) -> bytes:
+    return response.plist(f.encode("utf-8") for f in flags)

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
@@ -26,7 +25,7 @@ from ..connection import InputBudget
 from ..store.api import LimitExceeded, StorageFull, StoreError, User
 from .handlers import HANDLERS
 from .response import CommandFailed, Result, bad, no, ok
-from .selected import RecentTracker, SelectedMailbox
+from .selected import SelectedMailbox
 from .session_api import NOT_AUTHENTICATED, Link, Output, State
 from .syntax import parse_command
 from .syntax.fetch import Fetch
@@ -74,12 +73,10 @@ class IMAPSession:
         *,
         peer: str,
         tls_active: bool,
-        recent_tracker: RecentTracker,
         link: Link | None = None,
     ) -> None:
         self.ctx = ctx
         self.link = link
-        self.recent_tracker = recent_tracker
         self.out = out
         self.peer = peer
         self.tls_active = tls_active
@@ -102,6 +99,7 @@ class IMAPSession:
         self._task: asyncio.Task[None] | None = None
         self._line_waiter: asyncio.Future[RawLine] | None = None
         self._shutdown_reason: str | None = None
+        self._push_scheduled = False
         self.busy = False
 
     # --- capabilities --------------------------------------------------------------
@@ -264,7 +262,7 @@ class IMAPSession:
             return
         if self.selected is not None:
             allow = not isinstance(cmd, _NO_EXPUNGE) or bool(getattr(cmd, "uid", False))
-            self.send_updates(allow_expunge=allow)
+            await self.send_updates(allow_expunge=allow)
         if not self.out.closed:
             self.out.write(result.line(cmd.tag))
 
@@ -275,25 +273,22 @@ class IMAPSession:
             return "No mailbox selected"
         return "Not authenticated: log in first"
 
-    def spawn(self, coro: Awaitable[Any]) -> None:
-        """Run store work that nobody waits for (e.g. recording \\Recent) and log failures."""
-
-        async def run() -> None:
-            try:
-                await coro
-            except Exception as exc:
-                log.warning("IMAP %s background store call failed: %s", self.peer, exc)
-
-        self.ctx.loop.create_task(run())
-
     # --- output helpers --------------------------------------------------------------
     def send(self, line: bytes) -> None:
         self.out.write(line + b"\r\n")
 
-    def send_updates(self, *, allow_expunge: bool) -> None:
+    async def send_updates(self, *, allow_expunge: bool) -> None:
+        """Tell the client what changed in its selected mailbox: the view catches up with
+        the store (claiming \\Recent of new mail before it is announced), then drains."""
         view = self.selected
         if view is None:
             return
+        async with view.lock:
+            await view.sync()
+            if self.selected is view and not self.out.closed:
+                self._write_updates(view, allow_expunge=allow_expunge)
+
+    def _write_updates(self, view: SelectedMailbox, *, allow_expunge: bool) -> None:
         updates = view.drain(allow_expunge=allow_expunge)
         for line in updates.lines:
             self.send(line)
@@ -302,9 +297,50 @@ class IMAPSession:
             self.close()
 
     def on_mailbox_change(self) -> None:
-        """Hub callback: push at once while idling, else wait for the next command."""
-        if self.idling and not self.out.closed:
-            self.send_updates(allow_expunge=True)
+        """Hub callback: push while idling, else wait for the next command.
+
+        The push runs once the hub has handed over the whole commit (a MOVE within the
+        mailbox is two batches): at once when nothing needs the store, else in a task that
+        waits for the \\Recent claim (or the catch-up read) first.
+        """
+        if self.idling and not self._push_scheduled and not self.out.closed:
+            self._push_scheduled = True
+            self.ctx.loop.call_soon(self._push_now)
+
+    def _push_now(self) -> None:
+        view = self.selected
+        try:
+            if view is None or not self.idling or self.out.closed:
+                self._push_scheduled = False
+            elif not view.lock.locked() and view.settled():
+                self._push_scheduled = False
+                self._write_updates(view, allow_expunge=True)
+            else:
+                self.ctx.loop.create_task(self._push())
+        except Exception:
+            self._push_failed()
+
+    async def _push(self) -> None:
+        view = self.selected
+        if view is None:
+            self._push_scheduled = False
+            return
+        try:
+            async with view.lock:
+                # Changes arriving from here on schedule a push of their own.
+                self._push_scheduled = False
+                if not self.idling or self.selected is not view or self.out.closed:
+                    return  # IDLE ended: the command path reports it, at the right time
+                await view.sync()
+                if self.idling and self.selected is view and not self.out.closed:
+                    self._write_updates(view, allow_expunge=True)
+        except Exception:
+            self._push_failed()
+
+    def _push_failed(self) -> None:
+        log.exception("IMAP session %s: pushing changes failed", self.peer)
+        self.out.write(b"* BYE Internal server error\r\n")
+        self.close()
 
     # --- lifecycle -------------------------------------------------------------------
     def select(self, view: SelectedMailbox, subscription: Any) -> None:

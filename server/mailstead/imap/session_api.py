@@ -8,14 +8,13 @@ itself, so ``session.py`` can import the handler table without an import cycle.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..context import ServerContext
     from ..store.api import User
     from .response import Result
-    from .selected import RecentTracker, SelectedMailbox
+    from .selected import SelectedMailbox
     from .syntax.reader import RawLine
 
 
@@ -69,7 +68,6 @@ class Session(Protocol):
     state: State
     user: User | None
     selected: SelectedMailbox | None
-    recent_tracker: RecentTracker
     condstore: bool
     tls_active: bool
     idling: bool  # while set, mailbox changes are pushed as they arrive
@@ -84,8 +82,9 @@ class Session(Protocol):
     def send(self, line: bytes) -> None:
         """Write one untagged line; CRLF is added."""
 
-    def send_updates(self, *, allow_expunge: bool) -> None:
-        """Report the selected mailbox's pending changes now."""
+    async def send_updates(self, *, allow_expunge: bool) -> None:
+        """Report the selected mailbox's pending changes now (``SelectedMailbox`` writes
+        them; see ``selected.py`` for the rule)."""
 
     async def read_line(self) -> RawLine:
         """The next raw line from the client (IDLE's DONE, an AUTHENTICATE response)."""
@@ -99,9 +98,6 @@ class Session(Protocol):
     def unselect(self) -> None: ...
 
     def close(self) -> None: ...
-
-    def spawn(self, coro: Awaitable[Any]) -> None:
-        """Run store work nobody waits for, logging failures."""
 
     def start_tls(self) -> None:
         """Start TLS now (after the tagged OK to STARTTLS was written)."""

@@ -119,6 +119,25 @@ class Octets(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class ViewSnapshot:
+    """One consistent read of a mailbox for a session that selects it.
+
+    ``mailbox`` is the row as of the read (its ``highestmodseq`` covers exactly the
+    ``messages``, in UID order), and ``first_recent_uid`` the lowest UID that is \\Recent
+    for this view: from ``read_view`` the mailbox's boundary, from ``open_view`` with
+    ``claim_recent`` the lowest UID this caller itself claimed.
+    """
+
+    mailbox: Mailbox
+    messages: list[MessageInfo]
+    first_recent_uid: int
+
+    @property
+    def recent_uids(self) -> list[int]:
+        return [m.uid for m in self.messages if m.uid >= self.first_recent_uid]
+
+
+@dataclass(frozen=True, slots=True)
 class Appended:
     uid: int
     modseq: int
@@ -235,10 +254,39 @@ class MailStore(abc.ABC):
     @abc.abstractmethod
     async def mailbox_status(self, mailbox_id: int) -> MailboxStatus: ...
 
+    # --- \Recent ----------------------------------------------------------------------
+    # A mailbox keeps one boundary, ``first_recent_uid``: messages at or above it are
+    # \Recent for the next session that claims them. A claim moves the boundary up and
+    # returns where it was, in one write, so every UID below the new boundary went to
+    # exactly one caller: whoever moved the boundary past it. It lives in the database, so
+    # this holds across sessions and across processes.
     @abc.abstractmethod
-    async def claim_recent(self, mailbox_id: int) -> int:
-        """Give the caller the \\Recent messages: return the lowest recent UID and mark
-        everything up to ``uidnext`` as no longer recent for later sessions."""
+    async def claim_recent(self, mailbox_id: int, below: int | None = None) -> int:
+        """Claim \\Recent for UIDs below ``below`` (default: ``uidnext``, never past it).
+
+        Returns the boundary as it was: the caller got the UIDs from there to ``below``
+        (none when it was already at or above ``below``)."""
+
+    @abc.abstractmethod
+    async def read_view(self, mailbox_id: int) -> ViewSnapshot:
+        """The mailbox row and its messages in one read transaction (NotFound if gone)."""
+
+    async def open_view(self, mailbox_id: int, *, claim_recent: bool) -> ViewSnapshot:
+        """What SELECT (``claim_recent``) and EXAMINE show: the snapshot and its \\Recent.
+
+        The claim moves the boundary to the snapshot's ``uidnext`` and the view is given
+        the UIDs from where the boundary was; a message another session claimed between
+        the read and the claim is therefore not recent here, and a message appended after
+        the read is above the claim and reaches the session as a change event, claimed
+        then. A backend that can read and write in one transaction may do both at once;
+        the result is the same.
+        """
+        snap = await self.read_view(mailbox_id)
+        uidnext = snap.mailbox.uidnext
+        if not claim_recent or snap.first_recent_uid >= uidnext:
+            return snap  # EXAMINE shows \Recent without taking it (RFC 3501 §6.3.2)
+        was = await self.claim_recent(mailbox_id, below=uidnext)
+        return ViewSnapshot(snap.mailbox, snap.messages, max(was, snap.first_recent_uid))
 
     # --- messages --------------------------------------------------------------------
     @abc.abstractmethod
@@ -300,10 +348,13 @@ class MailStore(abc.ABC):
     ) -> FlagUpdate: ...
 
     @abc.abstractmethod
-    async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
+    async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None, *,
+                      deleted_only: bool = False) -> list[int]:
         """Remove messages: the given UIDs, or (None) every message flagged \\Deleted.
 
-        With UIDs given, only those that are still there are removed; returns the UIDs
+        With UIDs given, only those that are still there are removed, and with
+        ``deleted_only`` only those of them flagged \\Deleted when the removal commits
+        (UID EXPUNGE: another session may have just cleared the flag). Returns the UIDs
         actually removed."""
 
     @abc.abstractmethod

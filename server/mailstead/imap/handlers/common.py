@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ...store.api import FlagsChanged, Mailbox
+from ...store.api import Mailbox
 from ..response import CommandFailed, bad, no
 from ..selected import SelectedMailbox
 from ..session_api import Session
@@ -51,12 +51,18 @@ def uid_set(uids: Iterable[int]) -> bytes:
     return SequenceSet.of(uids).format()
 
 
-def apply_own_flag_changes(view: SelectedMailbox, changes: Iterable[FlagsChanged]) -> None:
-    """Our own flag change is already known: the hub's copy of it is then skipped."""
-    for ch in changes:
-        if ch.uid in view.flags and ch.modseq >= view.modseqs.get(ch.uid, 0):
-            view.flags[ch.uid] = ch.flags
-            view.modseqs[ch.uid] = ch.modseq
+def refuse_nil_keyword(flags: Iterable[str]) -> None:
+    """Refuse ``NIL`` as a keyword (STORE, APPEND).
+
+    ``NIL`` is an atom, so RFC 3501's grammar admits it as a flag-keyword, but client
+    tokenizers turn ``NIL`` into the null value wherever it appears, as nstrings need:
+    MailKit rejects ``FLAGS (NIL)`` as a syntax error, and Cyrus, which stores it, then
+    hands every session of the mailbox a FLAGS line such clients cannot parse. So we
+    never store it, and never send it. The command is valid syntax, so the answer is NO,
+    not BAD (RFC 3501 §7.1.3 keeps BAD for syntax errors).
+    """
+    if any(f.upper() == "NIL" for f in flags):
+        raise CommandFailed(no("NIL cannot be used as a keyword", "CANNOT"))
 
 
 def require_writable(view: SelectedMailbox) -> None:

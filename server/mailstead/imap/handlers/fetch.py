@@ -17,7 +17,7 @@ from ..response import Result, bad, no, ok
 from ..selected import SelectedMailbox
 from ..session_api import Session
 from ..syntax.fetch import Fetch, FetchAttribute
-from .common import apply_own_flag_changes, resolve, view_of
+from .common import resolve, view_of
 from .fetch_items import FetchNeeds, FetchReply, MessageVanished, Span, fetch_responses
 
 log = logging.getLogger("mailstead.imap")
@@ -94,7 +94,8 @@ async def handle_fetch(s: Session, cmd: Fetch) -> Result:
             res = await s.ctx.store.store_flags(
                 view.mailbox.id, unseen, FlagMode.ADD, ["\\Seen"]
             )
-            apply_own_flag_changes(view, res.changed)
+            for announce in view.apply_own_changes(res.changed):  # \Seen: none, in fact
+                s.send(announce)
             flags_for = {ch.uid for ch in res.changed}
     if FetchNeeds.of(attrs).full and live:
         assert s.user is not None

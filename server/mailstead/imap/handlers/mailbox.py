@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from ...store.api import (
-    SYSTEM_FLAGS,
     AlreadyExists,
     InvalidName,
     Mailbox,
@@ -42,46 +41,27 @@ async def handle_select(s: Session, cmd: Select) -> Result:
     mbox = await get_mailbox(s, usable_name(cmd.mailbox, "NONEXISTENT"))
     if mbox is None:
         return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
-    store = s.ctx.store
-    view = SelectedMailbox(
-        mbox, readonly=cmd.readonly, recent=s.recent_tracker,
-        on_recent=lambda: s.spawn(store.claim_recent(mbox.id)),
-    )
-    # Subscribe before reading the snapshot so no change can fall between the two.
+    view = SelectedMailbox(s.ctx.store, mbox, readonly=cmd.readonly)
+    # Subscribe before reading the snapshot so no change can fall between the two; the
+    # view drops the events the snapshot already holds (by modseq).
     sub = s.ctx.hub.subscribe(mbox.id, view.on_change)
     try:
-        first_recent = None if cmd.readonly else await store.claim_recent(mbox.id)
-        infos = await store.list_messages(mbox.id)
-        fresh = await store.get_mailbox(mbox.user_id, mbox.name)
+        # SELECT claims \Recent in the store as it reads; EXAMINE shows the same count
+        # without taking it (RFC 3501 §6.3.2).
+        snap = await s.ctx.store.open_view(mbox.id, claim_recent=not cmd.readonly)
+    except NotFound:
+        sub.close()
+        return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
     except BaseException:
         sub.close()
         raise
-    if fresh is None:
-        sub.close()
-        return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
-    view.load(infos, first_recent)
+    view.load(snap)
     if cmd.condstore:
         s.condstore = True
     view.condstore = s.condstore
     s.select(view, sub)
-    keywords = sorted({f for flags in view.flags.values() for f in flags if f[:1] != "\\"})
-    flags = list(SYSTEM_FLAGS) + keywords
-    s.send(b"* FLAGS " + format_flag_list(flags))
-    if cmd.readonly:
-        s.send(b"* OK [PERMANENTFLAGS ()] No permanent flags permitted")
-    else:
-        s.send(b"* OK [PERMANENTFLAGS " + format_flag_list([*flags, "\\*"])
-               + b"] Flags permitted")
-    s.send(b"* %d EXISTS" % view.exists)
-    s.send(b"* %d RECENT" % len(view.recent))
-    first_unseen = next((i for i, u in enumerate(view.uids, 1)
-                         if "\\Seen" not in view.flags[u]), None)
-    if first_unseen is not None:
-        s.send(b"* OK [UNSEEN %d] First unseen" % first_unseen)
-    s.send(b"* OK [UIDVALIDITY %d] UIDs valid" % fresh.uidvalidity)
-    uidnext = max(fresh.uidnext, (view.uids[-1] + 1) if view.uids else 1)
-    s.send(b"* OK [UIDNEXT %d] Predicted next UID" % uidnext)
-    s.send(b"* OK [HIGHESTMODSEQ %d] Highest" % max(fresh.highestmodseq, view.highestmodseq))
+    for line in view.opening_lines():
+        s.send(line)
     code = "READ-ONLY" if cmd.readonly else "READ-WRITE"
     return ok(f"{verb} completed", code)
 

@@ -7,7 +7,15 @@ from ...store.api import NewMessage
 from ..response import Result, bad, no, ok
 from ..session_api import Session
 from ..syntax.message import Append, Check, Close, Copy, Expunge, Move, Unselect
-from .common import get_mailbox, require_writable, resolve, uid_set, usable_name, view_of
+from .common import (
+    get_mailbox,
+    refuse_nil_keyword,
+    require_writable,
+    resolve,
+    uid_set,
+    usable_name,
+    view_of,
+)
 
 
 # --- APPEND ------------------------------------------------------------------------------
@@ -26,6 +34,7 @@ async def handle_append(s: Session, cmd: Append) -> Result:
             return no(f"Message is larger than {limit} octets", "TOOBIG")
         if any(f == "\\Recent" for f in m.flags):
             return bad("\\Recent cannot be set")
+        refuse_nil_keyword(m.flags)
         messages.append(NewMessage(normalise_crlf(m.data), frozenset(m.flags), m.internaldate))
     uids = await s.ctx.store.append(mbox.id, messages)
     s.ctx.count("imap_appends", len(uids))
@@ -57,10 +66,12 @@ async def handle_expunge(s: Session, cmd: Expunge) -> Result:
     if cmd.uids is None:
         await s.ctx.store.expunge(view.mailbox.id, None)
         return ok("EXPUNGE completed")
-    targets = [u for u in cmd.uids.matching_sorted(view.uids)
-               if view.is_live(u) and "\\Deleted" in view.flags[u]]
+    # The store checks \\Deleted as it removes: this view's flags may be a change behind
+    # (another session may just have cleared it), and a message without \\Deleted must
+    # never go (RFC 4315 §2.1).
+    targets = [u for u in cmd.uids.matching_sorted(view.uids) if view.is_live(u)]
     if targets:
-        await s.ctx.store.expunge(view.mailbox.id, targets)
+        await s.ctx.store.expunge(view.mailbox.id, targets, deleted_only=True)
     return ok("UID EXPUNGE completed")
 
 

@@ -50,7 +50,7 @@ async def handle_idle(s: Session, cmd: Idle) -> Result:
     s.out.write(b"+ idling\r\n")
     s.idling = True
     try:
-        s.send_updates(allow_expunge=True)
+        await s.send_updates(allow_expunge=True)
         await s.out.drain()
         line = await s.read_line()
     finally:

@@ -6,14 +6,24 @@ from ...store.api import FlagMode
 from ..response import Result, ok
 from ..session_api import Session
 from ..syntax.store import Store
-from .common import apply_own_flag_changes, require_writable, resolve, uid_set, view_of
+from .common import refuse_nil_keyword, require_writable, resolve, uid_set, view_of
 
 _MODES = {"": FlagMode.REPLACE, "+": FlagMode.ADD, "-": FlagMode.REMOVE}
+
+
+def _apply(mode: FlagMode, old: frozenset[str], given: frozenset[str]) -> frozenset[str]:
+    """What a client expects after STORE: the store computes the same from its flags."""
+    if mode is FlagMode.ADD:
+        return old | given
+    if mode is FlagMode.REMOVE:
+        return old - given
+    return given
 
 
 async def handle_store(s: Session, cmd: Store) -> Result:
     view = view_of(s)
     require_writable(view)
+    refuse_nil_keyword(cmd.flags)
     uids = [u for u in resolve(view, cmd.seqset, cmd.uid) if view.is_live(u)]
     if cmd.unchangedsince is not None:
         s.condstore = view.condstore = True
@@ -23,7 +33,14 @@ async def handle_store(s: Session, cmd: Store) -> Result:
         view.mailbox.id, uids, _MODES[cmd.mode], cmd.flags,
         unchanged_since=cmd.unchangedsince,
     )
-    apply_own_flag_changes(view, res.changed)
+    # A keyword new to the session is announced (FLAGS, PERMANENTFLAGS) before any FETCH
+    # shows it, .SILENT or not: the client may fetch it next.
+    mode, given = _MODES[cmd.mode], frozenset(cmd.flags)
+    told = (lambda old: _apply(mode, old, given)) if cmd.silent else None
+    if told is not None:  # the client applies it at the tagged OK, but not where MODIFIED
+        view.hold_flags(set(uids) - set(res.failed_uids), told)
+    for line in view.apply_own_changes(res.changed, told):
+        s.send(line)
     reported = sorted(
         {ch.uid for ch in res.changed}
         | ({ch.uid for ch in res.unchanged} if not cmd.silent else set())
@@ -33,7 +50,6 @@ async def handle_store(s: Session, cmd: Store) -> Result:
             continue
         if cmd.silent and not view.condstore:
             continue
-        msn = view.msn(uid)
         items = []
         if cmd.uid:
             items.append(b"UID %d" % uid)
@@ -41,11 +57,9 @@ async def handle_store(s: Session, cmd: Store) -> Result:
             items.append(b"FLAGS " + view.format_flags(uid))
         if view.condstore:
             items.append(b"MODSEQ (%d)" % view.modseqs.get(uid, 0))
-        s.send(b"* %d FETCH (%s)" % (msn or 0, b" ".join(items)))
+        s.send(view.fetch_line(uid, items))
     verb = f"{'UID ' if cmd.uid else ''}STORE"
     if res.failed_uids:
         failed = res.failed_uids if cmd.uid else [view.msn(u) or 0 for u in res.failed_uids]
         return ok(f"Conditional {verb} failed", f"MODIFIED {uid_set(failed).decode()}")
     return ok(f"{verb} completed")
-
-

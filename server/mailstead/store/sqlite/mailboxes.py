@@ -15,11 +15,13 @@ from ..api import (
     MailboxStatus,
     NotFound,
     SpecialUseTaken,
+    ViewSnapshot,
 )
 from ..names import validate_mailbox_name
 from .base import SqliteBase
 from .messages import copy_rows, expunge_rows
-from .rows import MAILBOX_COLS, mailbox_row
+from .rows import INFO_COLS, MAILBOX_COLS, mailbox_row, message_info
+from .writer import NotDurable
 
 
 def next_uidvalidity(conn: sqlite3.Connection) -> int:
@@ -229,16 +231,38 @@ class MailboxesMixin(SqliteBase):
 
         return await self._read(q)
 
-    async def claim_recent(self, mailbox_id: int) -> int:
+    # --- \Recent claim and the snapshot SELECT reads (see MailStore.open_view) ----------
+    async def claim_recent(self, mailbox_id: int, below: int | None = None) -> int:
         def job(conn: sqlite3.Connection) -> tuple[int, list[ChangeBatch]]:
+            # The writer is the only writer and runs inside BEGIN IMMEDIATE, so this read
+            # and the UPDATE are one atomic step, for other processes too.
             row = conn.execute(
                 "SELECT first_recent_uid, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
             ).fetchone()
             if row is None:
                 raise NotFound("mailbox does not exist")
+            was, uidnext = row
+            target = uidnext if below is None else min(below, uidnext)
             conn.execute(
-                "UPDATE mailboxes SET first_recent_uid = uidnext WHERE id = ?", (mailbox_id,)
+                "UPDATE mailboxes SET first_recent_uid = ? WHERE id = ? AND first_recent_uid < ?",
+                (target, mailbox_id, target),
             )
-            return row[0], []
+            return was, []
 
-        return await self._write(job)
+        return await self._write(NotDurable(job))
+
+    async def read_view(self, mailbox_id: int) -> ViewSnapshot:
+        def q(conn: sqlite3.Connection) -> ViewSnapshot:
+            row = conn.execute(
+                f"SELECT {MAILBOX_COLS}, first_recent_uid FROM mailboxes WHERE id = ?",
+                (mailbox_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound("mailbox does not exist")
+            rows = conn.execute(
+                f"SELECT {INFO_COLS} FROM messages WHERE mailbox_id = ? ORDER BY uid",
+                (mailbox_id,),
+            )
+            return ViewSnapshot(mailbox_row(row[:-1]), [message_info(r) for r in rows], row[-1])
+
+        return await self._read(q)

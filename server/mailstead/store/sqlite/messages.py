@@ -238,16 +238,20 @@ class MessagesMixin(SqliteBase):
 
         return await self._write(job)
 
-    async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None) -> list[int]:
+    async def expunge(self, mailbox_id: int, uids: Iterable[int] | None = None, *,
+                      deleted_only: bool = False) -> list[int]:
         wanted = None if uids is None else sorted(set(uids))
 
         def job(conn: sqlite3.Connection) -> tuple[list[int], list[ChangeBatch]]:
-            if wanted is None:
-                targets = [r[0] for r in conn.execute(
+            if wanted is None or deleted_only:
+                # \Deleted as of this transaction, not as some session last heard of it.
+                flagged = [r[0] for r in conn.execute(
                     "SELECT uid FROM messages WHERE mailbox_id = ? AND "
                     "instr(flags, '\\Deleted') > 0 ORDER BY uid",
                     (mailbox_id,),
                 )]
+                chosen = None if wanted is None else set(wanted)
+                targets = [u for u in flagged if chosen is None or u in chosen]
             else:
                 targets = wanted
             events = expunge_rows(conn, mailbox_id, targets)

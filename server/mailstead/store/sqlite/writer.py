@@ -50,6 +50,20 @@ def map_error(exc: BaseException) -> BaseException:
 WriteJob = Callable[[sqlite3.Connection], tuple[Any, list[ChangeBatch]]]
 
 
+class NotDurable:
+    """A write job whose loss in a power failure is harmless (a \\Recent claim: the message
+    would be recent once more). A batch of only such jobs commits without waiting for
+    fsync; the next durable commit syncs the log, and with it these, in order."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: WriteJob) -> None:
+        self.job = job
+
+    def __call__(self, conn: sqlite3.Connection) -> tuple[Any, list[ChangeBatch]]:
+        return self.job(conn)
+
+
 class Writer:
     """The single writer thread; see the module docstring for the commit protocol."""
 
@@ -136,6 +150,18 @@ class Writer:
         self, conn: sqlite3.Connection, batch: list[tuple[WriteJob, asyncio.Future[Any]]]
     ) -> list[ChangeBatch]:
         """Run and commit one batch; the change batches it committed."""
+        lazy = self._store._fsync and all(isinstance(job, NotDurable) for job, _ in batch)
+        if not lazy:
+            return self._commit_batch(conn, batch)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._commit_batch(conn, batch)
+        finally:
+            conn.execute("PRAGMA synchronous=FULL")
+
+    def _commit_batch(
+        self, conn: sqlite3.Connection, batch: list[tuple[WriteJob, asyncio.Future[Any]]]
+    ) -> list[ChangeBatch]:
         outcomes: list[tuple[asyncio.Future[Any], Any, list[ChangeBatch], BaseException | None]]
         outcomes = []
         try:
