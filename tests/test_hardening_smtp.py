@@ -1,13 +1,16 @@
-"""SMTP/LMTP hardening (issue 12 #9, #12) against real server processes on loopback:
-DATA streamed to a spool with bounded memory, postmaster, the server's own hostname as a
-local domain, and no AUTH on a service that only receives mail."""
+"""SMTP/LMTP hardening (issue 12 #9, #10, #12) against real server processes on loopback:
+DATA streamed to a spool with bounded memory, over-long command lines answered at once,
+postmaster, the server's own hostname as a local domain, and no AUTH on a service that
+only receives mail."""
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import socket
 import ssl
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,10 @@ import pytest
 import fuzzlib as F
 from conftest import BASE_CONFIG, ServerProcess, stored_messages
 from hardening_smtp_memory import measure
+from mailstead.smtp.commandread import LINE_HARD_CAP, CommandLineReader
+from mailstead.smtp.delivery import DeliveryHandler, smtp_factory
+from mailstead.store.hub import ChangeHub
+from mailstead.store.sqlite import SqliteStore
 from test_delivery import RawSMTP, body_of
 
 MiB = 1024 * 1024
@@ -106,6 +113,136 @@ def test_six_parallel_40_mib_deliveries(tmp_path: Path) -> None:
     finally:
         srv.stop()
     assert result["growth_kib"] < 200 * 1024, result
+
+
+# --- over-long command lines (#10) -------------------------------------------------------------
+def _reply_within(c: RawSMTP, seconds: float) -> bytes:
+    c.sock.settimeout(seconds)
+    try:
+        return c.line()
+    finally:
+        c.sock.settimeout(10)
+
+
+@pytest.mark.parametrize("proto", ["smtp", "lmtp"])
+def test_an_over_long_command_line_is_answered_before_its_end(
+    server: ServerProcess, user: str, proto: str
+) -> None:
+    c = RawSMTP(server.port(proto))
+    c.cmd(b"LHLO x" if proto == "lmtp" else b"EHLO x")
+    c.send(b"MAIL FROM:<" + b"x" * 5000)  # no line end yet
+    assert _reply_within(c, 3).startswith(b"500 5.5.2 Line too long")
+    c.send(b"y" * 200_000 + b">\r\n")  # the rest of that line: dropped, not answered again
+    assert c.cmd(b"NOOP") == [b"250 OK"]
+    # The session goes on as if the line had never been sent.
+    assert c.cmd(b"MAIL FROM:<a@x.net>")[0].startswith(b"250")
+    assert c.cmd(f"RCPT TO:<{user}@example.org>".encode())[0].startswith(b"250")
+    assert c.cmd(b"DATA")[0].startswith(b"354")
+    c.send(b"Subject: after\r\n\r\nbody\r\n.\r\n")
+    assert c.reply()[0].startswith(b"250")
+    c.close()
+    assert body_of(stored_messages(server, user)[0]) == b"Subject: after\r\n\r\nbody\r\n"
+
+
+@pytest.mark.parametrize("proto", ["smtp", "lmtp"])
+def test_a_command_line_past_a_mib_closes_the_connection(
+    server: ServerProcess, proto: str
+) -> None:
+    c = RawSMTP(server.port(proto))
+    c.sock.settimeout(5)
+    try:
+        for _ in range(LINE_HARD_CAP * 3 // 2 // 65536):  # 1.5 MiB, never a line end
+            c.send(b"z" * 65536)
+    except OSError:
+        pass  # the server closed already: fine
+    got = b""
+    try:
+        while chunk := c.sock.recv(65536):  # till the server closes (5 s at most)
+            got += chunk
+        closed = True
+    except TimeoutError:
+        closed = False
+    except OSError:
+        closed = True
+    c.close()
+    assert got.startswith(b"500 5.5.2 Line too long\r\n"), got
+    assert b"421 4.7.0" in got, got
+    assert closed
+
+
+async def test_the_reader_drops_the_rest_of_a_long_line_as_it_comes() -> None:
+    """In process: what aiosmtpd's command loop sees, and how much of a line is read
+    before the hard cap stops reading it."""
+    capped: list[int] = []
+    reader = CommandLineReader(limit=1001, hard_cap=100_000, on_hard_cap=lambda: capped.append(1))
+    reader.feed_data(b"a" * 1500)
+    with pytest.raises(asyncio.LimitOverrunError) as overrun:
+        await reader.readuntil()
+    assert len(await reader.read(overrun.value.consumed)) == overrun.value.consumed
+    assert await reader.readuntil() == b"\n"  # the line "ended": aiosmtpd answers now
+    next_line = asyncio.ensure_future(reader.readuntil())
+    for _ in range(20):
+        reader.feed_data(b"b" * 4000)
+        await asyncio.sleep(0)
+    assert not next_line.done()
+    reader.feed_data(b"b\r\nNOOP\r\n")
+    assert await asyncio.wait_for(next_line, 1) == b"NOOP\r\n"
+    assert capped == []
+    # A second over-long line, this one past the cap: reported once, reading stops.
+    reader.feed_data(b"c" * 2000)
+    with pytest.raises(asyncio.LimitOverrunError) as overrun:
+        await reader.readuntil()
+    await reader.read(overrun.value.consumed)
+    assert await reader.readuntil() == b"\n"
+    stuck = asyncio.ensure_future(reader.readuntil())
+    fed = 0
+    while not capped and fed < 1_000_000:
+        reader.feed_data(b"c" * 4000)
+        fed += 4000
+        await asyncio.sleep(0)
+    assert capped == [1] and fed <= 100_000 + 2 * 4000
+    reader.feed_data(b"\r\nNOOP\r\n")
+    await asyncio.sleep(0.05)
+    assert not stuck.done()  # nothing more is read from a connection being closed
+    stuck.cancel()
+
+
+@pytest.fixture
+async def smtp_in_process(tmp_path: Path) -> AsyncIterator[int]:
+    """An in-process SMTP listener on a fresh store with a 1 s timeout; yields its port."""
+    store = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), fsync=False)
+    await store.open()
+    handler = DeliveryHandler(store, hostname="mail.test", domains=["example.org"], lmtp=False,
+                              spool_dir=tmp_path)
+    factory = smtp_factory(handler, hostname="mail.test", max_size=MiB, timeout=1.0)
+    listener = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+    yield listener.sockets[0].getsockname()[1]
+    listener.close()
+    await listener.wait_closed()
+    await store.close()
+
+
+@pytest.mark.parametrize("junk", [b"x" * 300, b"x" * 3000])
+async def test_input_that_never_forms_a_command_does_not_keep_the_connection(
+    smtp_in_process: int, junk: bytes
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", smtp_in_process)
+    assert (await reader.readline()).startswith(b"220")
+    start = time.monotonic()
+    closed = False
+    while time.monotonic() - start < 5:  # a trickle of octets, never a line end
+        writer.write(junk)
+        try:
+            await writer.drain()
+            closed = await asyncio.wait_for(reader.read(65536), 0.2) == b"" or closed
+        except (TimeoutError, OSError):
+            pass
+        if closed or reader.at_eof():
+            break
+    elapsed = time.monotonic() - start
+    writer.close()
+    assert reader.at_eof(), "the connection is still open after 5 s"
+    assert elapsed < 3
 
 
 # --- addresses ---------------------------------------------------------------------------------

@@ -6,6 +6,9 @@
   documented way to change a command is an ``smtp_<COMMAND>`` method on a subclass; so
   ``smtp_DATA`` is overridden, keeping aiosmtpd's checks and replies, and the handler's
   ``handle_DATA`` hook then stores from the spool.
+* Commands are read with ``CommandLineReader`` (see ``commandread``): an over-long command
+  line is answered ``500 5.5.2`` as soon as it passes the limit, its rest is dropped as it
+  arrives, and past a MiB of one line the client gets 421 and the connection is closed.
 * No AUTH: this is a delivery service (there is no submission yet), so AUTH is neither
   advertised (the handler's ``handle_EHLO`` drops it) nor accepted, with or without TLS.
 * Enhanced status codes (RFC 3463) on aiosmtpd's own refusals, one refusal per recipient
@@ -23,6 +26,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from ..connection import ConnectionLimiter
+from .commandread import CommandLineReader
 from .dataread import DataEnd, read_data
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 # recipient.
 TOO_BIG = "552 Error: Too much mail data"
 LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
+COMMAND_TOO_LONG = "500 Command line too long"  # aiosmtpd's, for a command line
 NO_SPOOL_ROOM = "452 4.3.1 Insufficient system storage"
 HARD_CAP_SLACK = 64 * 1024 * 1024
 _DATA_REFUSALS = {
@@ -40,6 +45,7 @@ _DATA_REFUSALS = {
 }
 _REWRITE = {
     **_DATA_REFUSALS,
+    COMMAND_TOO_LONG: "500 5.5.2 Line too long",
     "552 Error: message size exceeds fixed maximum message size": (
         "552 5.3.4 Message size exceeds fixed maximum message size"
     ),
@@ -53,8 +59,29 @@ class MailsteadProtocol(SMTP):
     max_per_ip = 0
     _counted_ip: str | None = None
 
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        # aiosmtpd builds its StreamReader in its __init__, with no hook to choose another;
+        # give the stream protocol ours instead before any connection (the reader of the
+        # first one was never used).
+        proto: Any = self
+        reader = CommandLineReader(
+            limit=proto.line_length_limit, on_hard_cap=self._line_past_hard_cap, loop=proto.loop
+        )
+        asyncio.StreamReaderProtocol.__init__(
+            self, reader, client_connected_cb=proto._cb_client_connected, loop=proto.loop
+        )
+
+    def _line_past_hard_cap(self) -> None:
+        proto: Any = self
+        log.info("SMTP %r sent a command line of over a MiB: closed", proto.session.peer)
+        proto._writer.write(b"421 4.7.0 Line too long, closing connection\r\n")
+        proto.transport.close()
+
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):  # aiosmtpd's own replies are text (as are ours)
+            if status == COMMAND_TOO_LONG:
+                self.event_handler.refused("line_too_long")
             status = _REWRITE.get(status, status)
             envelope = getattr(self, "envelope", None)
             if isinstance(self, LMTP) and status in _DATA_REFUSALS.values() and envelope:
