@@ -8,7 +8,7 @@ found in the message.
 from __future__ import annotations
 
 from mailstead.imap.response import nstring, number, plist, string
-from mailstead.mime.parse import Address, BodyPart, Envelope
+from mailstead.mime.model import Address, BodyPart, Envelope
 
 __all__ = ["format_address_list", "format_bodystructure", "format_envelope"]
 

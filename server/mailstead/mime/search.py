@@ -15,7 +15,8 @@ import binascii
 import re
 
 from mailstead.mime.encoded_words import DecodeBudget, decode_encoded_words
-from mailstead.mime.parse import BodyPart, ParsedMessage, header_units
+from mailstead.mime.headers import header_units
+from mailstead.mime.model import BodyPart, ParsedMessage
 
 __all__ = ["decode_header_value", "header_values", "search_text"]
 

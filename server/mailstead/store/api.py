@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from ..mime.parse import ParsedMessage
+from ..mime.model import ParsedMessage
 
 # Mailboxes every new user gets, with their RFC 6154 special-use attribute.
 DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (

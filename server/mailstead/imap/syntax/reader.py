@@ -26,7 +26,7 @@ inside the TLS session (CVE-2011-0411 style injection).
 from __future__ import annotations
 
 from .reader_events import Continue, Fatal, Literal, RawCommand, RawLine, ReaderEvent, Reject
-from .tokens import TAG_CHARS
+from .reader_lines import _HEAD_KEEP, _line_tag, _line_verb, _literal_marker
 
 __all__ = [
     "CommandReader", "Continue", "Fatal", "Literal", "RawCommand", "RawLine", "ReaderEvent",
@@ -48,43 +48,6 @@ DISCARD_BUDGET = 64 * 1024
 # An over-long line is answered at max_line; past this (or 2 x max_line) it is fatal.
 MIN_LINE_HARD_CAP = 1024 * 1024
 _TAIL_KEEP = 32  # enough of a discarded line's end to see a literal marker
-_HEAD_KEEP = 256  # enough of a discarded line's start to find its tag
-_MAX_LITERAL_DIGITS = 20
-
-
-def _literal_marker(line: bytes) -> tuple[int, int, bool, bool] | None:
-    """Find ``{n}``, ``{n+}`` or ``~{n}`` ending ``line``.
-
-    Returns ``(marker start, size, synchronising, binary)``. A size too long to be a
-    number is returned as a size no limit allows, so it is refused as too large
-    rather than taken for a command line.
-    """
-    if not line.endswith(b"}"):
-        return None
-    brace = line.rfind(b"{")
-    if brace < 0:
-        return None
-    digits = line[brace + 1 : -1]
-    sync = not digits.endswith(b"+")
-    if not sync:
-        digits = digits[:-1]
-    if not digits or not digits.isdigit():
-        return None
-    size = int(digits) if len(digits) <= _MAX_LITERAL_DIGITS else 2**64
-    binary = brace > 0 and line[brace - 1] == ord("~")
-    return (brace - 1 if binary else brace), size, sync, binary
-
-
-def _line_tag(line: bytes) -> bytes:
-    tag = line.split(b" ", 1)[0]
-    if tag and len(tag) <= _HEAD_KEEP and all(c in TAG_CHARS for c in tag):
-        return tag
-    return b"*"
-
-
-def _line_verb(line: bytes) -> bytes:
-    words = line.split(b" ", 3)
-    return words[1][:32].upper() if len(words) > 1 else b""
 
 
 class CommandReader:

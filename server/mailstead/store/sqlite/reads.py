@@ -7,7 +7,8 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ...mime.parse import ParsedMessage, parse_message
+from ...mime.model import ParsedMessage
+from ...mime.parse import parse_message
 from ..api import MessageInfo, Octets
 from .base import SqliteBase
 from .rows import INFO_COLS, chunks, message_info, octets
