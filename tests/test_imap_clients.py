@@ -174,7 +174,8 @@ def test_imapclient_folders(client: IMAPClient) -> None:
     assert client.find_special_folder(ic.TRASH) == "Trash"
     client.create_folder("Äpfel/Birnen")  # IMAPClient speaks modified UTF-7 for us
     folders = {name: flags for flags, _, name in client.list_folders()}
-    assert folders["Äpfel"] == (b"\\Noselect", b"\\HasChildren")
+    # CREATE makes the missing parent too (RFC 3501 §6.3.3), so it is a real mailbox.
+    assert folders["Äpfel"] == (b"\\HasChildren",)
     assert folders["Äpfel/Birnen"] == (b"\\HasNoChildren",)
     assert client.folder_exists("Äpfel/Birnen") and not client.folder_exists("Birnen")
     client.rename_folder("Äpfel/Birnen", "Früchte")

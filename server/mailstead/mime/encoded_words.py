@@ -37,8 +37,10 @@ __all__ = ["DEFAULT_BUDGET", "DecodeBudget", "decode_encoded_words"]
 DEFAULT_BUDGET = 128 * 1024
 
 # A failed base64 word keeps its raw text under this "charset": not None, so it never
-# merges with a neighbouring unencoded run, and decoded like undeclared 8-bit text.
-RAW_WORD = ""
+# merges with a neighbouring unencoded run, and decoded like undeclared 8-bit text. No real
+# charset can contain "?" (it ends the charset), so this never collides with one — the
+# empty charset of "=??q?...?=" included, which decode_header treats as an encoded word.
+RAW_WORD = "?"
 
 
 @dataclass(slots=True)
