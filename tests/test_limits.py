@@ -492,7 +492,30 @@ def test_endless_pop3_line_is_answered_at_the_limit_and_closed_past_the_cap(
 
 
 @pytest.mark.parametrize("proto", ["smtp", "lmtp"])
-@pytest.mark.parametrize("size", [600, 32 * MiB], ids=["600", "32MiB"])
+def test_endless_smtp_line_is_answered_at_the_limit_and_closed_past_the_cap(
+    roomy: ServerProcess, proto: str
+) -> None:
+    size = 32 * MiB
+    hello = "LHLO" if proto == "lmtp" else "EHLO"
+    with F.LineClient(roomy.port(proto), timeout=60) as c:
+        assert c.smtp_reply()[0].startswith(b"220")
+        assert c.smtp(f"{hello} client.test")[-1].startswith(b"250")
+        before = rss(roomy)
+        c.send(b"NOOP " + b"x" * 9000)
+        reply = c.line(10)  # before the line ends
+        assert reply.startswith(b"500"), reply
+        sent = _stream_line(c, size)
+        assert _closed_by_server(c.sock, 10)
+        after = rss(roomy)
+    F.MEMORY[f"{proto.upper()} line of {size} octets"] = (
+        f"RSS {mib(before['Private'])} -> {mib(after['Private'])}, closed after "
+        f"{sent / MiB:.0f} MiB")
+    assert sent < size
+    assert after["Private"] - before["Private"] < 16 * 1024
+
+
+@pytest.mark.parametrize("proto", ["smtp", "lmtp"])
+@pytest.mark.parametrize("size", [600, 20_000], ids=["600", "20000"])
 def test_over_long_smtp_lines_get_500_and_the_session_goes_on(roomy: ServerProcess,
                                                               proto: str, size: int) -> None:
     hello = "LHLO" if proto == "lmtp" else "EHLO"

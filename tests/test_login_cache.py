@@ -281,7 +281,8 @@ class GatedHasher(CountingHasher):
         self.gate = threading.Event()
 
     def verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
-        self.gate.wait(10)
+        self.gate.wait(60)  # the test always opens it; long, so a stalled loop cannot
+        # make a held check finish by itself and free its slot early
         return super().verify(password, stored)
 
 

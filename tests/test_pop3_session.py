@@ -435,3 +435,25 @@ async def test_auth_initial_response_may_exceed_the_command_line_cap(ctx: Server
     assert len(blob) > 1024
     assert await c.cmd(f"AUTH PLAIN {blob}") == b"-ERR [AUTH] Authentication failed\r\n"
     assert await c.cmd("NOOP " + "x" * 1100) == b"-ERR Line too long\r\n"
+
+
+async def test_a_dropped_session_unlocks_before_its_seen_flags_are_written(
+    ctx: ServerContext,
+) -> None:
+    first = Client(ctx)
+    await first.login()
+    assert (await first.cmd("RETR 1")).startswith(b"+OK")
+    first.drop()  # the \Seen of that RETR is still waiting to be written
+    second = Client(ctx)
+    await second.login()  # at once: not -ERR [IN-USE]
+    await second.cmd("QUIT")
+    user = await ctx.store.get_user("bob")
+    assert user is not None
+    inbox = await ctx.store.get_mailbox(user.id, "INBOX")
+    assert inbox is not None
+    for _ in range(200):  # the dropped session's flags still arrive
+        infos = await ctx.store.list_messages(inbox.id)
+        if "\\Seen" in infos[0].flags:
+            break
+        await asyncio.sleep(0.01)
+    assert "\\Seen" in infos[0].flags

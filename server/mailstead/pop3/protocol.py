@@ -149,6 +149,9 @@ class POP3Protocol(ConnectionProtocol):
         session.connection_lost()
         if self._worker is None:
             if session.seen_busy:
+                # The client is gone and nothing will be deleted: its reconnect must not
+                # find the maildrop locked while the \Seen flags of its RETRs are written.
+                session.release()
                 self._worker = self.loop.create_task(self._run(None))  # flushes, cleans up
             else:
                 self._cleanup()
@@ -219,6 +222,8 @@ class POP3Protocol(ConnectionProtocol):
                     await rest
                 budget.check(busy=True, framing=self._buffer.pending)
             if out.closed:
+                if out.lost:  # dropped: unlock first (see connection_ended)
+                    session.release()
                 await session.flush_seen()  # every \Seen is written before the session ends
             else:
                 self._queue_ran_dry()
