@@ -30,7 +30,7 @@ from ..structure import format_bodystructure, format_envelope
 from ..syntax.fetch import FetchAttribute, FetchSection
 
 CHUNK = 200  # messages per round of listing / structure / header reads
-BODY_CHUNK = 16  # whole messages read in one store call, at most ...
+BODY_CHUNK = CHUNK  # whole messages read in one store call, at most ...
 BODY_BATCH_BYTES = 4 * 1024 * 1024  # ... and at most this many octets of them
 INLINE_BODY = 256 * 1024  # a message up to this size is read whole, a bigger one in pieces
 PIECE = 256 * 1024  # a literal's content is read and written in pieces of this size
