@@ -50,6 +50,10 @@ class ConnectionProtocol(Protocol):
 
     # --- for subclasses -------------------------------------------------------------
     def refusal_message(self, refusal: Refusal) -> bytes:
+        """The refusal in the protocol's own words (``* BYE …`` / ``-ERR …``).
+
+        Every protocol overrides it (IMAPProtocol and POP3Protocol do); there is no
+        protocol-neutral wording to fall back on."""
         raise NotImplementedError
 
     def connection_started(self) -> None:
