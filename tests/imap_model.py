@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from imap_wire import parse_fetch, parse_values
@@ -408,8 +408,9 @@ class SessionModel:
                 del self.entries[hits[0]]
 
     # --- the tagged line ----------------------------------------------------------------
-    def tagged(self, line: bytes, truth: Truth | None = None) -> Completion:
-        """End the running command; ``truth``: the selected mailbox when the line was written."""
+    def tagged(self, line: bytes, truth: Truth | Sequence[Truth] | None = None) -> Completion:
+        """End the running command; ``truth``: the selected mailbox when the line was written,
+        or the states it may be in (see ``sync``)."""
         self.note("S:", line)
         cmd = self.cmd
         if cmd is None or not line.startswith(cmd.tag + b" "):
@@ -433,6 +434,14 @@ class SessionModel:
                     self.violation("search-unknown-uid", line, f"no UIDs outside the view "
                                     f"(got {sorted(stray)})")
         return done
+
+    def _agrees(self, truth: Truth) -> bool:
+        """The view as told equals ``truth`` (what it was not told yet aside)."""
+        if self.count != len(truth.uids):
+            return False
+        return all((e.uid is None or e.uid == uid)
+                   and (e.flags is None or e.flags == truth.flags[uid] - {RECENT})
+                   for e, uid in zip(self.entries, truth.uids, strict=True))
 
     def _selected(self, line: bytes, done: Completion) -> None:
         if done.status != "OK":
@@ -465,10 +474,19 @@ class SessionModel:
             else:
                 e.flags = silent.flags
 
-    def sync(self, line: bytes, truth: Truth) -> None:
-        """Every change was due before ``line``: the view must equal ``truth``; learn it."""
-        if truth.mailbox != self.selected:
+    def sync(self, line: bytes, truths: Truth | Sequence[Truth]) -> None:
+        """Every change was due before ``line``: the view must equal the truth; learn it.
+
+        ``truths`` may hold several states, oldest first: the first is what was published
+        when the line was written (every view must have caught up with it), the later ones
+        were committed by then, and a view that read the store may show one of those. The
+        view must equal one of them; a mismatch is reported against the first.
+        """
+        candidates = [truths] if isinstance(truths, Truth) else list(truths)
+        if not candidates or candidates[0].mailbox != self.selected:
             return
+        agreeing = [t for t in candidates if self._agrees(t)] or candidates[:1]
+        truth = agreeing[0]
         if self.count != len(truth.uids):
             self.violation("count-mismatch", line, f"{len(truth.uids)} messages (UIDs "
                            f"{list(truth.uids)[-12:]}…) as in the store; this session was "
@@ -484,9 +502,17 @@ class SessionModel:
                 self.violation("flags-mismatch", line, f"message {i} (UID {uid}) has flags "
                                f"{sorted(want)} in the store; this session was told "
                                f"{sorted(e.flags)}")
-        for e, uid in zip(self.entries, truth.uids, strict=True):
+        # Learn what the client was not told, where the states it may be in agree: a SELECT
+        # that read a commit not yet published tells no flags, so the client's flags are
+        # those of the snapshot it cannot name, and they stay unknown until it is told.
+        for i, e in enumerate(self.entries):
+            uids = {t.uids[i] for t in agreeing}
+            if len(uids) != 1:
+                continue
+            uid = uids.pop()
             if e.uid is None:
                 e.uid = uid
                 if e.recent:
                     self._recent_seen(uid)
-            e.flags = truth.flags[uid] - {RECENT}
+            flags = {t.flags[uid] - {RECENT} for t in agreeing}
+            e.flags = flags.pop() if len(flags) == 1 else None

@@ -115,7 +115,8 @@ class ImapDriver:
         selected = model.selected
         truth = None
         if selected is not None:
-            truth = moment.truths[self.run.mailbox_id(self.user, selected)]  # type: ignore[attr-defined]
+            truth = self.run.mirror.truths_between(  # type: ignore[attr-defined]
+                self.run.mailbox_id(self.user, selected), moment.version, moment.upto)
         done = model.tagged(line, truth)
         if done.cmd.verb in ("SELECT", "EXAMINE") and done.status != "OK":
             self.close_selection()

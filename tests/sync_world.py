@@ -1,9 +1,11 @@
 """The truth side of the model-based sync test (``test_sync_model``).
 
-``Mirror`` subscribes to the hub before any session and applies every committed batch, so
-at any instant it holds what the store has published; each server write is stamped with a
-``Moment`` (the mirror's state at that write), which is exactly what a session's view must
-equal when it writes a tagged OK that closes a sync point. The mirror also checks that
+``Mirror`` applies every batch the store commits (told by the writer thread just before
+COMMIT) and notes when the hub publishes it; each server write is stamped with a ``Moment``
+(how far both had got at that write). A session's view must equal one of the states
+between the two when it writes a tagged OK that closes a sync point: all of what was
+published, and perhaps some of what was committed, which a store read can show before
+the hub does. The mirror also checks that
 every expunge was licensed by a command of the program (nothing acknowledged is lost),
 and at barriers the test compares it with ``list_messages``. ``RecentLedger`` tracks which
 selections were told of which messages, for the ``\\Recent`` checks.
@@ -12,6 +14,8 @@ selections were told of which messages, for the ``\\Recent`` checks.
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +25,7 @@ from twisted.internet.testing import StringTransport
 from imap_model import SessionModel, Truth, Violation, tolerate
 from mailstead.store.api import Appended, ChangeBatch, Expunged, FlagsChanged, MailboxGone
 from mailstead.store.hub import ChangeHub
+from mailstead.store.sqlite import SqliteStore
 
 # (mailbox id, uid, flags just before) → (the violation or None, the sessions whose running
 # command asks for that expunge). Change batches do not say which session caused them, so
@@ -30,17 +35,27 @@ License = Callable[[int, int, frozenset[str]], tuple[Violation | None, list[obje
 
 @dataclass(frozen=True, slots=True)
 class Moment:
-    """The mirror's state when the server wrote one chunk."""
+    """The mirror's state when the server wrote one chunk: ``version`` batches published
+    by the hub, ``upto`` >= version committed (a store read may already return those)."""
 
     version: int
-    truths: dict[int, Truth]
+    upto: int
 
 
 class Mirror:
-    """Every watched mailbox as the hub has published it, with a little history."""
+    """Every watched mailbox as the store has committed it, with a little history.
 
-    def __init__(self, hub: ChangeHub, names: dict[int, str]) -> None:
-        self.version = 0
+    The truth follows commits, not the hub: the store calls ``on_commit`` on its writer
+    thread just before each COMMIT, so a session that read the store (SELECT, STATUS, a
+    catch-up after a gap) can never be ahead of the mirror. The hub's copy of each batch
+    (``on_batch``, on the loop) marks it published: everything published before a write
+    must be in the session's view, and anything committed by then may be. Versions number
+    the watched batches in commit order, which is also the hub's order.
+    """
+
+    def __init__(self, hub: ChangeHub, names: dict[int, str], store: SqliteStore) -> None:
+        self.version = 0  # batches the hub has published
+        self.upto = 0  # batches committed (or about to be: observed before COMMIT)
         self.names = names  # mailbox id → its name for the owner ("INBOX", "Archive")
         self.flags: dict[int, dict[int, frozenset[str]]] = {mb: {} for mb in names}
         self.truths: dict[int, Truth] = {mb: Truth(n, (), {}) for mb, n in names.items()}
@@ -51,54 +66,84 @@ class Mirror:
         self.by_origin: dict[int, list[tuple[int, int, int]]] = {}  # id → (mbid, uid, version)
         self.problems: list[Violation] = []
         self.license: License | None = None
+        self._lock = threading.Lock()  # on_commit runs on the store's writer thread
+        self._unpublished: deque[tuple[ChangeBatch, int, dict[int, frozenset[str]]]] = deque()
+        self._store = store
+        store.commit_observer = self.on_commit
         self._subs = [hub.subscribe(mb, self.on_batch) for mb in names]
 
     def close(self) -> None:
+        self._store.commit_observer = None
         for sub in self._subs:
             sub.close()
 
     def moment(self) -> Moment:
-        return Moment(self.version, self.truths)
+        with self._lock:
+            return Moment(self.version, self.upto)
 
-    def on_batch(self, batch: ChangeBatch) -> None:
-        self.version += 1
+    def on_commit(self, batches: list[ChangeBatch]) -> None:
+        """The writer thread is about to commit ``batches``: apply them to the truth."""
+        with self._lock:
+            for batch in batches:
+                if batch.mailbox_id in self.names:
+                    self._apply(batch)
+
+    def _apply(self, batch: ChangeBatch) -> None:
+        self.upto += 1
         mb = batch.mailbox_id
         box = self.flags[mb]
+        before: dict[int, frozenset[str]] = {}  # flags of the expunged, for the license
         for ev in batch.events:
             if isinstance(ev, Appended):
                 box[ev.uid] = ev.flags
-                self.appended_at[(mb, ev.uid)] = self.version
+                self.appended_at[(mb, ev.uid)] = self.upto
             elif isinstance(ev, FlagsChanged):
                 if ev.uid in box:
                     box[ev.uid] = ev.flags
             elif isinstance(ev, Expunged):
-                before = box.pop(ev.uid, None)
-                self.expunged[(mb, ev.uid)] = self.version
-                if self.license is not None:
-                    bad, owners = self.license(mb, ev.uid, before or frozenset())
-                    if bad is not None:
-                        self.problems.append(bad)
-                    if len(owners) == 1:  # attributed only when no other session could
-                        self.by_origin.setdefault(id(owners[0]), []).append(
-                            (mb, ev.uid, self.version))
+                before[ev.uid] = box.pop(ev.uid, frozenset())
+                self.expunged[(mb, ev.uid)] = self.upto
+        truth = Truth(self.names[mb], tuple(sorted(box)), dict(box))
+        self.truths = {**self.truths, mb: truth}
+        self.history[mb].append((self.upto, truth))
+        self._unpublished.append((batch, self.upto, before))
+
+    def on_batch(self, batch: ChangeBatch) -> None:
+        """The hub published ``batch`` (on the loop): it is now due in every view."""
+        with self._lock:
+            if self._unpublished and self._unpublished[0][0] is batch:
+                _, version, before = self._unpublished.popleft()
+            else:  # not seen before its commit (another process's change): take it now
+                self._apply(batch)
+                _, version, before = self._unpublished.pop()
+            self.version = version
+        mb = batch.mailbox_id
+        for ev in batch.events:
+            if isinstance(ev, Expunged) and self.license is not None:
+                bad, owners = self.license(mb, ev.uid, before.get(ev.uid, frozenset()))
+                if bad is not None:
+                    self.problems.append(bad)
+                if len(owners) == 1:  # attributed only when no other session could
+                    self.by_origin.setdefault(id(owners[0]), []).append((mb, ev.uid, version))
             elif isinstance(ev, MailboxGone):
                 self.problems.append(Violation("mailbox-gone", "store", self.names[mb],
                                                "the program deletes no mailbox", []))
-        uids = tuple(sorted(box))
-        truth = Truth(self.names[mb], uids, dict(box))
-        self.truths = {**self.truths, mb: truth}
-        self.history[mb].append((self.version, truth))
 
     def truths_between(self, mb: int, first: int, last: int) -> list[Truth]:
         """The states of ``mb`` at every version in [first, last]."""
-        hist = self.history[mb]
+        with self._lock:
+            hist = list(self.history[mb])
         out = [t for v, t in hist if first < v <= last]
         before = [t for v, t in hist if v <= first]
         return ([before[-1]] if before else []) + out
 
+    def truth_at(self, mb: int, version: int) -> Truth:
+        return self.truths_between(mb, version, version)[0]
+
     def prune(self) -> None:
-        for mb, hist in self.history.items():
-            self.history[mb] = hist[-1:]
+        with self._lock:
+            for mb, hist in self.history.items():
+                self.history[mb] = hist[-1:]
 
     def expunged_by(self, origin: object, mb: int, first: int, last: int) -> set[int]:
         return {uid for m, uid, v in self.by_origin.get(id(origin), ())

@@ -55,6 +55,10 @@ class SqliteBase(MailStore):
         self._maildrop_locks: set[int] = set()
         # Called with ("read" | "write", seconds) per store call, for metrics.
         self.on_latency: Callable[[str, float], None] | None = None
+        # Called on the writer thread just before each COMMIT with the change batches it
+        # holds, in commit order (the hub gets them after): for an observer that must
+        # never lag behind a reader, as the model-based sync test's record of the truth.
+        self.commit_observer: Callable[[list[ChangeBatch]], None] | None = None
 
     # --- connections ---------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:

@@ -185,6 +185,11 @@ class Writer:
             else:
                 conn.execute("RELEASE job")
                 outcomes.append((fut, result, changes, None))
+        observe = self._store.commit_observer
+        if observe is not None:
+            # Before COMMIT, not after: once COMMIT makes the rows visible a reader may
+            # return them at once, and an observer must never be behind what a reader saw.
+            observe([change for _, _, changes, _ in outcomes for change in changes])
         try:
             conn.execute("COMMIT")
             self.commits += 1
