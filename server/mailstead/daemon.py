@@ -133,6 +133,8 @@ class Mailstead:
         self.control: Any = None  # control.ControlServer once listening
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._started = False
+        self._stop_pending: str | None = None  # a stop asked for while starting
         self._data_lock: DataFolderLock | None = None
 
     async def start(self) -> None:
@@ -216,8 +218,11 @@ class Mailstead:
         self.control = ControlServer(self.ctx.sessions, socket_path(cfg.data_dir))
         await self.control.start()
         self._write_listeners_file()
+        self._started = True
         _sd_notify("READY=1")
         log.info("Mailstead ready (%d listeners)", len(self.listeners))
+        if self._stop_pending is not None:
+            self.request_stop(self._stop_pending)
 
     def _take_data_folder(self) -> None:
         """Create the data folder owner-only and lock it before anything touches it."""
@@ -293,6 +298,11 @@ class Mailstead:
                 log.exception("error stopping listener %s", listener.addr)
 
     def request_stop(self, reason: str = "shutting down") -> None:
+        if not self._started:
+            # Stopping half-built listeners would race ``start``: stop once it is done
+            # (a failed start exits anyway).
+            self._stop_pending = reason
+            return
         if self._stopping:
             return
         self._stopping = True
@@ -367,15 +377,17 @@ def serve(config: Config) -> int:
     reactor = install_reactor(loop)
     _route_twisted_logs()
     app = Mailstead(config, loop)
+    # Before ``start``, so a signal sent the moment READY=1 (or listeners.json) appears,
+    # as systemd may, is handled rather than killing the process.
+    loop.add_signal_handler(signal.SIGTERM, app.request_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, app.request_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, app.reload)
     try:
         loop.run_until_complete(app.start())
     except StartupError as exc:
         log.error("%s", exc)
         _shutdown_loop(loop, reactor)
         return 1
-    loop.add_signal_handler(signal.SIGTERM, app.request_stop, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, app.request_stop, "SIGINT")
-    loop.add_signal_handler(signal.SIGHUP, app.reload)
     try:
         loop.run_until_complete(app.wait_stopped())
     finally:
