@@ -229,10 +229,12 @@ def test_json_logs_one_object_per_line_with_session_and_login(tmp_path: Path) ->
         assert proc.wait(30) == 0
     entries = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert all({"time", "level", "logger", "message"} <= e.keys() for e in entries)
-    messages = [e["message"] for e in entries]
-    assert "IMAP connection from 127.0.0.1" in messages
-    assert "IMAP login jo from 127.0.0.1" in messages
-    assert "IMAP connection from 127.0.0.1 closed (user jo)" in messages
+    events = [e for e in entries if e.get("proto") == "imap"]
+    assert [e["event"] for e in events] == ["connect", "login", "logout", "disconnect"]
+    assert len({e["session_id"] for e in events}) == 1
+    assert all(e["remote"].startswith("127.0.0.1:") for e in events)
+    assert events[1]["user"] == "jo" and events[1]["mech"] == "LOGIN"
+    assert events[-1]["user"] == "jo" and events[-1]["tls"] is False
 
 
 def _mail(subject: str) -> bytes:
