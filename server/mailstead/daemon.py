@@ -19,7 +19,7 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .activation import InheritedSockets
+from .activation import InheritedSockets, bind_ipv6
 from .config import Config, Listen
 
 if TYPE_CHECKING:
@@ -74,6 +74,12 @@ class ListenerService:
 
         if tls_creator is not None:
             factory = TLSMemoryBIOFactory(tls_creator, False, factory)
+        if self.sock is None and ":" in self.addr.host:
+            # IPv6: bound here with IPV6_V6ONLY (activation.bind_ipv6), adopted below.
+            try:
+                self.sock = bind_ipv6(self.addr.host, self.addr.port)
+            except OSError as exc:
+                raise _bind_error(self.proto, self.addr, exc) from None
         if self.sock is not None:
             sock, self.sock = self.sock, None
             try:
@@ -85,10 +91,9 @@ class ListenerService:
             self.bound = Listen(self.addr.host, port.getHost().port)
             self._stop = port.stopListening
             return
-        cls = (
-            endpoints.TCP6ServerEndpoint if ":" in self.addr.host else endpoints.TCP4ServerEndpoint
+        endpoint = endpoints.TCP4ServerEndpoint(
+            reactor, self.addr.port, interface=self.addr.host, backlog=128
         )
-        endpoint = cls(reactor, self.addr.port, interface=self.addr.host, backlog=128)
         loop = asyncio.get_running_loop()
         try:
             port = await endpoint.listen(factory).asFuture(loop)
