@@ -224,6 +224,17 @@ def test_json_logs_one_object_per_line_with_session_and_login(tmp_path: Path) ->
         imap = imaplib.IMAP4("127.0.0.1", port, timeout=10)
         imap.login("jo", "pw")
         imap.logout()
+        smtp_port = next(e["port"] for e in json.loads(listeners.read_text())
+                         if e["protocol"] == "smtp")
+        import smtplib
+
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
+            smtp.noop()
+        deadline = time.monotonic() + 10
+        while '"smtp"' not in log_path.read_text() or '"disconnect"' not in \
+                log_path.read_text().rsplit('"smtp"', 1)[-1]:
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
@@ -235,6 +246,9 @@ def test_json_logs_one_object_per_line_with_session_and_login(tmp_path: Path) ->
     assert all(e["remote"].startswith("127.0.0.1:") for e in events)
     assert events[1]["user"] == "jo" and events[1]["mech"] == "LOGIN"
     assert events[-1]["user"] == "jo" and events[-1]["tls"] is False
+    smtp = [e for e in entries if e.get("proto") == "smtp"]
+    assert [e["event"] for e in smtp] == ["connect", "disconnect"]
+    assert smtp[0]["session_id"] == smtp[1]["session_id"] != events[0]["session_id"]
 
 
 def _mail(subject: str) -> bytes:

@@ -176,6 +176,23 @@ async def test_connection_caps_and_session_limits_are_counted_by_reason(
     assert refusals == [("imap", "per_ip"), ("pop3", "sessions_per_user"), ("pop3", "per_ip")]
 
 
+async def test_the_connection_cap_is_counted_for_both_protocols(
+    tmp_path: Path, events: Captured
+) -> None:
+    async with running_world(tmp_path, {"limits": {"max_connections": 1}}) as world:
+        install_metrics(world.ctx)
+        await world.connect()
+        refused = await world.connect(greeting=False)
+        assert (await refused.response()).startswith(b"* BYE")
+        with pytest.raises(poplib.error_proto):
+            await MemoryPOP3(world).status()
+        assert rejections(world, "imap", "server_full") == 1
+        assert rejections(world, "pop3", "server_full") == 1
+    assert [(e["proto"], e["level"]) for e in events.json if e["event"] == "refused"] == [
+        ("imap", "warning"), ("pop3", "warning"),
+    ]
+
+
 async def test_the_login_deadline_is_a_counted_timeout(tmp_path: Path, events: Captured) -> None:
     async with running_world(tmp_path, {"limits": {"login_timeout_seconds": 0.2}}) as world:
         install_metrics(world.ctx)
