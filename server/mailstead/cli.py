@@ -45,9 +45,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("remote", "user", "protocol", "session"):
-            if hasattr(record, key):
-                entry[key] = getattr(record, key)
+        # A session event (eventlog.py) carries its fields as keys of their own.
+        entry.update(getattr(record, "mailstead_event", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

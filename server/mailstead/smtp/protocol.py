@@ -26,6 +26,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from ..connection import ConnectionLimiter
+from ..eventlog import Event, SessionEvents
 from .commandread import CommandLineReader
 from .dataread import DataEnd, read_data
 
@@ -153,10 +154,16 @@ class MailsteadProtocol(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else ""
+        handler = self.event_handler
+        remote = f"[{ip}]:{peer[1]}" if ":" in ip else f"{ip}:{peer[1]}" if ip else "?"
+        self.events = SessionEvents(
+            "lmtp" if handler.lmtp else "smtp", remote, count=handler.count,
+            tls=transport.get_extra_info("ssl_object") is not None,
+        )
         if self.limiter is not None and self._counted_ip is None:
             if not self.limiter.acquire(ip, self.max_per_ip):
-                log.info("SMTP connection from %s refused: too many from this address", ip)
-                self.event_handler.refused("too_many_connections")
+                # Counted in rejections_total by the event, as for IMAP and POP3.
+                self.events.emit(Event.REFUSED, "per_ip")
                 # loop.create_server hands a stream transport, which can write.
                 cast(asyncio.WriteTransport, transport).write(
                     b"421 4.7.0 Too many connections from your address\r\n"
@@ -165,8 +172,8 @@ class MailsteadProtocol(SMTP):
                 self._refused = True
                 return
             self._counted_ip = ip
-        handler = self.event_handler
         handler.count("connections", 1, protocol="lmtp" if handler.lmtp else "smtp")
+        self.events.emit(Event.CONNECT)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -175,6 +182,7 @@ class MailsteadProtocol(SMTP):
         if self.limiter is not None and self._counted_ip is not None:
             self.limiter.release(self._counted_ip)
             self._counted_ip = None
+        self.events.emit(Event.DISCONNECT)
         super().connection_lost(error)
 
 
