@@ -89,10 +89,19 @@ def check_public_hostname(name: str) -> None:
         check_hostname(name)
 
 
+def check_nameservers(values: tuple[str, ...]) -> None:
+    for value in values:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+
+
 VALUE_CHECKS: dict[tuple[str, str], Callable[[Any], None]] = {
     ("server", "hostname"): check_hostname,
     ("server", "domains"): check_domains,
     ("http", "metrics_allow"): check_networks,
     ("http", "public_hostname"): check_public_hostname,
     ("http", "public_ports"): check_public_ports,
+    ("dns", "nameservers"): check_nameservers,
 }
