@@ -88,9 +88,10 @@ class ServerContext:
     # IMAP and POP3: admission (the global cap, per client IP), the login policy with the
     # sessions per user, and the connection settings (``connection.services``).
     connections: ConnectionServices = field(init=False)
-    # SMTP/LMTP connections per client IP ([limits] max_connections_per_ip).
+    # SMTP/LMTP/submission connections per client IP ([limits] max_connections_per_ip).
     smtp_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
     lmtp_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
+    submission_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
     # User id -> monotonic time of the last POP3 login ([pop3] login_delay).
     pop3_last_login: dict[int, float] = field(default_factory=dict)
     # Octets of messages the SMTP and LMTP listeners together hold in memory for the store.

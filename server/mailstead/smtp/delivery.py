@@ -75,9 +75,13 @@ class DeliveryHandler:
         self.memory = memory or DeliveryMemory.for_message_size(0)
         self.postmaster = postmaster
 
+    @property
+    def metric_protocol(self) -> str:
+        return "lmtp" if self.lmtp else "smtp"
+
     def refused(self, reason: str) -> None:
         """Count a refusal (``mailstead_rejections_total{protocol,reason}``)."""
-        self.count("rejections", 1, protocol="lmtp" if self.lmtp else "smtp", reason=reason)
+        self.count("rejections", 1, protocol=self.metric_protocol, reason=reason)
 
     async def resolve(self, address: str) -> list[Recipient] | str:
         """The local recipients ``address`` reaches (an alias may reach several users),
@@ -99,8 +103,8 @@ class DeliveryHandler:
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
         responses: list[str],
     ) -> list[str]:
-        """aiosmtpd's EHLO/LHLO lines without AUTH: nothing can authenticate here (no
-        submission service), before STARTTLS or after it."""
+        """aiosmtpd's EHLO/LHLO lines without AUTH: nothing can authenticate on a
+        receiving listener (users send through submission), before STARTTLS or after."""
         session.host_name = hostname  # what aiosmtpd does itself when there is no hook
         return [line for line in responses if not line[4:].upper().startswith("AUTH")]
 
