@@ -76,7 +76,7 @@ class MailsteadSubmission(MailsteadProtocol, SMTP):
 
     async def smtp_AUTH(self, arg: str) -> None:
         handler: SubmissionHandler = self.event_handler
-        if self.session is not None and self.session.host_name and not handler.auth_allowed(
+        if self.session is not None and self.session.host_name and not handler.may_authenticate(
             self
         ):
             await self.push(NEED_TLS)
@@ -99,7 +99,10 @@ def peer_ip(session: Session) -> str:
 
 
 class SubmissionHandler(DeliveryHandler):
-    """The hooks of the submission listeners; local delivery as ``DeliveryHandler``."""
+    """The hooks of the submission listeners; local delivery as ``DeliveryHandler``.
+
+    (No method name may start with ``auth_`` but the mechanisms: aiosmtpd offers every
+    ``auth_*`` method of a handler as a SASL mechanism.)"""
 
     @property
     def metric_protocol(self) -> str:
@@ -116,7 +119,7 @@ class SubmissionHandler(DeliveryHandler):
         self.settings = cfg.submission
         self.plaintext_on_loopback = cfg.auth.plaintext_on_loopback
 
-    def auth_allowed(self, server: Any) -> bool:
+    def may_authenticate(self, server: Any) -> bool:
         if is_tls(server):
             return True
         return self.plaintext_on_loopback and is_loopback(peer_ip(server.session))
@@ -128,7 +131,7 @@ class SubmissionHandler(DeliveryHandler):
     ) -> list[str]:
         """aiosmtpd's EHLO lines, with AUTH only where a password may be sent."""
         session.host_name = hostname
-        if self.auth_allowed(server):
+        if self.may_authenticate(server):
             return responses
         return [line for line in responses if not line[4:].upper().startswith("AUTH")]
 
@@ -175,7 +178,8 @@ class SubmissionHandler(DeliveryHandler):
         if result.outcome is Outcome.REFUSED:
             log.warning("submission login for %s from %s refused: %s", _safe(login), ip,
                         result.reason)
-            return AuthResult(success=False, message=f"454 4.7.0 {result.reason}")
+            return AuthResult(success=False, handled=False,
+                              message=f"454 4.7.0 {result.reason}")
         if result.failed or result.user is None:
             self.count("logins", protocol="submission", result="failed")
             log.warning("submission login failed for %s from %s (failure %d)", _safe(login),
@@ -184,7 +188,7 @@ class SubmissionHandler(DeliveryHandler):
                 await server.push("421 4.7.0 Too many failed logins, closing connection")
                 server.transport.close()
                 return AuthResult(success=False, handled=True)
-            return AuthResult(success=False)  # aiosmtpd's 535 5.7.8
+            return AuthResult(success=False, handled=False)  # aiosmtpd's 535 5.7.8
         # Submission is no IMAP/POP3 session: [limits] max_sessions_per_user does not
         # apply, and the slot the policy took goes back at once.
         logins.release()
