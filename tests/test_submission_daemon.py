@@ -81,7 +81,8 @@ def test_alias_cli_and_inbound_delivery_to_aliases(srv: ServerProcess) -> None:
     for args, why in ((["x@elsewhere.net", "bob"], "not one of this server's domains"),
                       (["bob@example.org", "carol"], "is the address of user bob"),
                       (["a+b@example.org", "bob"], "subaddress"),
-                      (["no at sign", "bob"], "local@domain"),
+                      (["no-at-sign", "bob"], "local@domain"),
+                      (["no at@example.org", "bob"], "spaces"),
                       (["a..b@example.org", "bob"], "'..'"),
                       (["x@example.org", "nobody"], "no such user: nobody")):
         res = srv.cli("alias", "add", *args, check=False)

@@ -82,6 +82,8 @@ def parse_alias_address(text: str, domains: Collection[str]) -> str:
     part follows the user-name rule, so an alias is an address a user could have had.
     """
     given = text.strip()
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in given):
+        raise UserNameError("an address cannot contain spaces or control characters")
     local, at, domain = given.rpartition("@")
     if not at or not domain:
         raise UserNameError("an alias is local@domain, or @domain for a catch-all")
