@@ -16,16 +16,18 @@ from typing import Any
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 # Service names of the ports the client documents can advertise (as in /etc/services):
-# the protocol and whether the port speaks TLS from the first byte.
+# the listener protocol and whether the port speaks TLS from the first byte. "smtps" is
+# 465, which RFC 8314 names "submissions"; "smtp" (25) is accepted and never advertised:
+# clients send through submission.
 PUBLIC_SERVICES: dict[str, tuple[str, str]] = {
     "imap": ("imap", "plain"),
     "imaps": ("imap", "tls"),
     "pop3": ("pop3", "plain"),
     "pop3s": ("pop3", "tls"),
     "smtp": ("smtp", "plain"),
-    "submission": ("smtp", "plain"),
-    "smtps": ("smtp", "tls"),
-    "submissions": ("smtp", "tls"),
+    "submission": ("submission", "plain"),
+    "smtps": ("submission", "tls"),
+    "submissions": ("submission", "tls"),
 }
 
 
