@@ -26,6 +26,7 @@ from .cli_check import cmd_check
 from .cli_common import CLIError, confirm, find_user, user_name
 from .cli_common import load as _load
 from .cli_common import run_store as _run_store
+from .cli_dns import add_dns_commands
 from .cli_ops import add_ops_commands, kick_sessions
 from .migrate.cli import add_commands, add_user_commands
 
@@ -274,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_cert)
     add_alias_commands(sub, with_config)
+    add_dns_commands(sub, with_config)
     add_commands(sub, with_config)
     return parser
 
