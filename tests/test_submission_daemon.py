@@ -133,3 +133,24 @@ def test_swaks_cannot_spoof_another_users_sender(srv: ServerProcess) -> None:
     )
     assert res.returncode != 0
     assert "550 5.7.1 Sender <bob@example.org> is not yours" in res.stdout
+
+
+def test_lmtp_answers_once_per_recipient_when_an_alias_reaches_several_users(
+    srv: ServerProcess,
+) -> None:
+    srv.cli("alias", "add", "both@example.org", "alice", "carol")
+    before = {u: len(stored_messages(srv, u)) for u in ("alice", "bob", "carol")}
+    with smtplib.LMTP("127.0.0.1", srv.port("lmtp"), timeout=10) as conn:
+        conn.ehlo("mta.test")
+        assert conn.docmd("MAIL", "FROM:<x@remote.example>")[0] == 250
+        for rcpt in ("both@example.org", "bob@example.org", "carol@example.org"):
+            assert conn.docmd("RCPT", f"TO:<{rcpt}>")[0] == 250
+        assert conn.docmd("DATA")[0] == 354
+        conn.send(MSG + b".\r\n")
+        replies = [conn.getreply() for _ in range(3)]
+    assert [code for code, _ in replies] == [250, 250, 250]
+    after = {u: len(stored_messages(srv, u)) for u in ("alice", "bob", "carol")}
+    # carol is named twice (the alias and her own address): one copy.
+    assert after == {"alice": before["alice"] + 1, "bob": before["bob"] + 1,
+                     "carol": before["carol"] + 1}
+    srv.cli("alias", "del", "both@example.org")

@@ -273,7 +273,11 @@ class SubmissionHandler(DeliveryHandler):
             body = await spool.message()
             facts = header_facts(body)
             for address in facts.from_addresses:
-                if not await self.addresses.owns(user, address):
+                try:
+                    owned = await self.addresses.owns(user, address)
+                except StoreError:
+                    return "451 4.3.0 Mail store temporarily unavailable"
+                if not owned:
                     self.refused("from_not_owned")
                     log.info("submission by %s refused: From: %s is not theirs", user.name,
                              _safe(address))
