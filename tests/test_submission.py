@@ -335,3 +335,18 @@ async def test_received_header_names_the_client_only_when_configured(tmp_path: P
                          message("alice@example.org", "bob@example.org"))
         [stored] = await sub.world.messages("bob")
         assert b"Received: from client.test ([127.0.0.1])\r\n\tby mail.test" in stored
+
+
+def test_the_hourly_count_slides() -> None:
+    from mailstead.smtp.ratelimit import SubmissionRate
+
+    now = [1000.0]
+    rate = SubmissionRate(2, clock=lambda: now[0])
+    rate.record(1)
+    now[0] += 1800
+    rate.record(1)
+    assert not rate.allowed(1) and rate.allowed(2)  # per user
+    now[0] += 1801  # the first one is over an hour old
+    assert rate.allowed(1)
+    rate.record(1)
+    assert not rate.allowed(1)
