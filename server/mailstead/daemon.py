@@ -266,17 +266,10 @@ class Mailstead:
             await listener.start_asyncio(factory, ctx.tls.stdlib if tls else None)
             return
         if proto == "submission":
-            from .smtp.submission import SubmissionHandler, submission_factory
+            from .smtp.submission import listener_factory
 
-            factory = submission_factory(
-                SubmissionHandler(ctx, spool_dir=self.config.data_dir / "spool"),
-                hostname=self.config.hostname,
-                max_size=self.config.limits.max_message_size,
-                tls_context=ctx.tls.stdlib if ctx.tls is not None and not tls else None,
-                limiter=ctx.submission_per_ip,
-                max_per_ip=self.config.limits.max_connections_per_ip,
-            )
-            await listener.start_asyncio(factory, ctx.tls.stdlib if tls else None)
+            await listener.start_asyncio(listener_factory(ctx, implicit_tls=tls),
+                                         ctx.tls.stdlib if tls else None)
             return
         factory = _twisted_factory(proto, ctx, tls)
         await listener.start_twisted(reactor, factory, ctx.tls.creator() if tls else None)

@@ -379,3 +379,17 @@ def submission_factory(
         return proto
 
     return make
+
+
+def listener_factory(ctx: Any, *, implicit_tls: bool) -> Any:
+    """The protocol factory of one submission listener of the daemon: STARTTLS on a plain
+    one (when there is a certificate), none on an implicit-TLS one (465)."""
+    cfg = ctx.config
+    return submission_factory(
+        SubmissionHandler(ctx, spool_dir=cfg.data_dir / "spool"),
+        hostname=cfg.hostname,
+        max_size=cfg.limits.max_message_size,
+        tls_context=ctx.tls.stdlib if ctx.tls is not None and not implicit_tls else None,
+        limiter=ctx.submission_per_ip,
+        max_per_ip=cfg.limits.max_connections_per_ip,
+    )
