@@ -1,11 +1,11 @@
 """The ``mailstead`` command line.
 
 Outside tooling depends on these spellings: ``serve``, ``check``, ``user add|passwd|del|list``,
-``mailbox status|create|delete|rename``, ``who``, ``kick``, ``expunge``, ``fetch``,
-``cert self-signed``. Every failure is one clear line on stderr and a non-zero exit
-status, never a traceback; ``-c FILE`` goes before or after the command. Commands that
-destroy mail ask first (``--yes`` to skip; without a terminal they refuse instead).
-User names follow one rule everywhere (``usernames.py``).
+``mailbox status|create|delete|rename``, ``alias add|del|list``, ``who``, ``kick``,
+``expunge``, ``fetch``, ``cert self-signed``, ``dns``. Every failure is one clear line
+on stderr and a non-zero exit status, never a traceback; ``-c FILE`` goes before or
+after the command. Commands that destroy mail ask first (``--yes`` to skip; without a
+terminal they refuse instead). User names follow one rule everywhere (``usernames.py``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cli_alias import add_alias_commands
 from .cli_check import cmd_check
 from .cli_common import CLIError, confirm, find_user, user_name
 from .cli_common import load as _load
 from .cli_common import run_store as _run_store
+from .cli_dns import add_dns_commands
 from .cli_ops import add_ops_commands, kick_sessions
 from .migrate.cli import add_commands, add_user_commands
 
@@ -271,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/tls", help="folder for cert.pem and key.pem")
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_cert)
+    add_alias_commands(sub, with_config)
+    add_dns_commands(sub, with_config)
     add_commands(sub, with_config)
     return parser
 

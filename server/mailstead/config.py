@@ -63,6 +63,21 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "lmtp": {
         "listen": (_ListOfAddr, ["127.0.0.1:1024"]),
     },
+    # Mail submission (RFC 6409) for the server's own users: AUTH required, STARTTLS on
+    # listen (587), implicit TLS on listen_tls (465, RFC 8314). None by default: a
+    # server that only receives opens no submission port unless asked to.
+    "submission": {
+        "listen": (_ListOfAddr, []),
+        "listen_tls": (_ListOfAddr, []),
+        "max_recipients": (int, 100),
+        "max_messages_per_hour": (int, 200),
+        "received_header": (bool, False),
+    },
+    # Where `mailstead dns --check` (and outbound delivery) ask: [] = the system's resolver.
+    "dns": {
+        "nameservers": (list, []),
+        "port": (int, 53),
+    },
     "http": {
         "listen": (_ListOfAddr, []),
         "listen_tls": (_ListOfAddr, []),
@@ -135,6 +150,7 @@ _RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("auth", "argon2_parallelism"): (1, 64),
     # A login waiting longer than a minute for a slot is better told to retry.
     ("auth", "login_queue_seconds"): (0, 60),
+    ("dns", "port"): (1, 65535),
 }
 _POSITIVE = {
     ("auth", "failure_burst"),
@@ -152,6 +168,8 @@ _POSITIVE = {
     ("limits", "max_sessions_per_user"),
     ("limits", "max_expensive_commands_per_user"),
     ("imap", "autologout_minutes"),
+    ("submission", "max_recipients"),
+    ("submission", "max_messages_per_hour"),
     ("pop3", "idle_timeout_minutes"),
 }
 

@@ -59,6 +59,21 @@ class LmtpSection:
 
 
 @dataclass(frozen=True)
+class SubmissionSection:
+    listen: tuple[Listen, ...]
+    listen_tls: tuple[Listen, ...]
+    max_recipients: int
+    max_messages_per_hour: int
+    received_header: bool
+
+
+@dataclass(frozen=True)
+class DnsSection:
+    nameservers: tuple[str, ...]
+    port: int
+
+
+@dataclass(frozen=True)
 class HttpSection:
     listen: tuple[Listen, ...]
     listen_tls: tuple[Listen, ...]
@@ -122,6 +137,8 @@ SECTIONS: dict[str, type] = {
     "pop3": Pop3Section,
     "smtp": SmtpSection,
     "lmtp": LmtpSection,
+    "submission": SubmissionSection,
+    "dns": DnsSection,
     "http": HttpSection,
     "tls": TlsSection,
     "auth": AuthSection,
@@ -140,6 +157,8 @@ class Config:
     pop3: Pop3Section
     smtp: SmtpSection
     lmtp: LmtpSection
+    submission: SubmissionSection
+    dns: DnsSection
     http: HttpSection
     tls: TlsSection
     auth: AuthSection
@@ -178,6 +197,7 @@ class Config:
             ("pop3", self.pop3.listen, self.pop3.listen_tls),
             ("smtp", self.smtp.listen, self.smtp.listen_tls),
             ("lmtp", self.lmtp.listen, ()),
+            ("submission", self.submission.listen, self.submission.listen_tls),
             ("http", self.http.listen, self.http.listen_tls),
         ):
             out += [(proto, "plain", addr) for addr in plain]

@@ -275,6 +275,12 @@ class Mailstead:
             )
             await listener.start_asyncio(factory, ctx.tls.stdlib if tls else None)
             return
+        if proto == "submission":
+            from .smtp.submission import listener_factory
+
+            await listener.start_asyncio(listener_factory(ctx, implicit_tls=tls),
+                                         ctx.tls.stdlib if tls else None)
+            return
         factory = _twisted_factory(proto, ctx, tls)
         await listener.start_twisted(reactor, factory, ctx.tls.creator() if tls else None)
 

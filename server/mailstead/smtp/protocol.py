@@ -9,8 +9,9 @@
 * Commands are read with ``CommandLineReader`` (see ``commandread``): an over-long command
   line is answered ``500 5.5.2`` as soon as it passes the limit, its rest is dropped as it
   arrives, and past a MiB of one line the client gets 421 and the connection is closed.
-* No AUTH: this is a delivery service (there is no submission yet), so AUTH is neither
-  advertised (the handler's ``handle_EHLO`` drops it) nor accepted, with or without TLS.
+* No AUTH on the receiving listeners (SMTP, LMTP): AUTH is neither advertised (the
+  handler's ``handle_EHLO`` drops it) nor accepted, with or without TLS. Submission
+  (``submission.py``) overrides this.
 * Enhanced status codes (RFC 3463) on aiosmtpd's own refusals, one refusal per recipient
   in LMTP, a per-IP connection limit, and no traceback for addresses the stdlib parser
   chokes on.
@@ -97,7 +98,8 @@ class MailsteadProtocol(SMTP):
             return None, None
 
     async def smtp_AUTH(self, arg: str) -> None:
-        await self.push("502 5.5.1 AUTH is not available: this service only receives mail")
+        await self.push("502 5.5.1 AUTH is not available: this service only receives mail "
+                        "(send through the submission port)")
 
     async def smtp_DATA(self, arg: str) -> None:
         proto: Any = self  # the aiosmtpd SMTP this is mixed into
@@ -157,7 +159,7 @@ class MailsteadProtocol(SMTP):
         handler = self.event_handler
         remote = f"[{ip}]:{peer[1]}" if ":" in ip else f"{ip}:{peer[1]}" if ip else "?"
         self.events = SessionEvents(
-            "lmtp" if handler.lmtp else "smtp", remote, count=handler.count,
+            handler.metric_protocol, remote, count=handler.count,
             tls=transport.get_extra_info("ssl_object") is not None,
         )
         if self.limiter is not None and self._counted_ip is None:
@@ -172,7 +174,7 @@ class MailsteadProtocol(SMTP):
                 self._refused = True
                 return
             self._counted_ip = ip
-        handler.count("connections", 1, protocol="lmtp" if handler.lmtp else "smtp")
+        handler.count("connections", 1, protocol=handler.metric_protocol)
         self.events.emit(Event.CONNECT)
         super().connection_made(transport)
 

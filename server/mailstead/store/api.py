@@ -78,6 +78,15 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class Alias:
+    """An address (``local@domain``, or ``@domain``: the domain's catch-all) and the
+    names of the users it reaches."""
+
+    address: str
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Mailbox:
     id: int
     user_id: int
@@ -221,6 +230,26 @@ class MailStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete_user(self, name: str) -> bool: ...
+
+    # --- aliases ---------------------------------------------------------------------
+    # Addresses are given normalised (lower case, checked) by the caller; the store only
+    # keeps them. Deleting a user removes them from every alias (an alias left with no
+    # user is gone).
+    @abc.abstractmethod
+    async def add_alias(self, address: str, user_ids: Sequence[int]) -> Alias:
+        """Make ``address`` reach these users too (added to any it reached already)."""
+
+    @abc.abstractmethod
+    async def delete_alias(self, address: str) -> bool:
+        """Remove ``address``; False when it was no alias."""
+
+    @abc.abstractmethod
+    async def list_aliases(self) -> list[Alias]:
+        """Every alias, by address."""
+
+    @abc.abstractmethod
+    async def alias_users(self, address: str) -> list[User]:
+        """The users ``address`` reaches (exactly this address: no catch-all lookup)."""
 
     # --- mailboxes -------------------------------------------------------------------
     @abc.abstractmethod

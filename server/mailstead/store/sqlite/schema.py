@@ -33,6 +33,13 @@ _MAILBOXES = """(
     special_use TEXT,
     UNIQUE (user_id, name)
 )"""
+# An address ("local@domain", or "@domain" for the domain's catch-all), lower case, and
+# one row per user it reaches. A user's deletion removes them from every alias.
+_ALIASES = """(
+    address TEXT NOT NULL,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    PRIMARY KEY (address, user_id)
+) WITHOUT ROWID"""
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -62,12 +69,14 @@ CREATE TABLE IF NOT EXISTS messages (
     blob_id INTEGER NOT NULL REFERENCES blobs(id),
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS aliases {_ALIASES};
 CREATE TABLE IF NOT EXISTS expunged (
     mailbox_id INTEGER NOT NULL,
     uid INTEGER NOT NULL,
     modseq INTEGER NOT NULL,
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS aliases_by_user ON aliases (user_id);
 """
 
 
@@ -110,8 +119,16 @@ def _never_reuse_ids(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_aliases(conn: sqlite3.Connection) -> None:
+    """Version 3: addresses that reach users other than by their name (``alias add``)."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS aliases {_ALIASES}")
+    conn.execute("CREATE INDEX IF NOT EXISTS aliases_by_user ON aliases (user_id)")
+
+
 # UPGRADES[n] takes a database from version n to n + 1.
-UPGRADES: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_dot_lines, _never_reuse_ids)
+UPGRADES: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _add_dot_lines, _never_reuse_ids, _add_aliases,
+)
 SCHEMA_VERSION = len(UPGRADES)
 
 
