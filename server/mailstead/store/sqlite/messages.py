@@ -5,13 +5,22 @@ its write job is queued, never on the writer thread: the writer runs every write
 server one after another, so a big message parsed there would hold up every flag change
 and delivery behind it. Small messages are parsed on the caller's thread (cheaper than a
 thread hop), larger ones on the store's parse threads.
+
+A message delivered from a file (``deliver_file``: SMTP and LMTP hand over their spool)
+is read whole only up to ``MAP_AT`` octets; a bigger one is parsed through a read-only
+map of the file (``mapped.py``) and copied into its blob row in ``BLOB_PIECE`` pieces, so
+parallel big deliveries hold page cache, not the server's memory. Every blob bigger than
+a piece (a big APPEND too) is written that way: binding it whole to the INSERT would make
+SQLite copy it twice more.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from ...mime.parse import has_dot_lines, parse_message
 from ..api import (
@@ -21,11 +30,14 @@ from ..api import (
     FlagMode,
     FlagsChanged,
     FlagUpdate,
+    MessageFile,
     NewMessage,
     NotFound,
     StoreUnavailable,
+    read_message_file,
 )
 from .base import SqliteBase
+from .mapped import MAP_AT, MappedOctets, map_file
 from .rows import chunks, flags_set, flags_text, to_row_date
 
 
@@ -44,6 +56,8 @@ def bump(conn: sqlite3.Connection, mailbox_id: int) -> int:
 # Up to this many bytes per call are parsed on the caller's thread: ~30 µs for a typical
 # 2 KB message, against ~100 µs for the round trip to a thread.
 INLINE_PARSE_BYTES = 64 * 1024
+# A blob bigger than this is written in pieces of this size (incremental blob I/O).
+BLOB_PIECE = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +80,38 @@ def prepare_blobs(datas: Sequence[bytes]) -> list[PreparedBlob]:
     return [prepare_blob(data) for data in datas]
 
 
+def prepare_file(fileno: int, size: int) -> PreparedBlob:
+    """``prepare_blob`` for a message in a file; closes ``fileno`` (a duplicate)."""
+    try:
+        if size <= MAP_AT:
+            return prepare_blob(read_message_file(MessageFile(fileno, size)))
+        # The map implements what the parser uses of bytes (see mapped.py).
+        return prepare_blob(cast(bytes, map_file(fileno, size)))
+    finally:
+        os.close(fileno)  # a map keeps its own reference to the file
+
+
 def insert_blob(conn: sqlite3.Connection, blob: PreparedBlob, refs: int) -> tuple[int, int]:
+    size = len(blob.data)
+    big = size > BLOB_PIECE
     cur = conn.execute(
         "INSERT INTO blobs (refcount, header, structure, data, dot_lines) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (refs, blob.header, blob.structure, blob.data, blob.dot_lines),
+        f"VALUES (?, ?, ?, {'zeroblob(?)' if big else '?'}, ?)",
+        (refs, blob.header, blob.structure, size if big else blob.data, blob.dot_lines),
     )
     assert cur.lastrowid is not None
-    return cur.lastrowid, len(blob.data)
+    if big:
+        with conn.blobopen("blobs", "data", cur.lastrowid) as dest, \
+                memoryview(blob.data) as view:
+            for at in range(0, size, BLOB_PIECE):
+                dest.write(view[at : at + BLOB_PIECE])
+    return cur.lastrowid, size
+
+
+def release(blob: PreparedBlob) -> None:
+    """Unmap a mapped message once its rows are written (or will never be)."""
+    if isinstance(blob.data, MappedOctets):
+        blob.data.close()
 
 
 def insert_message(
@@ -173,9 +211,32 @@ class MessagesMixin(SqliteBase):
 
     async def deliver(self, mailbox_ids: Sequence[int], data: bytes) -> list[int]:
         (blob,) = await self._prepare([data])
+        return await self._deliver_blob(mailbox_ids, blob)
 
+    async def deliver_file(self, mailbox_ids: Sequence[int], message: MessageFile) -> list[int]:
+        if self._parsers is None or self._loop is None:
+            raise StoreUnavailable("the mail store is closed")
+        # A duplicate, closed by prepare_file: the caller may close its file the moment
+        # this call is cancelled, while the parse thread still reads.
+        fileno = os.dup(message.fileno)
+        try:
+            blob = await self._loop.run_in_executor(
+                self._parsers, prepare_file, fileno, message.size
+            )
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read the message: {exc}") from None
+        return await self._deliver_blob(mailbox_ids, blob)
+
+    def delivery_memory(self, size: int) -> int:
+        # Mapped and written in pieces: a piece, and the header block, are held at once.
+        return size if size <= MAP_AT else BLOB_PIECE
+
+    async def _deliver_blob(self, mailbox_ids: Sequence[int], blob: PreparedBlob) -> list[int]:
         def job(conn: sqlite3.Connection) -> tuple[list[int], list[ChangeBatch]]:
-            blob_id, size = insert_blob(conn, blob, len(mailbox_ids))
+            try:
+                blob_id, size = insert_blob(conn, blob, len(mailbox_ids))
+            finally:
+                release(blob)  # the job runs once, even if its caller stopped waiting
             when = to_row_date(None)
             uids, changes = [], []
             for mailbox_id in mailbox_ids:
@@ -185,7 +246,11 @@ class MessagesMixin(SqliteBase):
                 changes.append(ChangeBatch(mailbox_id, (ev,)))
             return uids, changes
 
-        return await self._write(job)
+        try:
+            return await self._write(job)
+        except StoreUnavailable:
+            release(blob)  # the store is closed: the job may never run (closing twice is fine)
+            raise
 
     async def store_flags(
         self,
