@@ -7,10 +7,10 @@ and delivery behind it. Small messages are parsed on the caller's thread (cheape
 thread hop), larger ones on the store's parse threads.
 
 A message delivered from a file (``deliver_file``: SMTP and LMTP hand over their spool)
-is read whole only up to ``MAP_AT`` octets; a bigger one is parsed through a read-only
-map of the file (``mapped.py``) and copied into its blob row in ``BLOB_PIECE`` pieces, so
-parallel big deliveries hold page cache, not the server's memory. Every blob bigger than
-a piece (a big APPEND too) is written that way: binding it whole to the INSERT would make
+is read whole only up to ``WINDOW_AT`` octets; a bigger one is parsed from the file in
+windows (``fileview.py``) and copied into its blob row in ``BLOB_PIECE`` pieces, so
+parallel big deliveries never hold their messages in memory. Every blob bigger than a
+piece (a big APPEND too) is written in pieces: binding it whole to the INSERT would make
 SQLite copy it twice more.
 """
 
@@ -37,7 +37,7 @@ from ..api import (
     read_message_file,
 )
 from .base import SqliteBase
-from .mapped import MAP_AT, MappedOctets, map_file
+from .fileview import WINDOW_AT, FileOctets
 from .rows import chunks, flags_set, flags_text, to_row_date
 
 
@@ -81,14 +81,20 @@ def prepare_blobs(datas: Sequence[bytes]) -> list[PreparedBlob]:
 
 
 def prepare_file(fileno: int, size: int) -> PreparedBlob:
-    """``prepare_blob`` for a message in a file; closes ``fileno`` (a duplicate)."""
-    try:
-        if size <= MAP_AT:
+    """``prepare_blob`` for a message in a file. Takes ``fileno`` (a duplicate): closed
+    here for a small message, by ``release`` for a big one, which is read in windows."""
+    if size <= WINDOW_AT:
+        try:
             return prepare_blob(read_message_file(MessageFile(fileno, size)))
-        # The map implements what the parser uses of bytes (see mapped.py).
-        return prepare_blob(cast(bytes, map_file(fileno, size)))
-    finally:
-        os.close(fileno)  # a map keeps its own reference to the file
+        finally:
+            os.close(fileno)
+    view = FileOctets(fileno, size)
+    try:
+        # The view answers everything the parser asks of bytes (see fileview.py).
+        return prepare_blob(cast(bytes, view))
+    except BaseException:
+        view.close()
+        raise
 
 
 def insert_blob(conn: sqlite3.Connection, blob: PreparedBlob, refs: int) -> tuple[int, int]:
@@ -101,17 +107,23 @@ def insert_blob(conn: sqlite3.Connection, blob: PreparedBlob, refs: int) -> tupl
     )
     assert cur.lastrowid is not None
     if big:
-        with conn.blobopen("blobs", "data", cur.lastrowid) as dest, \
-                memoryview(blob.data) as view:
-            for at in range(0, size, BLOB_PIECE):
-                dest.write(view[at : at + BLOB_PIECE])
+        data = blob.data
+        with conn.blobopen("blobs", "data", cur.lastrowid) as dest:
+            if isinstance(data, bytes):
+                with memoryview(data) as view:  # pieces without copies
+                    for at in range(0, size, BLOB_PIECE):
+                        dest.write(view[at : at + BLOB_PIECE])
+            else:  # a FileOctets: each piece read from the file as it is written
+                for at in range(0, size, BLOB_PIECE):
+                    dest.write(data[at : at + BLOB_PIECE])
     return cur.lastrowid, size
 
 
 def release(blob: PreparedBlob) -> None:
-    """Unmap a mapped message once its rows are written (or will never be)."""
-    if isinstance(blob.data, MappedOctets):
-        blob.data.close()
+    """Close a big message's file once its rows are written (or will never be)."""
+    data: object = blob.data
+    if isinstance(data, FileOctets):
+        data.close()
 
 
 def insert_message(
@@ -228,8 +240,8 @@ class MessagesMixin(SqliteBase):
         return await self._deliver_blob(mailbox_ids, blob)
 
     def delivery_memory(self, size: int) -> int:
-        # Mapped and written in pieces: a piece, and the header block, are held at once.
-        return size if size <= MAP_AT else BLOB_PIECE
+        # Read in windows and written in pieces: a piece, and the header block, at once.
+        return size if size <= WINDOW_AT else BLOB_PIECE
 
     async def _deliver_blob(self, mailbox_ids: Sequence[int], blob: PreparedBlob) -> list[int]:
         def job(conn: sqlite3.Connection) -> tuple[list[int], list[ChangeBatch]]:
@@ -249,7 +261,7 @@ class MessagesMixin(SqliteBase):
         try:
             return await self._write(job)
         except StoreUnavailable:
-            release(blob)  # the store is closed: the job may never run (closing twice is fine)
+            release(blob)  # the store is closed: the job never ran (closing twice is fine)
             raise
 
     async def store_flags(
