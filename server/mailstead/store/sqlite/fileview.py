@@ -81,7 +81,7 @@ class FileOctets:
             return start
         at = start
         while at + len(sub) <= end:
-            stop = min(end, at + WINDOW)
+            stop = min(end, at + max(WINDOW, 2 * len(sub)))  # always moves on
             found = self._range(at, stop).find(sub)
             if found >= 0:
                 return at + found
