@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from ..mime.header_text import HeaderText
 from ..mime.model import ParsedMessage
 
 # Mailboxes every new user gets, with their RFC 6154 special-use attribute.
@@ -358,6 +359,13 @@ class MailStore(abc.ABC):
         self, mailbox_id: int, uids: Iterable[int]
     ) -> dict[int, ParsedMessage]:
         """The parse results computed at delivery (envelope, body structure, part offsets)."""
+
+    @abc.abstractmethod
+    async def read_header_texts(
+        self, mailbox_id: int, uids: Iterable[int]
+    ) -> dict[int, HeaderText]:
+        """What SEARCH matches in each top-level header, decoded once at delivery
+        (``mime.header_text``); missing UIDs are absent."""
 
     @abc.abstractmethod
     async def store_flags(

@@ -1,6 +1,7 @@
 """Message writes: append, deliver, flags, expunge, copy and move.
 
-A new message is parsed (envelope, body structure, part offsets, dot-line mark) before
+A new message is parsed (envelope, body structure, part offsets, dot-line mark, the
+header decoded for SEARCH) before
 its write job is queued, never on the writer thread: the writer runs every write of the
 server one after another, so a big message parsed there would hold up every flag change
 and delivery behind it. Small messages are parsed on the caller's thread (cheaper than a
@@ -22,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from ...mime.header_text import header_text
 from ...mime.parse import has_dot_lines, parse_message
 from ..api import (
     Appended,
@@ -68,12 +70,14 @@ class PreparedBlob:
     header: bytes
     structure: str  # ParsedMessage.to_json()
     dot_lines: bool
+    search: str  # HeaderText.to_json(): the header decoded once, for SEARCH
 
 
 def prepare_blob(data: bytes) -> PreparedBlob:
     parsed = parse_message(data)
-    return PreparedBlob(data, data[: parsed.root.header_end], parsed.to_json(),
-                        has_dot_lines(data))
+    header = data[: parsed.root.header_end]
+    return PreparedBlob(data, header, parsed.to_json(), has_dot_lines(data),
+                        header_text(header, parsed.envelope).to_json())
 
 
 def prepare_blobs(datas: Sequence[bytes]) -> list[PreparedBlob]:
@@ -101,9 +105,10 @@ def insert_blob(conn: sqlite3.Connection, blob: PreparedBlob, refs: int) -> tupl
     size = len(blob.data)
     big = size > BLOB_PIECE
     cur = conn.execute(
-        "INSERT INTO blobs (refcount, header, structure, data, dot_lines) "
-        f"VALUES (?, ?, ?, {'zeroblob(?)' if big else '?'}, ?)",
-        (refs, blob.header, blob.structure, size if big else blob.data, blob.dot_lines),
+        "INSERT INTO blobs (refcount, header, structure, data, dot_lines, search) "
+        f"VALUES (?, ?, ?, {'zeroblob(?)' if big else '?'}, ?, ?)",
+        (refs, blob.header, blob.structure, size if big else blob.data, blob.dot_lines,
+         blob.search),
     )
     assert cur.lastrowid is not None
     if big:

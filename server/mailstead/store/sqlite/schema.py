@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS blobs (
     header BLOB NOT NULL,
     structure TEXT NOT NULL,
     data BLOB NOT NULL,
-    dot_lines INTEGER  -- 1 when a line starts with ".", NULL: unknown (older databases)
+    dot_lines INTEGER,  -- 1 when a line starts with ".", NULL: unknown (older databases)
+    search TEXT  -- mime.header_text.HeaderText JSON; NULL: not yet decoded (older rows)
 );
 CREATE TABLE IF NOT EXISTS messages (
     mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
@@ -110,8 +111,20 @@ def _never_reuse_ids(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_search_text(conn: sqlite3.Connection) -> None:
+    """Version 3: blobs keep their header decoded for SEARCH (issue 12 #7).
+
+    Only the column is added (constant time, whatever the size of the database); older
+    rows get their text when a SEARCH first needs it (``reads.read_header_texts``)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(blobs)")}
+    if "search" not in columns:
+        conn.execute("ALTER TABLE blobs ADD COLUMN search TEXT")
+
+
 # UPGRADES[n] takes a database from version n to n + 1.
-UPGRADES: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_dot_lines, _never_reuse_ids)
+UPGRADES: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _add_dot_lines, _never_reuse_ids, _add_search_text,
+)
 SCHEMA_VERSION = len(UPGRADES)
 
 
