@@ -49,8 +49,10 @@ CREATE TABLE IF NOT EXISTS blobs (
     header BLOB NOT NULL,
     structure TEXT NOT NULL,
     data BLOB NOT NULL,
-    dot_lines INTEGER,  -- 1 when a line starts with ".", NULL: unknown (older databases)
-    search TEXT  -- mime.header_text.HeaderText JSON; NULL: not yet decoded (older rows)
+    -- 1 when a line starts with ".", NULL: unknown (older databases)
+    dot_lines INTEGER,
+    -- mime.header_text.HeaderText as JSON; NULL: not decoded yet (rows made before it)
+    search TEXT
 );
 CREATE TABLE IF NOT EXISTS messages (
     mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
