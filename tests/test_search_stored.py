@@ -128,9 +128,9 @@ async def test_search_reads_the_stored_text_and_decodes_nothing(
 
 
 def _make_version_2(path: Path) -> None:
-    """What a database of schema version 2 looks like: no ``search`` column."""
+    """What a database of schema version 2 looks like: no ``blob_search`` table."""
     conn = sqlite3.connect(path)
-    conn.execute("ALTER TABLE blobs DROP COLUMN search")
+    conn.execute("DROP TABLE blob_search")
     conn.execute("PRAGMA user_version=2")
     conn.commit()
     conn.close()
@@ -157,12 +157,11 @@ async def test_an_older_database_is_upgraded_then_filled_by_the_first_search(
     try:
         with contextlib.closing(sqlite3.connect(db)) as conn:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-            assert conn.execute("SELECT COUNT(*) FROM blobs WHERE search IS NULL"
-                                ).fetchone()[0] == len(MESSAGES)
+            assert conn.execute("SELECT COUNT(*) FROM blob_search").fetchone()[0] == 0
         assert await store.read_header_texts(inbox.id, uids) == expected  # decoded lazily
         with contextlib.closing(sqlite3.connect(db)) as conn:
-            assert conn.execute("SELECT COUNT(*) FROM blobs WHERE search IS NULL"
-                                ).fetchone()[0] == 0
+            assert conn.execute("SELECT COUNT(*) FROM blob_search").fetchone()[0] == len(
+                MESSAGES)
         with counting_decoder(monkeypatch) as calls:
             assert await store.read_header_texts(inbox.id, uids) == expected
             assert calls[0] == 0, "the filled rows were decoded again"
@@ -181,5 +180,5 @@ async def test_a_delivery_stores_the_decoded_text(tmp_path: Path) -> None:
     finally:
         await store.close()
     with contextlib.closing(sqlite3.connect(tmp_path / "db.sqlite3")) as conn:
-        (text,) = conn.execute("SELECT search FROM blobs").fetchone()
+        (text,) = conn.execute("SELECT text FROM blob_search").fetchone()
     assert HeaderText.from_json(text).values("subject") == ["café crème"]

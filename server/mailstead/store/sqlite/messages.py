@@ -105,12 +105,13 @@ def insert_blob(conn: sqlite3.Connection, blob: PreparedBlob, refs: int) -> tupl
     size = len(blob.data)
     big = size > BLOB_PIECE
     cur = conn.execute(
-        "INSERT INTO blobs (refcount, header, structure, data, dot_lines, search) "
-        f"VALUES (?, ?, ?, {'zeroblob(?)' if big else '?'}, ?, ?)",
-        (refs, blob.header, blob.structure, size if big else blob.data, blob.dot_lines,
-         blob.search),
+        "INSERT INTO blobs (refcount, header, structure, data, dot_lines) "
+        f"VALUES (?, ?, ?, {'zeroblob(?)' if big else '?'}, ?)",
+        (refs, blob.header, blob.structure, size if big else blob.data, blob.dot_lines),
     )
     assert cur.lastrowid is not None
+    conn.execute("INSERT INTO blob_search (blob_id, text) VALUES (?, ?)",
+                 (cur.lastrowid, blob.search))
     if big:
         data = blob.data
         with conn.blobopen("blobs", "data", cur.lastrowid) as dest:

@@ -139,15 +139,15 @@ class ReadsMixin(SqliteBase):
         self, mailbox_id: int, uids: Iterable[int]
     ) -> dict[int, HeaderText]:
         wanted = list(uids)
-        filled: list[tuple[str, int]] = []  # (text, blob id) decoded now, for older rows
+        filled: list[tuple[str, int]] = []  # (text, blob id) decoded now: older rows
 
         def q(conn: sqlite3.Connection) -> dict[int, HeaderText]:
             out: dict[int, HeaderText] = {}
             for chunk in chunks(wanted):
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
-                    "SELECT m.uid, b.search, b.id FROM messages m JOIN blobs b "
-                    f"ON b.id = m.blob_id WHERE m.mailbox_id = ? AND m.uid IN ({marks})",
+                    "SELECT m.uid, s.text, m.blob_id FROM messages m LEFT JOIN blob_search s "
+                    f"ON s.blob_id = m.blob_id WHERE m.mailbox_id = ? AND m.uid IN ({marks})",
                     (mailbox_id, *chunk),
                 ).fetchall()
                 for uid, text, blob_id in rows:
@@ -173,7 +173,12 @@ class ReadsMixin(SqliteBase):
         the next SEARCH reads them. Losing this write costs only decoding them again."""
 
         def job(conn: sqlite3.Connection) -> tuple[None, list[ChangeBatch]]:
-            conn.executemany("UPDATE blobs SET search = ? WHERE id = ?", filled)
+            # OR IGNORE: another search may have filled it first. A blob expunged since is
+            # gone, and its text with it.
+            for text, blob_id in filled:
+                if conn.execute("SELECT 1 FROM blobs WHERE id = ?", (blob_id,)).fetchone():
+                    conn.execute("INSERT OR IGNORE INTO blob_search (blob_id, text) "
+                                 "VALUES (?, ?)", (blob_id, text))
             return None, []
 
         try:

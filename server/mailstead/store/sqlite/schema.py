@@ -33,6 +33,10 @@ _MAILBOXES = """(
     special_use TEXT,
     UNIQUE (user_id, name)
 )"""
+_BLOB_SEARCH = """(
+    blob_id INTEGER PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,
+    text TEXT NOT NULL
+)"""
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -49,11 +53,13 @@ CREATE TABLE IF NOT EXISTS blobs (
     header BLOB NOT NULL,
     structure TEXT NOT NULL,
     data BLOB NOT NULL,
-    -- 1 when a line starts with ".", NULL: unknown (older databases)
-    dot_lines INTEGER,
-    -- mime.header_text.HeaderText as JSON; NULL: not decoded yet (rows made before it)
-    search TEXT
+    dot_lines INTEGER  -- 1 when a line starts with ".", NULL: unknown (older databases)
 );
+-- The header decoded for SEARCH (mime.header_text.HeaderText as JSON); no row: not
+-- decoded yet (messages stored before version 3). Not a column of blobs: a big message's
+-- data is written as a zeroblob and then in pieces, and SQLite builds a zeroblob in
+-- memory whenever a column after it holds octets (dot_lines 0 or 1 holds none).
+CREATE TABLE IF NOT EXISTS blob_search {_BLOB_SEARCH};
 CREATE TABLE IF NOT EXISTS messages (
     mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
     uid INTEGER NOT NULL,
@@ -116,11 +122,10 @@ def _never_reuse_ids(conn: sqlite3.Connection) -> None:
 def _add_search_text(conn: sqlite3.Connection) -> None:
     """Version 3: blobs keep their header decoded for SEARCH (issue 12 #7).
 
-    Only the column is added (constant time, whatever the size of the database); older
-    rows get their text when a SEARCH first needs it (``reads.read_header_texts``)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(blobs)")}
-    if "search" not in columns:
-        conn.execute("ALTER TABLE blobs ADD COLUMN search TEXT")
+    Only the (empty) ``blob_search`` table is made, nothing is decoded: constant time,
+    whatever the size of the database. Older messages get their text when a SEARCH first
+    needs it (``reads.read_header_texts``)."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS blob_search {_BLOB_SEARCH}")
 
 
 # UPGRADES[n] takes a database from version n to n + 1.
