@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,3 +183,37 @@ async def test_a_delivery_stores_the_decoded_text(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(tmp_path / "db.sqlite3")) as conn:
         (text,) = conn.execute("SELECT text FROM blob_search").fetchone()
     assert HeaderText.from_json(text).values("subject") == ["café crème"]
+
+
+async def test_a_small_message_full_of_encoded_words_is_decoded_off_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small messages are prepared on the caller's thread (the loop), but decoding a
+    header of thousands of encoded words takes tens of ms: that one goes to a thread."""
+    from mailstead.store.api import NewMessage
+    from mailstead.store.sqlite import messages as store_messages
+
+    threads: list[str] = []
+    real = store_messages.prepare_blobs
+
+    def recorded(datas):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return real(datas)
+
+    monkeypatch.setattr(store_messages, "prepare_blobs", recorded)
+    store = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), fsync=False)
+    await store.open()
+    try:
+        user = await store.create_user("u", "hash")
+        inbox = await store.get_mailbox(user.id, "INBOX")
+        assert inbox is not None
+        words = "\r\n ".join(["=?utf-8?q?a?="] * 3000)
+        hostile = f"Subject: {words}\r\n\r\nx\r\n".encode()
+        assert len(hostile) < store_messages.INLINE_PARSE_BYTES
+        await store.append(inbox.id, [NewMessage(MESSAGES[0])])
+        await store.append(inbox.id, [NewMessage(hostile)])
+    finally:
+        await store.close()
+    main = threading.main_thread().name
+    assert threads[0] == main  # a typical message: inline, as before
+    assert threads[1] != main and threads[1].startswith("store-parse")

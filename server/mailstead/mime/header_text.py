@@ -134,13 +134,17 @@ def _fields(header_block: bytes) -> tuple[_Field, ...]:
             continue
         raw = _value(unit)
         shown = _guess_text(unit[: unit.find(b":")])
-        own = budgets.setdefault(field, DecodeBudget())
         whole: str | None = None
-        if b"=?" in raw and own.scan_limit(len(raw)) != block.scan_limit(len(raw)):
-            whole = decode_header_value(raw, block)  # a budget is spent: answers differ
-            value = decode_header_value(raw, own)
+        if b"=?" not in raw:  # nothing to decode, no budget touched
+            value = decode_header_value(raw)
         else:
-            block.chars -= block.scan_limit(len(raw)) if b"=?" in raw else 0
+            own = budgets.get(field)
+            if own is None:
+                own = budgets[field] = DecodeBudget()
+            if own.scan_limit(len(raw)) != block.scan_limit(len(raw)):
+                whole = decode_header_value(raw, block)  # a budget is spent: they differ
+            else:
+                block.chars -= block.scan_limit(len(raw))
             value = decode_header_value(raw, own)
         out.append((field.decode("latin-1"), shown, value, whole))
     return tuple(out)
