@@ -13,8 +13,10 @@ accepted, with or without a domain) goes to the user named by ``[smtp] postmaste
 to a user called ``postmaster``, else to the first user created.
 
 The message reaches ``handle_DATA`` in a spool file (``protocol.MailsteadProtocol``
-streams DATA there); each delivery reads it into memory only when ``DeliveryMemory``
-has room, so parallel big deliveries wait on disk instead of piling up in memory.
+streams DATA there) and the store takes it from that file (``deliver_file``: a big one
+is never held whole in memory); each delivery starts only when ``DeliveryMemory`` has
+room for what the store will hold of it, so parallel deliveries of many small messages
+wait on disk instead of piling up in memory.
 """
 
 from __future__ import annotations
@@ -172,14 +174,13 @@ class DeliveryHandler:
                 inbox = await self.store.get_mailbox(rcpt.user.id, "INBOX")
                 if inbox is None:
                     inbox = await self.store.create_mailbox(rcpt.user.id, "INBOX")
-                async with self.memory.hold(spool.size):
-                    # The spool starts with recipient 0's trace headers: theirs is a plain
-                    # read; any other recipient gets their own in front of the data.
-                    trace = None if index == 0 else self.trace_headers(session, envelope, rcpt)
-                    data = await spool.message(trace)
-                    size = len(data)
-                    await self.store.deliver([inbox.id], data)
-                    del data
+                # The spool starts with recipient 0's trace headers: theirs is the spool
+                # itself; any other recipient gets their own in front of the data.
+                trace = None if index == 0 else self.trace_headers(session, envelope, rcpt)
+                size = spool.size if trace is None else spool.size - spool.body_start + len(trace)
+                async with self.memory.hold(self.store.delivery_memory(size)), \
+                        spool.message_file(trace) as message:
+                    await self.store.deliver_file([inbox.id], message)
             except StorageFull:
                 log.error("delivery to %s failed: store full", rcpt.user.name)
                 self.refused("store_full")

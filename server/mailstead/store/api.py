@@ -9,12 +9,15 @@ Nothing here formats protocol text.
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from ..mime.header_text import HeaderText
 from ..mime.model import ParsedMessage
 
 # Mailboxes every new user gets, with their RFC 6154 special-use attribute.
@@ -193,6 +196,15 @@ class NewMessage:
     internaldate: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MessageFile:
+    """A message to deliver that waits in an open file: its first ``size`` octets, CRLF
+    already. The caller keeps the file open and unchanged until ``deliver_file`` returns."""
+
+    fileno: int
+    size: int
+
+
 @dataclass(slots=True)
 class FlagUpdate:
     """Result of a STORE: what changed and what was refused by UNCHANGEDSINCE."""
@@ -326,6 +338,18 @@ class MailStore(abc.ABC):
     async def deliver(self, mailbox_ids: Sequence[int], data: bytes) -> list[int]:
         """Store one message in several mailboxes (one transaction, one blob)."""
 
+    async def deliver_file(self, mailbox_ids: Sequence[int], message: MessageFile) -> list[int]:
+        """``deliver`` for a message in a file: a backend that can store it without holding
+        it whole in memory should (SMTP and LMTP deliver up to the size limit, in
+        parallel). This default reads it whole."""
+        data = await asyncio.to_thread(read_message_file, message)
+        return await self.deliver(mailbox_ids, data)
+
+    def delivery_memory(self, size: int) -> int:
+        """Octets of memory ``deliver_file`` holds at once for a message of ``size`` octets,
+        for a caller that bounds the memory of parallel deliveries."""
+        return size
+
     @abc.abstractmethod
     async def list_messages(self, mailbox_id: int) -> list[MessageInfo]:
         """Every message of the mailbox in UID order."""
@@ -366,6 +390,13 @@ class MailStore(abc.ABC):
         """The parse results computed at delivery (envelope, body structure, part offsets)."""
 
     @abc.abstractmethod
+    async def read_header_texts(
+        self, mailbox_id: int, uids: Iterable[int]
+    ) -> dict[int, HeaderText]:
+        """What SEARCH matches in each top-level header, decoded once at delivery
+        (``mime.header_text``); missing UIDs are absent."""
+
+    @abc.abstractmethod
     async def store_flags(
         self,
         mailbox_id: int,
@@ -404,3 +435,16 @@ class MailStore(abc.ABC):
 
     @abc.abstractmethod
     def unlock_maildrop(self, user_id: int) -> None: ...
+
+
+def read_message_file(message: MessageFile) -> bytes:
+    """The octets of a ``MessageFile``, read whole (blocking)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < message.size:  # a short read (a signal) is rare
+        more = os.pread(message.fileno, message.size - got, got)
+        if not more:
+            raise OSError(f"message file ended after {got} of {message.size} octets")
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)

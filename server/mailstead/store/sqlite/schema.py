@@ -40,6 +40,10 @@ _ALIASES = """(
     user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     PRIMARY KEY (address, user_id)
 ) WITHOUT ROWID"""
+_BLOB_SEARCH = """(
+    blob_id INTEGER PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,
+    text TEXT NOT NULL
+)"""
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -58,6 +62,11 @@ CREATE TABLE IF NOT EXISTS blobs (
     data BLOB NOT NULL,
     dot_lines INTEGER  -- 1 when a line starts with ".", NULL: unknown (older databases)
 );
+-- The header decoded for SEARCH (mime.header_text.HeaderText as JSON); no row: not
+-- decoded yet (messages stored before version 4). Not a column of blobs: a big message's
+-- data is written as a zeroblob and then in pieces, and SQLite builds a zeroblob in
+-- memory whenever a column after it holds octets (dot_lines 0 or 1 holds none).
+CREATE TABLE IF NOT EXISTS blob_search {_BLOB_SEARCH};
 CREATE TABLE IF NOT EXISTS messages (
     mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
     uid INTEGER NOT NULL,
@@ -125,9 +134,18 @@ def _add_aliases(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS aliases_by_user ON aliases (user_id)")
 
 
+def _add_search_text(conn: sqlite3.Connection) -> None:
+    """Version 4: blobs keep their header decoded for SEARCH (issue 12 #7).
+
+    Only the (empty) ``blob_search`` table is made, nothing is decoded: constant time,
+    whatever the size of the database. Older messages get their text when a SEARCH first
+    needs it (``reads.read_header_texts``)."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS blob_search {_BLOB_SEARCH}")
+
+
 # UPGRADES[n] takes a database from version n to n + 1.
 UPGRADES: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _add_dot_lines, _never_reuse_ids, _add_aliases,
+    _add_dot_lines, _never_reuse_ids, _add_aliases, _add_search_text,
 )
 SCHEMA_VERSION = len(UPGRADES)
 
