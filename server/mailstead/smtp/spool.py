@@ -79,6 +79,17 @@ class Spool:
         self._pending = []
         self._pending_size = 0
 
+    async def message(self) -> bytes:
+        """The spool as written, whole: for submission, which completes the header and
+        hands the message to the outbound queue (its size is bounded by the caller's
+        ``DeliveryMemory`` hold). Delivery reads it as a file (``message_file``)."""
+        await self.flush()
+        if self.error is not None:
+            raise self.error
+        fileno, size = self._file.fileno(), self.size
+        return await asyncio.get_running_loop().run_in_executor(
+            _IO, _pread_all, fileno, size, 0)
+
     @contextlib.asynccontextmanager
     async def message_file(self, trace: bytes | None = None) -> AsyncIterator[MessageFile]:
         """The stored form for one recipient, as a file open inside the ``async with``: the
