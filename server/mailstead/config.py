@@ -110,6 +110,30 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "max_store_bytes": (int, 0),
         "max_expensive_commands_per_user": (int, 2),
     },
+    # Outbound mail (outbound/): retries, remote MX port, smarthost, resolver.
+    "queue": {
+        "retry_first": (float, 300.0),  # seconds before the 2nd attempt; doubles after
+        "retry_max": (float, 14400.0),
+        "queue_lifetime": (float, 5 * 86400.0),
+        "poll_seconds": (float, 5.0),  # how often due entries are reread (CLI retry)
+        "concurrency": (int, 10),  # destination domains delivered to at once
+        "connect_timeout": (float, 30.0),
+        "command_timeout": (float, 300.0),
+        "mx_port": (int, 25),  # for tests only: the port of every remote MX
+    },
+    "relay": {
+        "host": (str, ""),  # "" = deliver to each domain's MX
+        "port": (int, 587),
+        "tls": (str, "starttls"),
+        "tls_verify": (bool, True),
+        "username": (str, ""),
+        "password": (str, ""),
+    },
+    "dns": {
+        "nameservers": (list, []),  # [] = the system's resolver (/etc/resolv.conf)
+        "port": (int, 53),
+        "timeout": (float, 5.0),
+    },
     "log": {
         "level": (str, "info"),
         "format": (str, "text"),
@@ -121,6 +145,7 @@ _CHOICES = {
     ("auth", "default_scheme"): ("argon2", "bcrypt", "sha512_crypt"),
     ("log", "level"): ("debug", "info", "warn", "error"),
     ("log", "format"): ("text", "json"),
+    ("relay", "tls"): ("starttls", "implicit", "none"),
 }
 # Bounds (inclusive) beyond "positive" for keys where an absurd value breaks the server.
 # max_line_length: below 1,000 octets ordinary commands (an IMAP UID set, a LOGIN with
@@ -153,6 +178,16 @@ _POSITIVE = {
     ("limits", "max_expensive_commands_per_user"),
     ("imap", "autologout_minutes"),
     ("pop3", "idle_timeout_minutes"),
+    ("queue", "retry_first"),
+    ("queue", "retry_max"),
+    ("queue", "queue_lifetime"),
+    ("queue", "poll_seconds"),
+    ("queue", "concurrency"),
+    ("queue", "connect_timeout"),
+    ("queue", "command_timeout"),
+    ("queue", "mx_port"),
+    ("dns", "port"),
+    ("dns", "timeout"),
 }
 
 
@@ -334,6 +369,15 @@ def load_config(
     cert, key = values["tls"]["cert"], values["tls"]["key"]
     if bool(cert) != bool(key):
         raise ConfigError("[tls] cert and key: set both or neither")
+    relay = values["relay"]
+    if relay["username"] and relay["tls"] == "none":
+        raise ConfigError("[relay] username: credentials are sent only over TLS; "
+                          'set tls = "starttls" or "implicit"')
+    if bool(relay["username"]) != bool(relay["password"]):
+        raise ConfigError("[relay] username and password: set both or neither")
+    for section, key in (("queue", "mx_port"), ("dns", "port"), ("relay", "port")):
+        if not 0 < values[section][key] <= 65535:
+            raise ConfigError(f"[{section}] {key}: must be between 1 and 65535")
     sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()}
     return Config(**sections, path=Path(path).resolve() if path is not None else None)
 

@@ -110,6 +110,35 @@ class LimitsSection:
 
 
 @dataclass(frozen=True)
+class QueueSection:
+    retry_first: float
+    retry_max: float
+    queue_lifetime: float
+    poll_seconds: float
+    concurrency: int
+    connect_timeout: float
+    command_timeout: float
+    mx_port: int
+
+
+@dataclass(frozen=True)
+class RelaySection:
+    host: str
+    port: int
+    tls: str
+    tls_verify: bool
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class DnsSection:
+    nameservers: tuple[str, ...]
+    port: int
+    timeout: float
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str
     format: str
@@ -126,6 +155,9 @@ SECTIONS: dict[str, type] = {
     "tls": TlsSection,
     "auth": AuthSection,
     "limits": LimitsSection,
+    "queue": QueueSection,
+    "relay": RelaySection,
+    "dns": DnsSection,
     "log": LogSection,
 }
 
@@ -144,6 +176,9 @@ class Config:
     tls: TlsSection
     auth: AuthSection
     limits: LimitsSection
+    queue: QueueSection
+    relay: RelaySection
+    dns: DnsSection
     log: LogSection
     path: Path | None = None  # the file read; None when built from defaults
 

@@ -34,6 +34,29 @@ _MAILBOXES = """(
     UNIQUE (user_id, name)
 )"""
 
+# The outbound queue (version 3): a message once, its recipients each with their own state
+# ('pending', 'sent', 'bounced'), attempt count, next attempt (Unix time) and the remote's
+# last reply. A message leaves the queue in the transaction that settles its last recipient.
+_QUEUE = """
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mail_from TEXT NOT NULL,
+    data BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue_recipients (
+    queue_id INTEGER NOT NULL REFERENCES queue(id) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    last_reply TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (queue_id, address)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS queue_recipients_due ON queue_recipients (state, next_attempt);
+"""
+
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS users {_USERS};
@@ -68,7 +91,7 @@ CREATE TABLE IF NOT EXISTS expunged (
     modseq INTEGER NOT NULL,
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
-"""
+{_QUEUE}"""
 
 
 def _add_dot_lines(conn: sqlite3.Connection) -> None:
@@ -110,8 +133,17 @@ def _never_reuse_ids(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_queue(conn: sqlite3.Connection) -> None:
+    """Version 3: the outbound queue (``queue``, ``queue_recipients``)."""
+    for statement in _QUEUE.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 # UPGRADES[n] takes a database from version n to n + 1.
-UPGRADES: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_dot_lines, _never_reuse_ids)
+UPGRADES: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _add_dot_lines, _never_reuse_ids, _add_queue,
+)
 SCHEMA_VERSION = len(UPGRADES)
 
 
