@@ -129,10 +129,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "username": (str, ""),
         "password": (str, ""),
     },
+    # Where `mailstead dns --check` (and outbound delivery) ask: [] = the system's resolver.
     "dns": {
-        "nameservers": (list, []),  # [] = the system's resolver (/etc/resolv.conf)
+        "nameservers": (list, []),
         "port": (int, 53),
-        "timeout": (float, 5.0),
     },
     "log": {
         "level": (str, "info"),
@@ -160,6 +160,9 @@ _RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("auth", "argon2_parallelism"): (1, 64),
     # A login waiting longer than a minute for a slot is better told to retry.
     ("auth", "login_queue_seconds"): (0, 60),
+    ("dns", "port"): (1, 65535),
+    ("queue", "mx_port"): (1, 65535),
+    ("relay", "port"): (1, 65535),
 }
 _POSITIVE = {
     ("auth", "failure_burst"),
@@ -185,9 +188,6 @@ _POSITIVE = {
     ("queue", "concurrency"),
     ("queue", "connect_timeout"),
     ("queue", "command_timeout"),
-    ("queue", "mx_port"),
-    ("dns", "port"),
-    ("dns", "timeout"),
 }
 
 
@@ -375,9 +375,6 @@ def load_config(
                           'set tls = "starttls" or "implicit"')
     if bool(relay["username"]) != bool(relay["password"]):
         raise ConfigError("[relay] username and password: set both or neither")
-    for section, key in (("queue", "mx_port"), ("dns", "port"), ("relay", "port")):
-        if not 0 < values[section][key] <= 65535:
-            raise ConfigError(f"[{section}] {key}: must be between 1 and 65535")
     sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()}
     return Config(**sections, path=Path(path).resolve() if path is not None else None)
 

@@ -135,7 +135,6 @@ class RelaySection:
 class DnsSection:
     nameservers: tuple[str, ...]
     port: int
-    timeout: float
 
 
 @dataclass(frozen=True)

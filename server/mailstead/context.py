@@ -65,6 +65,10 @@ class SessionRegistry:
         return True
 
 
+class OutboundSink(Protocol):
+    async def enqueue(self, mail_from: str, recipients: list[str], data: bytes) -> int: ...
+
+
 # (protocol, "plain"|"tls", host, port) of every listener as really bound (port 0 resolved).
 BoundListeners = Callable[[], list[tuple[str, str, str, int]]]
 
@@ -97,6 +101,10 @@ class ServerContext:
     bound_listeners: BoundListeners | None = None
     # Prometheus metrics, when the daemon (or the web site) set them up.
     metrics: Metrics | None = None
+    # Where submission hands mail for remote recipients: ``enqueue`` commits the message
+    # durably and returns its queue id; submission answers 250 only after that. None: no
+    # outbound queue, remote recipients are refused at RCPT (451).
+    outbound: OutboundSink | None = None
 
     def __post_init__(self) -> None:
         self.connections = ConnectionServices.from_config(self.config, self.auth)

@@ -1,0 +1,183 @@
+"""The SMTP client that hands queued mail to a remote MX or to the smarthost.
+
+It is the standard library's ``smtplib``, run on the outbound threads (``queue.py``), not
+an asyncio client: smtplib is complete and long-tested for exactly this (EHLO with HELO
+fallback, STARTTLS, AUTH PLAIN/LOGIN, dot-stuffing, one reply per RCPT), it is already
+there, and a delivery is a handful of round trips per message, so a thread per active
+destination costs nothing the loop would notice. The loop never waits on it: each call
+below is blocking and is run with ``run_in_executor``; one ``Session`` is only ever used
+by one thread at a time.
+
+Towards an MX, TLS is opportunistic: STARTTLS when offered, the certificate not checked
+(RFC 7435; MTA-STS and DANE, which make it checkable, are for later). Towards the
+smarthost, TLS is as configured and verified by default, and the password is only ever
+sent inside TLS.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".strip()
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def permanent(self) -> bool:
+        return 500 <= self.code < 600
+
+
+class SessionFailure(Exception):
+    """The connection could not be set up or was lost: try the next host, or defer."""
+
+
+def _reply(code: int, text: bytes | str) -> Reply:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return Reply(code, " ".join(text.split()))
+
+
+def _tls_context(verify: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+@dataclass(frozen=True)
+class Target:
+    """How to reach one host: ``tls`` is "opportunistic" (an MX), or the smarthost's
+    "starttls" (required), "implicit" (port 465 style) or "none"."""
+
+    name: str
+    address: str
+    port: int
+    tls: str = "opportunistic"
+    verify: bool = False
+    username: str = ""
+    password: str = ""
+
+    def __str__(self) -> str:
+        return self.name if self.name == self.address else f"{self.name}[{self.address}]"
+
+
+class Session:
+    """One open SMTP connection; several messages may go over it, one after another."""
+
+    def __init__(self, smtp: smtplib.SMTP, target: Target, tls: bool) -> None:
+        self.smtp = smtp
+        self.target = target
+        self.tls = tls
+
+    @classmethod
+    def open(cls, target: Target, *, helo: str, connect_timeout: float,
+             command_timeout: float) -> Session:
+        """Connect, greet, STARTTLS and AUTH as ``target`` says (blocking)."""
+        smtp: smtplib.SMTP
+        if target.tls == "implicit":
+            smtp = smtplib.SMTP_SSL(local_hostname=helo, timeout=connect_timeout,
+                                    context=_tls_context(target.verify))
+        else:
+            smtp = smtplib.SMTP(local_hostname=helo, timeout=connect_timeout)
+        try:
+            code, text = smtp.connect(target.address, target.port)
+            if smtp.sock is not None:
+                smtp.sock.settimeout(command_timeout)
+            if code != 220:
+                raise SessionFailure(f"greeting: {_reply(code, text)}")
+            smtp.ehlo_or_helo_if_needed()
+            tls = target.tls == "implicit"
+            if target.tls in ("opportunistic", "starttls") and smtp.has_extn("starttls"):
+                code, text = smtp.starttls(context=_tls_context(target.verify))
+                smtp.ehlo()
+                tls = True
+            elif target.tls == "starttls":
+                raise SessionFailure(f"{target} does not offer STARTTLS ([relay] tls)")
+            if target.username:
+                if not tls:  # (config refuses this; never send a password in the clear)
+                    raise SessionFailure("not sending the relay password without TLS")
+                try:
+                    smtp.login(target.username, target.password)
+                except smtplib.SMTPAuthenticationError as exc:
+                    raise SessionFailure(
+                        f"AUTH refused by {target}: {_reply(exc.smtp_code, exc.smtp_error)}"
+                    ) from None
+        except SessionFailure:
+            _close(smtp)
+            raise
+        except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+            _close(smtp)
+            raise SessionFailure(f"{type(exc).__name__}: {exc}") from None
+        return cls(smtp, target, tls)
+
+    def send(self, mail_from: str, recipients: list[str], data: bytes) -> dict[str, Reply]:
+        """One transaction: the reply that decided each recipient's fate (blocking).
+
+        Raises SessionFailure when the connection breaks; then nothing is known to have
+        been accepted (a reply to the final dot that never came is no acceptance)."""
+        smtp = self.smtp
+        options: list[str] = []
+        if smtp.has_extn("size"):
+            options.append(f"SIZE={len(data)}")
+        if smtp.has_extn("8bitmime") and any(b > 0x7F for b in data):
+            options.append("BODY=8BITMIME")
+        addresses = [mail_from, *recipients]
+        if smtp.has_extn("smtputf8") and not all(a.isascii() for a in addresses):
+            options.append("SMTPUTF8")
+        try:
+            code, text = smtp.mail(mail_from, options)
+            if code // 100 != 2:
+                self._reset()
+                refused = _reply(code, text)
+                return dict.fromkeys(recipients, refused)
+            replies: dict[str, Reply] = {}
+            accepted: list[str] = []
+            for rcpt in recipients:
+                code, text = smtp.rcpt(rcpt)
+                replies[rcpt] = _reply(code, text)
+                if code // 100 == 2:
+                    accepted.append(rcpt)
+            if not accepted:
+                self._reset()
+                return replies
+            try:
+                final = _reply(*smtp.data(data))
+            except smtplib.SMTPDataError as exc:  # DATA itself refused (no 354)
+                final = _reply(exc.smtp_code, exc.smtp_error)
+                self._reset()
+            for rcpt in accepted:
+                replies[rcpt] = final
+            return replies
+        except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+            raise SessionFailure(f"{type(exc).__name__}: {exc}") from None
+
+    def _reset(self) -> None:
+        code, _ = self.smtp.rset()
+        if code != 250:
+            raise SessionFailure(f"RSET answered {code}")
+
+    def close(self) -> None:
+        try:
+            self.smtp.quit()
+        except (OSError, smtplib.SMTPException, ssl.SSLError):
+            pass
+        _close(self.smtp)
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.close()
+    except OSError:
+        pass
