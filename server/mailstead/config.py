@@ -126,6 +126,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "port": (int, 587),
         "tls": (str, "starttls"),
         "tls_verify": (bool, True),
+        "ca_file": (_Path, ""),  # "" = the system's trusted CAs
         "username": (str, ""),
         "password": (str, ""),
     },

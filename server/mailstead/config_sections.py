@@ -127,6 +127,7 @@ class RelaySection:
     port: int
     tls: str
     tls_verify: bool
+    ca_file: Path | None
     username: str
     password: str
 

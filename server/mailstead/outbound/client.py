@@ -48,8 +48,8 @@ def _reply(code: int, text: bytes | str) -> Reply:
     return Reply(code, " ".join(text.split()))
 
 
-def _tls_context(verify: bool) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
+def _tls_context(verify: bool, ca_file: str | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca_file)
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -66,6 +66,7 @@ class Target:
     port: int
     tls: str = "opportunistic"
     verify: bool = False
+    ca_file: str | None = None
     username: str = ""
     password: str = ""
 
@@ -88,9 +89,13 @@ class Session:
         smtp: smtplib.SMTP
         if target.tls == "implicit":
             smtp = smtplib.SMTP_SSL(local_hostname=helo, timeout=connect_timeout,
-                                    context=_tls_context(target.verify))
+                                    context=_tls_context(target.verify, target.ca_file))
         else:
             smtp = smtplib.SMTP(local_hostname=helo, timeout=connect_timeout)
+        # The name TLS sends as SNI and checks the certificate against. smtplib takes it
+        # only from a constructor that also connects, to the name, while we connect to
+        # an address we resolved ourselves.
+        smtp._host = target.name
         try:
             code, text = smtp.connect(target.address, target.port)
             if smtp.sock is not None:
@@ -100,7 +105,7 @@ class Session:
             smtp.ehlo_or_helo_if_needed()
             tls = target.tls == "implicit"
             if target.tls in ("opportunistic", "starttls") and smtp.has_extn("starttls"):
-                code, text = smtp.starttls(context=_tls_context(target.verify))
+                code, text = smtp.starttls(context=_tls_context(target.verify, target.ca_file))
                 smtp.ehlo()
                 tls = True
             elif target.tls == "starttls":
@@ -109,7 +114,7 @@ class Session:
                 if not tls:  # (config refuses this; never send a password in the clear)
                     raise SessionFailure("not sending the relay password without TLS")
                 try:
-                    smtp.login(target.username, target.password)
+                    _login(smtp, target)
                 except smtplib.SMTPAuthenticationError as exc:
                     raise SessionFailure(
                         f"AUTH refused by {target}: {_reply(exc.smtp_code, exc.smtp_error)}"
@@ -117,7 +122,7 @@ class Session:
         except SessionFailure:
             _close(smtp)
             raise
-        except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+        except (OSError, ValueError, smtplib.SMTPException) as exc:
             _close(smtp)
             raise SessionFailure(f"{type(exc).__name__}: {exc}") from None
         return cls(smtp, target, tls)
@@ -160,7 +165,7 @@ class Session:
             for rcpt in accepted:
                 replies[rcpt] = final
             return replies
-        except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+        except (OSError, ValueError, smtplib.SMTPException) as exc:
             raise SessionFailure(f"{type(exc).__name__}: {exc}") from None
 
     def _reset(self) -> None:
@@ -171,9 +176,21 @@ class Session:
     def close(self) -> None:
         try:
             self.smtp.quit()
-        except (OSError, smtplib.SMTPException, ssl.SSLError):
+        except (OSError, ValueError, smtplib.SMTPException):
             pass
         _close(self.smtp)
+
+
+def _login(smtp: smtplib.SMTP, target: Target) -> None:
+    """AUTH with one mechanism, PLAIN or else LOGIN: unlike ``smtplib.login``, never a
+    second try of a refused password with another mechanism (providers count those)."""
+    offered = smtp.esmtp_features.get("auth", "").upper().split()
+    mechanism = next((m for m in ("PLAIN", "LOGIN") if m in offered), None)
+    if mechanism is None:
+        raise SessionFailure(f"{target} offers neither AUTH PLAIN nor LOGIN")
+    smtp.user, smtp.password = target.username, target.password
+    method = smtp.auth_plain if mechanism == "PLAIN" else smtp.auth_login
+    smtp.auth(mechanism, method)
 
 
 def _close(smtp: smtplib.SMTP) -> None:

@@ -187,8 +187,9 @@ class OutboundQueue:
     async def _targets(self, domain: str) -> list[Target]:
         relay = self.config.relay
         if relay.host:
+            ca_file = str(relay.ca_file) if relay.ca_file else None
             return [Target(relay.host, relay.host, relay.port, relay.tls, relay.tls_verify,
-                           relay.username, relay.password)]
+                           ca_file, relay.username, relay.password)]
         return [Target(host.name, address, self.q.mx_port)
                 for host in await self.resolver.route(domain) for address in host.addresses]
 
