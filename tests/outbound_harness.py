@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult
-from dns_stub import DnsStub
 
+from dns_stub import DnsStub
 from mailstead.config import Config, load_config
 from mailstead.outbound.queue import OutboundQueue
 from mailstead.store.sqlite import SqliteStore
@@ -58,9 +58,9 @@ class Sink:
             return "250 2.0.0 (never sent)"
         reply = self.data_replies.pop(0) if self.data_replies else "250 2.0.0 queued"
         if reply.startswith("2"):
+            tls = server.transport.get_extra_info("ssl_object") is not None
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
-                                          envelope.content,
-                                          server.transport.get_extra_info("ssl_object") is not None))
+                                          envelope.content, tls))
         return reply
 
     def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,

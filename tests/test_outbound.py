@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from outbound_harness import Sink, World, start_dns, start_smtp, tls_pair, until, write_config
 
 from mailstead.outbound.dsn import Failure, build_dsn
 from mailstead.outbound.mx import order_mx
 from mailstead.store.api import Appended, ChangeBatch
+from outbound_harness import Sink, World, start_dns, start_smtp, tls_pair, until, write_config
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ class Session:
         # The name TLS sends as SNI and checks the certificate against. smtplib takes it
         # only from a constructor that also connects, to the name, while we connect to
         # an address we resolved ourselves.
-        smtp._host = target.name
+        smtp._host = target.name  # type: ignore[attr-defined]
         try:
             code, text = smtp.connect(target.address, target.port)
             if smtp.sock is not None:
