@@ -2,8 +2,8 @@
 
 Outside tooling depends on these spellings: ``serve``, ``check``, ``user add|passwd|del|list``,
 ``mailbox status|create|delete|rename``, ``who``, ``kick``, ``expunge``, ``fetch``,
-``cert self-signed``. Every failure is one clear line on stderr and a non-zero exit
-status, never a traceback; ``-c FILE`` goes before or after the command. Commands that
+``cert self-signed``, ``queue list|show|retry|delete``, ``dkim keygen``. Every failure is
+one clear line on stderr and a non-zero exit status, never a traceback; ``-c FILE`` goes before or after the command. Commands that
 destroy mail ask first (``--yes`` to skip; without a terminal they refuse instead).
 User names follow one rule everywhere (``usernames.py``).
 """
@@ -26,6 +26,7 @@ from .cli_common import CLIError, confirm, find_user, user_name
 from .cli_common import load as _load
 from .cli_common import run_store as _run_store
 from .cli_ops import add_ops_commands, kick_sessions
+from .cli_queue import add_queue_commands
 from .migrate.cli import add_commands, add_user_commands
 
 # MAILSTEAD_CONFIG names the config file when -c is not given (the Docker image sets it).
@@ -273,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_cert)
     add_commands(sub, with_config)
+    add_queue_commands(sub, with_config)
     return parser
 
 
