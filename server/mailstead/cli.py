@@ -3,8 +3,9 @@
 Outside tooling depends on these spellings: ``serve``, ``check``, ``user add|passwd|del|list``,
 ``mailbox status|create|delete|rename``, ``who``, ``kick``, ``expunge``, ``fetch``,
 ``cert self-signed``, ``queue list|show|retry|delete``, ``dkim keygen``. Every failure is
-one clear line on stderr and a non-zero exit status, never a traceback; ``-c FILE`` goes before or after the command. Commands that
-destroy mail ask first (``--yes`` to skip; without a terminal they refuse instead).
+one clear line on stderr and a non-zero exit status, never a traceback; ``-c FILE`` goes
+before or after the command. Commands that destroy mail ask first (``--yes`` to skip;
+without a terminal they refuse instead).
 User names follow one rule everywhere (``usernames.py``).
 """
 
