@@ -38,6 +38,7 @@ class Sink:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_replies: list[str] = field(default_factory=list)  # one per DATA, then 250
     drops: int = 0  # DATA transactions to end by closing the connection, unanswered
+    hangs: int = 0  # DATA transactions never answered (the connection stays open)
     connections: int = 0
     datas: int = 0  # DATA transactions seen, answered or not
     logins: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -56,6 +57,9 @@ class Sink:
             self.drops -= 1
             server.transport.abort()  # the data arrived; its reply never will
             return "250 2.0.0 (never sent)"
+        if self.hangs:
+            self.hangs -= 1
+            await asyncio.sleep(3600)
         reply = self.data_replies.pop(0) if self.data_replies else "250 2.0.0 queued"
         if reply.startswith("2"):
             tls = server.transport.get_extra_info("ssl_object") is not None
@@ -137,6 +141,7 @@ RECORDS: dict[tuple[str, str], list[str]] = {
     ("dead.fallback.test", "A"): ["127.0.0.3"],
     ("implicit.test", "A"): [MX_HOST],
     ("nullmx.test", "MX"): ["0 ."],
+    ("stuck.test", "A"): ["127.0.0.4"],  # nothing listens there: always deferred
 }
 
 
@@ -197,6 +202,39 @@ async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "") 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or cond}")
         await asyncio.sleep(0.05)
+
+
+class ThreadedMx:
+    """The sink on a loop of its own thread: for tests that drive a server subprocess."""
+
+    def __init__(self, sink: Sink) -> None:
+        import threading
+
+        self.sink = sink
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(start_smtp(sink), self.loop)
+        self.server, self.port = future.result(10)
+
+    def stop(self) -> None:
+        async def close() -> None:
+            self.server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+def wait_sync(cond: Callable[[], Any], timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        time.sleep(0.05)
 
 
 async def start_dns() -> DnsStub:
