@@ -321,3 +321,38 @@ def test_dsn_is_a_well_formed_report() -> None:
     assert rcpts[0]["Remote-MTA"] == "dns; mx.example.net"
     assert "Remote-MTA" not in rcpts[1]
     assert parse(data)["Auto-Submitted"] == "auto-replied"
+
+
+async def test_stop_does_not_wait_for_a_silent_remote(tmp_path: Path, mx: Sink) -> None:
+    mx.hangs = 1
+    world, dns = await open_world(tmp_path, mx)
+    try:
+        qid = await world.enqueue(["bob@example.net"])
+        await until(lambda: mx.datas == 1, what="DATA sent, never answered")
+        assert world.queue is not None
+        started = asyncio.get_running_loop().time()
+        await world.queue.stop(0.3)
+        assert asyncio.get_running_loop().time() - started < 3  # not command_timeout
+        world.queue = None
+        msg = await world.store.queue_message(qid)
+        assert msg is not None and msg.recipients[0].state == "pending"  # sent again later
+    finally:
+        await close_world(world, dns)
+
+
+def test_outbound_metrics_families() -> None:
+    from mailstead.metrics import Metrics
+
+    metrics = Metrics(queue_size=lambda: 7)
+    for event in ("outbound_attempts", "outbound_delivered", "outbound_deferred"):
+        metrics.count(event)
+    metrics.count("outbound_bounces", reason="null_mx")
+    text = metrics.render().decode()
+    for line in ("mailstead_outbound_attempts_total 1.0",
+                 "mailstead_outbound_deliveries_total 1.0",
+                 "mailstead_outbound_deferrals_total 1.0",
+                 'mailstead_outbound_bounces_total{reason="null_mx"} 1.0',
+                 "mailstead_queue_recipients 7.0"):
+        assert line in text
+    with pytest.raises(ValueError):
+        metrics.count("outbound_bounces")  # the reason is required

@@ -17,6 +17,7 @@ sent inside TLS.
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
 from dataclasses import dataclass
 
@@ -172,6 +173,15 @@ class Session:
         code, _ = self.smtp.rset()
         if code != 250:
             raise SessionFailure(f"RSET answered {code}")
+
+    def abort(self) -> None:
+        """Break the connection from another thread: a blocked read fails at once."""
+        sock = self.smtp.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self) -> None:
         try:

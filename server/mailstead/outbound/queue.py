@@ -62,6 +62,7 @@ class OutboundQueue:
         self._wake = asyncio.Event()
         self._busy: set[tuple[int, str]] = set()  # (queue id, address) being attempted
         self._domains: dict[str, asyncio.Task[None]] = {}
+        self._open: set[Session] = set()  # connections in use, aborted by a late stop
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
         self.pending = 0  # recipients pending at the last look (the queue-size gauge)
@@ -96,6 +97,8 @@ class OutboundQueue:
         tasks = list(self._domains.values())
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace)
+            for session in list(self._open):
+                session.abort()  # a thread blocked on a silent remote returns at once
             for task in late:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -171,14 +174,18 @@ class OutboundQueue:
                             session.send, message.mail_from, rcpts, data)
                     except SessionFailure as exc:
                         error = f"451 4.4.2 connection to {session.target} lost: {exc}"
+                        self._open.discard(session)
                         await self._in_thread(session.close)
                         session = None
                 await self._settle(queue_id, rcpts, replies, error,
                                    str(session.target) if session else None)
         except StoreError as exc:
             log.error("outbound: %s: the queue could not be updated: %s", domain, exc)
+        except Exception:  # a bug here must not stop the other domains; retried later
+            log.exception("outbound: delivery to %s failed", domain)
         finally:
             if session is not None:
+                self._open.discard(session)
                 await self._in_thread(session.close)
             self._busy.difference_update(keys)
             self._domains.pop(domain, None)
@@ -207,6 +214,7 @@ class OutboundQueue:
                 error = f"451 4.4.1 {target}: {exc}"
                 log.info("outbound: cannot use %s:%d: %s", target, target.port, exc)
                 continue
+            self._open.add(session)
             return session, None
         return None, error
 
