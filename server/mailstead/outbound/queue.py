@@ -154,8 +154,10 @@ class OutboundQueue:
                 if exc.permanent:
                     log.info("outbound: %s: %s", domain, exc.reply)
                     for queue_id, rcpts in by_message.items():
-                        await self._settle(queue_id, rcpts, {}, exc.reply, None,
-                                           permanent=exc.reason)
+                        message = await self.store.queue_message(queue_id)
+                        if message is not None:
+                            await self._settle(message, rcpts, {}, exc.reply, None,
+                                               permanent=exc.reason)
                     return
             for queue_id, rcpts in by_message.items():
                 if self._stopping:
@@ -164,11 +166,13 @@ class OutboundQueue:
                     session, failure = await self._connect(targets)
                 replies: dict[str, Reply] = {}
                 error = failure
+                message = await self.store.queue_message(queue_id)
+                if message is None:
+                    continue  # deleted meanwhile (mailstead queue delete)
                 if session is not None:
-                    message = await self.store.queue_message(queue_id)
                     data = await self.store.queue_data(queue_id)
-                    if message is None or data is None:
-                        continue  # deleted meanwhile (mailstead queue delete)
+                    if data is None:
+                        continue
                     try:
                         replies = await self._in_thread(
                             session.send, message.mail_from, rcpts, data)
@@ -177,7 +181,7 @@ class OutboundQueue:
                         self._open.discard(session)
                         await self._in_thread(session.close)
                         session = None
-                await self._settle(queue_id, rcpts, replies, error,
+                await self._settle(message, rcpts, replies, error,
                                    str(session.target) if session else None)
         except StoreError as exc:
             log.error("outbound: %s: the queue could not be updated: %s", domain, exc)
@@ -223,13 +227,12 @@ class OutboundQueue:
         return await loop.run_in_executor(self._threads, lambda: fn(*args, **kwargs))
 
     # --- recording an attempt ----------------------------------------------------------
-    async def _settle(self, queue_id: int, rcpts: list[str], replies: dict[str, Reply],
-                      error: str | None, remote: str | None, *,
+    async def _settle(self, message: QueuedMessage, rcpts: list[str],
+                      replies: dict[str, Reply], error: str | None, remote: str | None, *,
                       permanent: str | None = None) -> None:
-        """Record one attempt for ``rcpts`` of one message, with its bounce, in one go."""
-        message = await self.store.queue_message(queue_id)
-        if message is None:
-            return
+        """Record one attempt for ``rcpts`` of ``message`` (as read before the attempt:
+        only this runner changes its recipients' states), with its bounce, in one go."""
+        queue_id = message.id
         states = {r.address: r for r in message.recipients}
         now = time.time()
         outcomes: list[Outcome] = []
