@@ -39,6 +39,9 @@ from .mx import DnsFailure, MxResolver
 log = logging.getLogger("mailstead.outbound")
 
 _DUE_BATCH = 1000
+# Messages up to this size get their line ends fixed on the loop (cheaper than a thread
+# hop); bigger ones, and every message to be signed, on an outbound thread.
+_INLINE_BYTES = 64 * 1024
 Count = Callable[..., None]
 
 
@@ -69,19 +72,26 @@ class OutboundQueue:
 
     # --- the sink ----------------------------------------------------------------------
     async def enqueue(self, mail_from: str, recipients: list[str], data: bytes) -> int:
-        loop = asyncio.get_running_loop()
-        data = crlf(data)
-        if self.signer.has_keys():
-            try:
-                data = await loop.run_in_executor(self._threads, self.signer.sign, data)
-            except DkimError as exc:  # a broken key must not stop mail; say so loudly
-                log.error("outbound: not DKIM-signed: %s", exc)
+        if self.signer.has_keys() or len(data) > _INLINE_BYTES:
+            loop = asyncio.get_running_loop()
+            data = await loop.run_in_executor(self._threads, self._prepare, data)
+        else:
+            data = crlf(data)
         queue_id = await self.store.queue_add(mail_from, recipients, data)
         log.info("outbound: queued %d from <%s> to %d recipients (%d octets)",
                  queue_id, mail_from, len(recipients), len(data))
         self._event("outbound_queued")
         self._wake.set()
         return queue_id
+
+    def _prepare(self, data: bytes) -> bytes:
+        """CRLF line ends, then the DKIM signatures (on an outbound thread)."""
+        data = crlf(data)
+        try:
+            return self.signer.sign(data)
+        except DkimError as exc:  # a broken key must not stop mail; say so loudly
+            log.error("outbound: not DKIM-signed: %s", exc)
+            return data
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
