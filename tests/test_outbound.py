@@ -356,3 +356,18 @@ def test_outbound_metrics_families() -> None:
         assert line in text
     with pytest.raises(ValueError):
         metrics.count("outbound_bounces")  # the reason is required
+
+
+async def test_a_non_ascii_address_bounces_when_the_mx_lacks_smtputf8(
+    tmp_path: Path, mx: Sink
+) -> None:
+    world, dns = await open_world(tmp_path, mx)
+    try:
+        qid = await world.enqueue(["jürgen@example.net"])
+        await until(lambda: _gone(world, qid), what="bounced")
+        (dsn,) = await world.inbox()
+        _, (rcpt,) = dsn_fields(dsn)
+        assert rcpt["Status"] == "5.6.7"
+        assert mx.received == []
+    finally:
+        await close_world(world, dns)

@@ -121,3 +121,19 @@ async def test_a_version_2_database_gets_the_queue_tables(tmp_path: Path) -> Non
     conn = sqlite3.connect(tmp_path / "db.sqlite3")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
+
+
+async def test_a_message_deleted_during_its_attempt_gets_no_bounce(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    try:
+        user = await store.create_user("alice", "x")
+        inbox = await store.get_mailbox(user.id, "INBOX")
+        assert inbox is not None
+        qid = await store.queue_add("alice@example.org", ["x@example.net"], b"\r\n")
+        assert await store.queue_delete(qid)  # mailstead queue delete, mid-attempt
+        await store.queue_record(qid, [Outcome("x@example.net", BOUNCED, "550 no")],
+                                 Bounce(b"Subject: dsn\r\n\r\n", mailbox_id=inbox.id))
+        assert await store.list_messages(inbox.id) == []
+        assert await store.queue_list() == []
+    finally:
+        await store.close()

@@ -139,8 +139,10 @@ class Session:
             options.append(f"SIZE={len(data)}")
         if smtp.has_extn("8bitmime") and any(b > 0x7F for b in data):
             options.append("BODY=8BITMIME")
-        addresses = [mail_from, *recipients]
-        if smtp.has_extn("smtputf8") and not all(a.isascii() for a in addresses):
+        if not all(a.isascii() for a in [mail_from, *recipients]):
+            if not smtp.has_extn("smtputf8"):  # RFC 6531 §3.5: it cannot be sent there
+                return dict.fromkeys(recipients, Reply(
+                    553, f"5.6.7 {self.target} does not take non-ASCII addresses (SMTPUTF8)"))
             options.append("SMTPUTF8")
         try:
             code, text = smtp.mail(mail_from, options)

@@ -89,8 +89,8 @@ class QueueStore(abc.ABC):
     ) -> None:
         """End an attempt: each outcome counts one attempt of a recipient still pending,
         the bounce (if any) is stored, and a message with no recipient left pending leaves
-        the queue, all in one transaction. A recipient no longer pending (the message
-        was deleted or already settled) is left alone."""
+        the queue, all in one transaction. A recipient no longer pending is left alone,
+        and a message deleted meanwhile gets neither outcomes nor a bounce."""
 
     @abc.abstractmethod
     async def queue_retry(self, queue_id: int | None, now: float) -> int:

@@ -113,6 +113,8 @@ class QueueMixin(SqliteBase):
         now = time.time()
 
         def job(conn: sqlite3.Connection) -> tuple[None, list[ChangeBatch]]:
+            if conn.execute("SELECT 1 FROM queue WHERE id = ?", (queue_id,)).fetchone() is None:
+                return None, []  # deleted during the attempt: no outcome, no bounce
             for out in outcomes:
                 conn.execute(
                     "UPDATE queue_recipients SET state = ?, attempts = attempts + 1, "
