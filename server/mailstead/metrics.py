@@ -297,7 +297,7 @@ def install_metrics(ctx: ServerContext) -> Metrics:
         open_sessions=lambda: len(ctx.sessions), config=ctx.config,
         certificate=getattr(tls, "cert", None),
         # The runner refreshes this at each look at the queue (no store read at scrape).
-        queue_size=lambda: int(getattr(ctx.outbound, "pending", 0)),
+        queue_size=lambda: int(getattr(getattr(ctx, "outbound", None), "pending", 0)),
     )
     ctx.metrics = metrics
     if hasattr(ctx.store, "on_latency") and ctx.store.on_latency is None:
