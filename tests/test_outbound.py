@@ -371,3 +371,22 @@ async def test_a_non_ascii_address_bounces_when_the_mx_lacks_smtputf8(
         assert mx.received == []
     finally:
         await close_world(world, dns)
+
+
+async def test_a_failing_starttls_falls_back_to_plain_for_an_mx(tmp_path: Path) -> None:
+    import ssl
+
+    broken = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # no certificate: every handshake fails
+    sink = Sink()
+    server, port = await start_smtp(sink, tls=broken)
+    sink.port = port  # type: ignore[attr-defined]
+    world, dns = await open_world(tmp_path, sink)
+    try:
+        qid = await world.enqueue(["bob@example.net"])
+        await until(lambda: _gone(world, qid), what="delivered in plain")
+        (got,) = sink.received
+        assert not got.tls and sink.connections == 2
+    finally:
+        await close_world(world, dns)
+        server.close()
+        await server.wait_closed()

@@ -8,8 +8,9 @@ destination costs nothing the loop would notice. The loop never waits on it: eac
 below is blocking and is run with ``run_in_executor``; one ``Session`` is only ever used
 by one thread at a time.
 
-Towards an MX, TLS is opportunistic: STARTTLS when offered, the certificate not checked
-(RFC 7435; MTA-STS and DANE, which make it checkable, are for later). Towards the
+Towards an MX, TLS is opportunistic: STARTTLS when offered, the certificate not checked,
+plain text once more when the handshake fails (RFC 7435; MTA-STS and DANE, which make it
+checkable and required, are for later). Towards the
 smarthost, TLS is as configured and verified by default, and the password is only ever
 sent inside TLS.
 """
@@ -41,6 +42,12 @@ class Reply:
 
 class SessionFailure(Exception):
     """The connection could not be set up or was lost: try the next host, or defer."""
+
+
+class TLSFailure(SessionFailure):
+    """STARTTLS was offered but failed. With opportunistic TLS the caller connects once
+    more without it (RFC 7435 §3: TLS where it works, never less delivery than without),
+    as Postfix does at its "may" level; with a required TLS it is a failure."""
 
 
 def _reply(code: int, text: bytes | str) -> Reply:
@@ -106,8 +113,11 @@ class Session:
             smtp.ehlo_or_helo_if_needed()
             tls = target.tls == "implicit"
             if target.tls in ("opportunistic", "starttls") and smtp.has_extn("starttls"):
-                code, text = smtp.starttls(context=_tls_context(target.verify, target.ca_file))
-                smtp.ehlo()
+                try:  # (TLS 1.3 may report a refused handshake only at the next read)
+                    smtp.starttls(context=_tls_context(target.verify, target.ca_file))
+                    smtp.ehlo()
+                except (OSError, smtplib.SMTPException) as exc:
+                    raise TLSFailure(f"STARTTLS failed: {type(exc).__name__}: {exc}") from None
                 tls = True
             elif target.tls == "starttls":
                 raise SessionFailure(f"{target} does not offer STARTTLS ([relay] tls)")

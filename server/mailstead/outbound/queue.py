@@ -25,13 +25,14 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from ..config import Config
 from ..store.api import MailStore, StoreError
 from ..store.queue_api import BOUNCED, PENDING, SENT, Bounce, Outcome, QueuedMessage
 from ..usernames import resolve_user_name
-from .client import Reply, Session, SessionFailure, Target
+from .client import Reply, Session, SessionFailure, Target, TLSFailure
 from .dkim import DkimError, DkimSigner
 from .dsn import Failure, build_dsn
 from .mx import DnsFailure, MxResolver
@@ -217,7 +218,9 @@ class OutboundQueue:
     async def _connect(self, targets: list[Target]) -> tuple[Session | None, str | None]:
         """The first host that answers, in order (RFC 5321 §5.1), or the last error."""
         error = "451 4.4.1 no host to try"
-        for target in targets:
+        tries = list(reversed(targets))
+        while tries:
+            target = tries.pop()
             try:
                 session = await self._in_thread(
                     Session.open, target, helo=self.config.hostname,
@@ -227,6 +230,8 @@ class OutboundQueue:
             except SessionFailure as exc:
                 error = f"451 4.4.1 {target}: {exc}"
                 log.info("outbound: cannot use %s:%d: %s", target, target.port, exc)
+                if isinstance(exc, TLSFailure) and target.tls == "opportunistic":
+                    tries.append(replace(target, tls="none"))  # the same host, in plain
                 continue
             self._open.add(session)
             return session, None
