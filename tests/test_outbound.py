@@ -390,3 +390,30 @@ async def test_a_failing_starttls_falls_back_to_plain_for_an_mx(tmp_path: Path) 
         await close_world(world, dns)
         server.close()
         await server.wait_closed()
+
+
+async def test_an_outcome_the_store_refused_is_recorded_later_and_not_sent_again(
+    tmp_path: Path, mx: Sink
+) -> None:
+    from mailstead.store.api import StorageFull
+
+    world, dns = await open_world(tmp_path, mx, start=False)
+    real = world.store.queue_record
+    refused: list[int] = []
+
+    async def full_once(queue_id: int, outcomes: object, bounce: object = None) -> None:
+        if not refused:  # fault injection: the disk is full when the first 250 arrives
+            refused.append(queue_id)
+            raise StorageFull("the mail store is full")
+        await real(queue_id, outcomes, bounce)  # type: ignore[arg-type]
+
+    world.store.queue_record = full_once  # type: ignore[method-assign]
+    try:
+        qid = await world.enqueue(["bob@example.net"])
+        assert world.queue is not None
+        world.queue.start()
+        await until(lambda: _gone(world, qid), what="recorded at the next look")
+        await asyncio.sleep(0.6)
+        assert refused == [qid] and len(mx.received) == 1 and mx.datas == 1
+    finally:
+        await close_world(world, dns)

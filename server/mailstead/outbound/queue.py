@@ -11,7 +11,9 @@ After each transaction the outcome of every recipient (sent, bounced, or deferre
 its next attempt) and the bounce it produced are recorded in one store transaction before
 the next message is sent. So a crash loses nothing queued, and the only mail that can go
 out twice is the one transaction whose ``250`` came back in the moment before its record
-was committed: at most one message's recipients at one domain. Retries back off from
+was committed: at most one message's recipients at one domain. (An outcome the store
+refuses, a full disk, is kept in memory and recorded at a later look, and its recipients
+are not attempted until then.) Retries back off from
 ``[queue] retry_first`` doubling to ``retry_max``; a recipient still failing at
 ``queue_lifetime`` bounces. The runner rereads due entries every ``poll_seconds``, so a
 ``mailstead queue retry`` from another process is picked up within that time.
@@ -67,6 +69,8 @@ class OutboundQueue:
         self._busy: set[tuple[int, str]] = set()  # (queue id, address) being attempted
         self._domains: dict[str, asyncio.Task[None]] = {}
         self._open: set[Session] = set()  # connections in use, aborted by a late stop
+        # Attempts whose record the store refused (full disk): queue id -> what to record.
+        self._unrecorded: dict[int, tuple[list[Outcome], Bounce | None]] = {}
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
         self.pending = 0  # recipients pending at the last look (the queue-size gauge)
@@ -134,13 +138,23 @@ class OutboundQueue:
 
     async def _scan(self) -> float | None:
         """Start a delivery for every domain with due recipients; the next due time."""
+        for queue_id, (outcomes, bounce) in list(self._unrecorded.items()):
+            try:
+                await self.store.queue_record(queue_id, outcomes, bounce)
+            except StoreError as exc:
+                log.warning("outbound: still cannot record the attempt of %d: %s",
+                            queue_id, exc)
+                continue
+            del self._unrecorded[queue_id]
+        held = {(queue_id, out.address)
+                for queue_id, (outcomes, _) in self._unrecorded.items() for out in outcomes}
         now = time.time()
         due = await self.store.queue_due(now, _DUE_BATCH)
         self.pending = await self.store.queue_pending()
         groups: dict[str, list[tuple[int, str]]] = {}
         for rcpt in due:
             key = (rcpt.queue_id, rcpt.address)
-            if key not in self._busy:
+            if key not in self._busy and key not in held:
                 groups.setdefault(rcpt.domain, []).append(key)
         for domain, keys in groups.items():
             if domain in self._domains or len(self._domains) >= self.q.concurrency:
@@ -148,7 +162,9 @@ class OutboundQueue:
             self._busy.update(keys)
             task = asyncio.get_running_loop().create_task(self._deliver_domain(domain, keys))
             self._domains[domain] = task
-        return await self.store.queue_next_due() if not self._domains else None
+        if self._domains or held:
+            return None  # (a domain's end wakes the runner; held ones wait a poll)
+        return await self.store.queue_next_due()
 
     # --- one destination domain --------------------------------------------------------
     async def _deliver_domain(self, domain: str, keys: list[tuple[int, str]]) -> None:
@@ -285,7 +301,14 @@ class OutboundQueue:
                      message.mail_from, address, remote or "-", text,
                      "deferred" if verdict == PENDING else verdict, known.attempts + 1)
         bounce = await self._bounce(message, failures) if failures else None
-        await self.store.queue_record(queue_id, outcomes, bounce)
+        try:
+            await self.store.queue_record(queue_id, outcomes, bounce)
+        except StoreError:
+            # Kept until the store takes it (each look at the queue tries again), and
+            # these recipients are not attempted meanwhile: one the remote acknowledged
+            # is not sent again because the disk was full when it answered.
+            self._unrecorded[queue_id] = (outcomes, bounce)
+            raise
 
     async def _bounce(self, message: QueuedMessage, failures: list[Failure]) -> Bounce | None:
         """The DSN for ``failures``: into the sender's INBOX when the sender is ours, queued
