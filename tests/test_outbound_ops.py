@@ -232,3 +232,11 @@ def test_dkim_keygen_cli(tmp_path: Path) -> None:
     assert "k=ed25519; p=" in ed
     bad = srv.cli("dkim", "keygen", "exa mple.org", check=False)
     assert bad.returncode == 1 and "not a DNS name" in bad.stderr
+    # `mailstead check` names the route and the keys; a broken key is a warning.
+    (key.parent / "broken.key").write_bytes(b"not a key")
+    checked = srv.cli("check").stdout
+    assert "outbound: each domain's MX, port 25" in checked
+    assert "dkim: example.org selector s1 (rsa-sha256)" in checked
+    assert "dkim: example.org selector e1 (ed25519-sha256)" in checked
+    assert re.search(r"^warning: cannot read the DKIM key .*broken\.key", checked, re.M)
+    assert "configuration OK" in checked
