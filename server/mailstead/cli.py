@@ -2,10 +2,11 @@
 
 Outside tooling depends on these spellings: ``serve``, ``check``, ``user add|passwd|del|list``,
 ``mailbox status|create|delete|rename``, ``alias add|del|list``, ``who``, ``kick``,
-``expunge``, ``fetch``, ``cert self-signed``, ``dns``. Every failure is one clear line
-on stderr and a non-zero exit status, never a traceback; ``-c FILE`` goes before or
-after the command. Commands that destroy mail ask first (``--yes`` to skip; without a
-terminal they refuse instead). User names follow one rule everywhere (``usernames.py``).
+``expunge``, ``fetch``, ``cert self-signed``, ``dns``, ``queue list|show|retry|delete``,
+``dkim keygen``. Every failure is one clear line on stderr and a non-zero exit status,
+never a traceback; ``-c FILE`` goes before or after the command. Commands that destroy
+mail ask first (``--yes`` to skip; without a terminal they refuse instead). User names
+follow one rule everywhere (``usernames.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .cli_common import load as _load
 from .cli_common import run_store as _run_store
 from .cli_dns import add_dns_commands
 from .cli_ops import add_ops_commands, kick_sessions
+from .cli_queue import add_queue_commands
 from .migrate.cli import add_commands, add_user_commands
 
 # MAILSTEAD_CONFIG names the config file when -c is not given (the Docker image sets it).
@@ -276,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_alias_commands(sub, with_config)
     add_dns_commands(sub, with_config)
     add_commands(sub, with_config)
+    add_queue_commands(sub, with_config)
     return parser
 
 

@@ -125,6 +125,35 @@ class LimitsSection:
 
 
 @dataclass(frozen=True)
+class QueueSection:
+    retry_first: float
+    retry_max: float
+    queue_lifetime: float
+    poll_seconds: float
+    concurrency: int
+    connect_timeout: float
+    command_timeout: float
+    mx_port: int
+
+
+@dataclass(frozen=True)
+class RelaySection:
+    host: str
+    port: int
+    tls: str
+    tls_verify: bool
+    ca_file: Path | None
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class DnsSection:
+    nameservers: tuple[str, ...]
+    port: int
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str
     format: str
@@ -143,6 +172,9 @@ SECTIONS: dict[str, type] = {
     "tls": TlsSection,
     "auth": AuthSection,
     "limits": LimitsSection,
+    "queue": QueueSection,
+    "relay": RelaySection,
+    "dns": DnsSection,
     "log": LogSection,
 }
 
@@ -163,6 +195,9 @@ class Config:
     tls: TlsSection
     auth: AuthSection
     limits: LimitsSection
+    queue: QueueSection
+    relay: RelaySection
+    dns: DnsSection
     log: LogSection
     path: Path | None = None  # the file read; None when built from defaults
 

@@ -141,6 +141,7 @@ class Mailstead:
         self._started = False
         self._stop_pending: str | None = None  # a stop asked for while starting
         self._data_lock: DataFolderLock | None = None
+        self.outbound: Any = None  # outbound.queue.OutboundQueue once started
 
     async def start(self) -> None:
         from .auth.cache import LoginCache
@@ -192,6 +193,11 @@ class Mailstead:
         )
         self.ctx = ServerContext(cfg, store, hub, auth, tls, self.loop)
         install_metrics(self.ctx)
+        from .outbound.queue import OutboundQueue
+
+        # Always: mail for remote recipients goes out through their MX or [relay].
+        self.outbound = OutboundQueue(store, cfg, count=self.ctx.count)
+        self.ctx.outbound = self.outbound
         # Where listeners really bound (port 0 picks one): autoconfig advertises these.
         self.ctx.bound_listeners = lambda: [
             (lst.proto, lst.kind, lst.bound.host, lst.bound.port)
@@ -222,6 +228,7 @@ class Mailstead:
 
         self.control = ControlServer(self.ctx.sessions, socket_path(cfg.data_dir))
         await self.control.start()
+        self.outbound.start()
         self._write_listeners_file()
         self._started = True
         _sd_notify("READY=1")
@@ -330,6 +337,8 @@ class Mailstead:
             grace = self.config.server.shutdown_grace
             if not await self.ctx.sessions.wait_empty(grace):
                 log.warning("%d sessions did not close in %ds", len(self.ctx.sessions), grace)
+            if self.outbound is not None:
+                await self.outbound.stop(grace)
             await self.ctx.store.close()
         try:
             (self.config.data_dir / "listeners.json").unlink()

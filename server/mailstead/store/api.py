@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 from ..mime.header_text import HeaderText
 from ..mime.model import ParsedMessage
+from .queue_api import QueueStore
 
 # Mailboxes every new user gets, with their RFC 6154 special-use attribute.
 DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
@@ -214,8 +215,10 @@ class FlagUpdate:
     failed_uids: list[int] = field(default_factory=list)
 
 
-class MailStore(abc.ABC):
-    """The asynchronous store API. All methods are safe to call from the event loop."""
+class MailStore(QueueStore, abc.ABC):
+    """The asynchronous store API. All methods are safe to call from the event loop.
+
+    The outbound queue's methods (``queue_*``) are declared in ``queue_api``."""
 
     # --- lifecycle -------------------------------------------------------------------
     @abc.abstractmethod

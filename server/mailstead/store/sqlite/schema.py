@@ -45,6 +45,29 @@ _BLOB_SEARCH = """(
     text TEXT NOT NULL
 )"""
 
+# The outbound queue (version 5): a message once, its recipients each with their own state
+# ('pending', 'sent', 'bounced'), attempt count, next attempt (Unix time) and the remote's
+# last reply. A message leaves the queue in the transaction that settles its last recipient.
+_QUEUE = """
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mail_from TEXT NOT NULL,
+    data BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue_recipients (
+    queue_id INTEGER NOT NULL REFERENCES queue(id) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    last_reply TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (queue_id, address)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS queue_recipients_due ON queue_recipients (state, next_attempt);
+"""
+
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS users {_USERS};
@@ -86,7 +109,7 @@ CREATE TABLE IF NOT EXISTS expunged (
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS aliases_by_user ON aliases (user_id);
-"""
+{_QUEUE}"""
 
 
 def _add_dot_lines(conn: sqlite3.Connection) -> None:
@@ -143,9 +166,16 @@ def _add_search_text(conn: sqlite3.Connection) -> None:
     conn.execute(f"CREATE TABLE IF NOT EXISTS blob_search {_BLOB_SEARCH}")
 
 
+def _add_queue(conn: sqlite3.Connection) -> None:
+    """Version 5: the outbound queue (``queue``, ``queue_recipients``)."""
+    for statement in _QUEUE.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 # UPGRADES[n] takes a database from version n to n + 1.
 UPGRADES: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _add_dot_lines, _never_reuse_ids, _add_aliases, _add_search_text,
+    _add_dot_lines, _never_reuse_ids, _add_aliases, _add_search_text, _add_queue,
 )
 SCHEMA_VERSION = len(UPGRADES)
 
