@@ -145,11 +145,6 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "username": (str, ""),
         "password": (str, ""),
     },
-    # Where `mailstead dns --check` (and outbound delivery) ask: [] = the system's resolver.
-    "dns": {
-        "nameservers": (list, []),
-        "port": (int, 53),
-    },
     "log": {
         "level": (str, "info"),
         "format": (str, "text"),

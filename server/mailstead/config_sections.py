@@ -148,12 +148,6 @@ class RelaySection:
 
 
 @dataclass(frozen=True)
-class DnsSection:
-    nameservers: tuple[str, ...]
-    port: int
-
-
-@dataclass(frozen=True)
 class LogSection:
     level: str
     format: str
@@ -174,7 +168,6 @@ SECTIONS: dict[str, type] = {
     "limits": LimitsSection,
     "queue": QueueSection,
     "relay": RelaySection,
-    "dns": DnsSection,
     "log": LogSection,
 }
 
@@ -197,7 +190,6 @@ class Config:
     limits: LimitsSection
     queue: QueueSection
     relay: RelaySection
-    dns: DnsSection
     log: LogSection
     path: Path | None = None  # the file read; None when built from defaults
 
