@@ -292,7 +292,7 @@ async def test_user_add_and_import_respect_max_store_bytes(tmp_path: Path) -> No
     from mailstead.store import open_store
     from mailstead.store.api import StorageFull
 
-    srv = ServerProcess(tmp_path / "srv", BASE_CONFIG + "max_store_bytes = 65536\n")
+    srv = ServerProcess(tmp_path / "srv", BASE_CONFIG + "max_store_bytes = 131072\n")
     # Fill the store through the same factory until one more user does not fit. Names
     # have one length and hashes are shorter than the CLI's: its user cannot fit either.
     store = await open_store(load_config(srv.config))
