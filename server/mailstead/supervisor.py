@@ -47,8 +47,9 @@ STABLE_SECONDS = 30.0  # a worker that lived this long starts again without dela
 CONTROL_TIMEOUT = 5.0
 
 
-def bind_listener(addr: Listen) -> socket.socket:
-    """A listening TCP socket on ``addr`` as the workers' listeners would bind it."""
+def bind_listener(addr: Listen, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on ``addr`` as the workers' listeners would bind it;
+    ``reuse_port`` for one of a group that shares the port (SO_REUSEPORT)."""
     try:
         family, kind, proto, _, where = socket.getaddrinfo(
             addr.host, addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
@@ -57,6 +58,8 @@ def bind_listener(addr: Listen) -> socket.socket:
         raise _bind_error("listener", addr, exc) from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(where)
         sock.listen(128)
     except OSError as exc:
@@ -86,7 +89,8 @@ class Supervisor:
         self.config = config
         self.loop = loop
         self.workers = [Worker(i) for i in range(config.server.workers)]
-        self.sockets: list[tuple[str, str, socket.socket]] = []  # (name, kind, socket)
+        # Per listener: (name, kind, one socket per worker, or one shared by all).
+        self.sockets: list[tuple[str, str, list[socket.socket]]] = []
         self.holds = Holds()
         auth = config.auth
         self.throttle = SharedThrottleState(LoginThrottle(
@@ -113,11 +117,10 @@ class Supervisor:
         inherited = InheritedSockets.from_environment()
         try:
             for i, (proto, kind, addr) in enumerate(cfg.listeners()):
-                sock = inherited.take(addr) or bind_listener(addr)
-                sock.set_inheritable(False)  # each worker gets its own copy, placed
-                self.sockets.append((listener_name(i, proto, kind), kind, sock))
+                group = self._bind(addr, inherited)
+                self.sockets.append((listener_name(i, proto, kind), kind, group))
                 log.info("listening for %s%s on %s", proto, " (TLS)" if kind == "tls" else "",
-                         Listen(addr.host, sock.getsockname()[1]))
+                         Listen(addr.host, group[0].getsockname()[1]))
         finally:
             inherited.close_unused()
         self.loop.add_signal_handler(signal.SIGCHLD, self._reap)
@@ -134,6 +137,26 @@ class Supervisor:
         _sd_notify("READY=1")
         log.info("Mailstead ready (%d workers, %d listeners)", len(self.workers),
                  len(self.sockets))
+
+    def _bind(self, addr: Listen, inherited: InheritedSockets) -> list[socket.socket]:
+        """The sockets of one listener: one per worker on the same port (SO_REUSEPORT:
+        the kernel spreads new connections evenly by their addresses, where one shared
+        socket would mostly go to whichever worker wakes first), or the one socket
+        systemd passed, shared by all."""
+        given = inherited.take(addr)
+        if given is not None:
+            given.set_inheritable(False)  # each worker gets its own copy, placed
+            return [given]
+        group = [bind_listener(addr, reuse_port=True)]
+        port = group[0].getsockname()[1]  # port 0: the others join the one it picked
+        try:
+            group += [bind_listener(Listen(addr.host, port), reuse_port=True)
+                      for _ in self.workers[1:]]
+        except BaseException:
+            for sock in group:
+                sock.close()
+            raise
+        return group
 
     def _prepare(self) -> None:
         """What must happen once, before any worker: the TLS pair and the schema."""
@@ -154,7 +177,7 @@ class Supervisor:
 
     async def _spawn(self, worker: Worker) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        listen = [sock.fileno() for _, _, sock in self.sockets]
+        listen = [group[worker.index % len(group)].fileno() for _, _, group in self.sockets]
         names = ":".join(name for name, _, _ in self.sockets)
         bus_fd, lock_fd = 3 + len(listen), 4 + len(listen)
         setup = WorkerSetup(worker.index, bus_fd, lock_fd).environment()
@@ -303,8 +326,9 @@ class Supervisor:
         await self._stopped.wait()
         if self.control is not None:
             await self.control.stop()
-        for _, _, sock in self.sockets:
-            sock.close()
+        for _, _, group in self.sockets:
+            for sock in group:
+                sock.close()
         try:
             (self.config.data_dir / "listeners.json").unlink()
         except OSError:
@@ -316,8 +340,8 @@ class Supervisor:
         from .files import write_private
 
         data = [{"protocol": name.split("-")[2], "tls": kind == "tls",
-                 "host": self._host(sock), "port": sock.getsockname()[1]}
-                for name, kind, sock in self.sockets]
+                 "host": self._host(group[0]), "port": group[0].getsockname()[1]}
+                for name, kind, group in self.sockets]
         write_private(self.config.data_dir / "listeners.json",
                       json.dumps(data, indent=1).encode())
 
@@ -347,7 +371,8 @@ class RelayControl(ControlServer):
         merged: dict[str, Any] = {"ok": True}
         if "sessions" in local:
             merged["sessions"] = [
-                {**s, "worker": w.index} for w, a in answers for s in a.get("sessions", [])]
+                {**s, "worker": w.index, "pid": w.proc.pid if w.proc else None}
+                for w, a in answers for s in a.get("sessions", [])]
         if "closed" in local:
             merged["closed"] = sum(int(a.get("closed", 0)) for _, a in answers)
         return merged

@@ -41,6 +41,7 @@ async def attach(app: Mailstead, setup: WorkerSetup) -> BusClient:
         store.maildrop_lock_dir = lock_dir
         store.on_commit = bus.hint
         bus.on_hint = store.look_outside_soon
+    ctx.worker_index = setup.index
     ctx.connections.shared = bus
     ctx.connections.logins.shared = bus
     ctx.auth.shared_throttle = bus
