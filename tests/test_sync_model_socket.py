@@ -3,11 +3,12 @@
 Each client process (``sync_model_client.py``) drives its own seeded random program
 against the same user at the same time and checks its own stream with ``imap_model``.
 With ``workers = 2`` the clients' sessions are spread over two worker processes (each
-client connects until its IMAP ID names the worker it is given; the test checks), so every change reaches the others through the store and the
-bus. When all are done and quiet, the parent reads INBOX from the store and hands it to each
-client, whose NOOP must then leave it with exactly that view; finally the parent checks
-that no two clients were given ``\\Recent`` for the same message and that the server
-logged no error. Seeds: ``SYNC_SOCKET_SEED`` (default 7); the failure message names it.
+client connects until its IMAP ID names the worker it is given; the test checks), so
+every change reaches the others through the store and the bus. When all are done and
+quiet, the parent reads INBOX from the store and hands it to each client, whose NOOP
+must then leave it with exactly that view; finally the parent checks that no two clients
+were given ``\\Recent`` for the same message and that the server logged no error.
+Seeds: ``SYNC_SOCKET_SEED`` (default 7); the failure message names it.
 """
 
 from __future__ import annotations

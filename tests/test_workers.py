@@ -84,7 +84,7 @@ def test_two_workers_serve_every_protocol_on_the_same_ports(
     assert len(children(srv.proc.pid)) == 2
     held = [imap_login(srv, "alice")]
     first = workers_of(srv, "alice")[0]
-    conn, other = login_on_other_worker(srv, "alice", held, first)
+    conn, _ = login_on_other_worker(srv, "alice", held, first)
     held.append(conn)
     with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=10) as smtp:
         smtp.sendmail("x@example.net", ["alice@example.org"],
