@@ -11,6 +11,7 @@ import imaplib
 import json
 import os
 import poplib
+import re
 import signal
 import smtplib
 import socket
@@ -221,3 +222,75 @@ def test_sigterm_stops_every_worker_cleanly(workers_server: ServerProcess) -> No
     assert not problems(log)
     srv.start()  # the data folder's lock went with them
     assert srv.stop() == 0
+
+
+class RawImap:
+    """A bare IMAP connection that knows which worker serves it (its ID says)."""
+
+    def __init__(self, srv: ServerProcess) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", srv.port("imap")), timeout=10)
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.file.readline()
+        self.worker = -1
+        if self.greeting.startswith(b"* OK"):
+            lines = self.command(b"w ID NIL")
+            found = re.search(rb'"x-worker" "(\d+)"', b"".join(lines))
+            assert found is not None, lines
+            self.worker = int(found.group(1))
+
+    def command(self, line: bytes) -> list[bytes]:
+        tag = line.split(b" ", 1)[0]
+        self.sock.sendall(line + b"\r\n")
+        lines = [self.file.readline()]
+        while not lines[-1].startswith(tag + b" ") and lines[-1]:
+            lines.append(self.file.readline())
+        return lines
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def raw_on(srv: ServerProcess, worker: int) -> RawImap:
+    for _ in range(TRIES):
+        conn = RawImap(srv)
+        if conn.worker == worker:
+            return conn
+        conn.close()
+    raise AssertionError(f"no connection landed on worker {worker} in {TRIES} tries")
+
+
+@pytest.mark.parametrize("workers_server", [{"max_connections_per_ip": 3}], indirect=True)
+def test_connections_per_address_are_counted_across_workers(
+        workers_server: ServerProcess) -> None:
+    srv = workers_server
+    held = [raw_on(srv, 0), raw_on(srv, 0), raw_on(srv, 1)]
+    wait_for(lambda: len(who(srv)) == 3, "the probes that landed elsewhere to close")
+    # Two on one worker, one on the other: only the count over both is at the limit.
+    for _ in range(4):
+        refused = RawImap(srv)
+        assert refused.greeting.startswith(b"* BYE"), refused.greeting
+        refused.close()
+    held.pop().close()
+    wait_for(lambda: len(who(srv)) == 2, "the closed connection to be counted out")
+    assert RawImap(srv).greeting.startswith(b"* OK")
+
+
+def test_failed_logins_are_throttled_across_workers(tmp_path: Path) -> None:
+    config = server_config(workers=2, fsync=False, auth={
+        "throttle_loopback": True, "failure_burst": 3, "failure_delay": 0.01,
+        "failure_delay_max": 0.02, "failure_block_seconds": 60})
+    srv = ServerProcess(tmp_path / "srv", config)
+    create_users(srv, "dave")
+    srv.start()
+    try:
+        for worker in (0, 0, 1):  # two failures on one worker, the third on the other
+            conn = raw_on(srv, worker)
+            assert b"a NO" in b"".join(conn.command(b"a LOGIN dave wrong"))
+            conn.close()
+        for worker in (0, 1):  # the burst is over both: the address is blocked on each
+            conn = raw_on(srv, worker)
+            answer = b"".join(conn.command(b"a LOGIN dave secret"))
+            assert b"Too many failed logins" in answer, answer
+            conn.close()
+    finally:
+        srv.kill()

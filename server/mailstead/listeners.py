@@ -92,3 +92,24 @@ class ListenerService:
         result = stop()
         if hasattr(result, "asFuture"):
             await result.asFuture(asyncio.get_running_loop())
+
+
+def bind_listener(addr: Listen, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket on ``addr`` as the workers' listeners would bind it;
+    ``reuse_port`` for one of a group that shares the port (SO_REUSEPORT)."""
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            addr.host, addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise _bind_error("listener", addr, exc) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(where)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error("listener", addr, exc) from None
+    return sock

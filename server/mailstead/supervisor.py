@@ -38,34 +38,14 @@ from .bus import ENV_WORKER, MAX_LINE, WorkerSetup, encode
 from .config import Config, Listen
 from .control import ControlServer, socket_path
 from .coordinator import Holds, SharedThrottleState
-from .daemon import StartupError, _bind_error, _sd_notify
+from .daemon import StartupError, _sd_notify
+from .listeners import bind_listener
 
 log = logging.getLogger("mailstead.supervisor")
 
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_SECONDS = 30.0  # a worker that lived this long starts again without delay growth
 CONTROL_TIMEOUT = 5.0
-
-
-def bind_listener(addr: Listen, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket on ``addr`` as the workers' listeners would bind it;
-    ``reuse_port`` for one of a group that shares the port (SO_REUSEPORT)."""
-    try:
-        family, kind, proto, _, where = socket.getaddrinfo(
-            addr.host, addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise _bind_error("listener", addr, exc) from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(where)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise _bind_error("listener", addr, exc) from None
-    return sock
 
 
 class Worker:
@@ -300,7 +280,16 @@ class Supervisor:
 
     def _restart(self, worker: Worker) -> None:
         if not self.stopping and worker.proc is None:
-            self.loop.create_task(self._spawn(worker))
+            self.loop.create_task(self._respawn(worker))
+
+    async def _respawn(self, worker: Worker) -> None:
+        try:
+            await self._spawn(worker)
+        except OSError as exc:  # e.g. out of descriptors or processes: try again later
+            log.error("cannot start worker %d again: %s; trying in %.0f s", worker.index,
+                      exc, RESTART_DELAYS[-1])
+            worker.proc = None
+            self.loop.call_later(RESTART_DELAYS[-1], self._restart, worker)
 
     # --- signals and stop -------------------------------------------------------------
     def signal_workers(self, signum: int) -> None:
