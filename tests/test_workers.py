@@ -294,3 +294,44 @@ def test_failed_logins_are_throttled_across_workers(tmp_path: Path) -> None:
             conn.close()
     finally:
         srv.kill()
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("0", "between 1 and 256"), ("257", "between 1 and 256"), ('"many"', '"auto"'),
+    ("true", '"auto"'), ("1.5", '"auto"'),
+])
+def test_workers_key_is_validated(tmp_path: Path, value: str, error: str) -> None:
+    from mailstead.config import ConfigError, load_config
+
+    path = tmp_path / "m.toml"
+    path.write_text(f"[server]\nworkers = {value}\n")
+    with pytest.raises(ConfigError, match=r"\[server\] workers") as info:
+        load_config(path, env={})
+    assert error in str(info.value)
+
+
+def test_workers_auto_is_the_core_count(tmp_path: Path) -> None:
+    from mailstead.config import load_config
+
+    path = tmp_path / "m.toml"
+    path.write_text('[server]\nworkers = "auto"\n')
+    assert load_config(path, env={}).server.workers == (os.cpu_count() or 1)
+    assert load_config(path, env={"MAILSTEAD_SERVER__WORKERS": "3"}).server.workers == 3
+
+
+def test_a_worker_adopts_only_a_descriptor_that_holds_the_lock(tmp_path: Path) -> None:
+    from mailstead.datalock import DataFolderBusy, DataFolderLock
+
+    owner = DataFolderLock(tmp_path)
+    owner.acquire()
+    stray = os.open(tmp_path / "mailstead.lock", os.O_RDWR)  # the file, not the held lock
+    try:
+        with pytest.raises(DataFolderBusy, match="does not hold the lock"):
+            DataFolderLock(tmp_path).adopt(stray)
+        adopted = DataFolderLock(tmp_path)
+        adopted.adopt(os.dup(owner.fileno()))
+        assert adopted.held
+        adopted.release()
+    finally:
+        os.close(stray)
+        owner.release()
