@@ -313,6 +313,10 @@ def serve(config: Config) -> int:
         from .supervisor import supervise
 
         return supervise(config)
+    if worker is not None:
+        from .worker import name_logs
+
+        name_logs(worker.index)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     reactor = install_reactor(loop)

@@ -17,6 +17,7 @@ worker's bus (``bus.py``):
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from .bus import BusClient, WorkerSetup
@@ -26,6 +27,17 @@ from .store.sqlite.base import SqliteBase
 
 if TYPE_CHECKING:
     from .daemon import Mailstead
+
+
+def name_logs(index: int) -> None:
+    """Tag this worker's log records (``mailstead[w1]: …``): the workers share stderr."""
+
+    def tag(record: logging.LogRecord) -> bool:
+        record.name = f"{record.name}[w{index}]"
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tag)
 
 
 async def attach(app: Mailstead, setup: WorkerSetup) -> BusClient:
