@@ -14,6 +14,8 @@ commit with change events                           ``{"op": "block", "ip", "sec
 ``{"op": "release", "keys": [...]}``                ``{"op": "reply", "id", …}`` answers
 ``{"op": "failure", "id", "ip", "user"}``           ``{"op": "control", "id", "request"}``
 ``{"op": "success", "ip", "user"}``                 a ``mailstead who``/``kick`` request
+``{"op": "queue"}`` outbound mail was queued         ``{"op": "queue"}`` another worker
+                                                    queued outbound mail
 ``{"op": "reply", "id", "answer"}`` to a control
 ==================================================  ======================================
 
@@ -73,6 +75,7 @@ class BusClient:
     def __init__(self, setup: WorkerSetup) -> None:
         self.setup = setup
         self.on_hint: Callable[[], None] = lambda: None
+        self.on_queue: Callable[[], None] = lambda: None
         self.on_block: Callable[[str, float], None] = lambda ip, seconds: None
         self.on_control: Callable[[bytes], dict[str, Any]] = lambda _: {
             "ok": False, "error": "not ready"}
@@ -125,6 +128,10 @@ class BusClient:
         if self._send({"op": "hint", "mailboxes": sorted(mailboxes)}):
             self.hints_sent += 1
 
+    def queued(self) -> None:
+        """Tell the worker running the outbound queue that this one queued mail."""
+        self._send({"op": "queue"})
+
     # --- shared.SharedCounters and shared.SharedThrottle ---------------------------
     async def acquire(self, holds: Sequence[tuple[str, int]]) -> int:
         reply = await self._ask({"op": "acquire", "holds": [list(h) for h in holds]})
@@ -165,6 +172,8 @@ class BusClient:
         if op == "hint":
             self.hints_received += 1
             self.on_hint()
+        elif op == "queue":
+            self.on_queue()
         elif op == "reply":
             fut = self._waiting.get(message.get("id", -1))
             if fut is not None and not fut.done():

@@ -60,6 +60,21 @@ class LmtpSection:
 
 
 @dataclass(frozen=True)
+class SubmissionSection:
+    listen: tuple[Listen, ...]
+    listen_tls: tuple[Listen, ...]
+    max_recipients: int
+    max_messages_per_hour: int
+    received_header: bool
+
+
+@dataclass(frozen=True)
+class DnsSection:
+    nameservers: tuple[str, ...]
+    port: int
+
+
+@dataclass(frozen=True)
 class HttpSection:
     listen: tuple[Listen, ...]
     listen_tls: tuple[Listen, ...]
@@ -111,6 +126,29 @@ class LimitsSection:
 
 
 @dataclass(frozen=True)
+class QueueSection:
+    retry_first: float
+    retry_max: float
+    queue_lifetime: float
+    poll_seconds: float
+    concurrency: int
+    connect_timeout: float
+    command_timeout: float
+    mx_port: int
+
+
+@dataclass(frozen=True)
+class RelaySection:
+    host: str
+    port: int
+    tls: str
+    tls_verify: bool
+    ca_file: Path | None
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str
     format: str
@@ -123,10 +161,14 @@ SECTIONS: dict[str, type] = {
     "pop3": Pop3Section,
     "smtp": SmtpSection,
     "lmtp": LmtpSection,
+    "submission": SubmissionSection,
+    "dns": DnsSection,
     "http": HttpSection,
     "tls": TlsSection,
     "auth": AuthSection,
     "limits": LimitsSection,
+    "queue": QueueSection,
+    "relay": RelaySection,
     "log": LogSection,
 }
 
@@ -141,10 +183,14 @@ class Config:
     pop3: Pop3Section
     smtp: SmtpSection
     lmtp: LmtpSection
+    submission: SubmissionSection
+    dns: DnsSection
     http: HttpSection
     tls: TlsSection
     auth: AuthSection
     limits: LimitsSection
+    queue: QueueSection
+    relay: RelaySection
     log: LogSection
     path: Path | None = None  # the file read; None when built from defaults
 
@@ -179,6 +225,7 @@ class Config:
             ("pop3", self.pop3.listen, self.pop3.listen_tls),
             ("smtp", self.smtp.listen, self.smtp.listen_tls),
             ("lmtp", self.lmtp.listen, ()),
+            ("submission", self.submission.listen, self.submission.listen_tls),
             ("http", self.http.listen, self.http.listen_tls),
         ):
             out += [(proto, "plain", addr) for addr in plain]

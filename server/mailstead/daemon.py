@@ -59,7 +59,10 @@ class Mailstead:
         self.control: Any = None  # control.ControlServer once listening
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._started = False
+        self._stop_pending: str | None = None  # a stop asked for while starting
         self._data_lock: DataFolderLock | None = None
+        self.outbound: Any = None  # outbound.queue.OutboundQueue once started
 
     async def start(self) -> None:
         from .auth.cache import LoginCache
@@ -111,6 +114,11 @@ class Mailstead:
         )
         self.ctx = ServerContext(cfg, store, hub, auth, tls, self.loop)
         install_metrics(self.ctx)
+        from .outbound.queue import OutboundQueue
+
+        # Always: mail for remote recipients goes out through their MX or [relay].
+        self.outbound = OutboundQueue(store, cfg, count=self.ctx.count)
+        self.ctx.outbound = self.outbound
         # Where listeners really bound (port 0 picks one): autoconfig advertises these.
         self.ctx.bound_listeners = lambda: [
             (lst.proto, lst.kind, lst.bound.host, lst.bound.port)
@@ -143,17 +151,23 @@ class Mailstead:
             await store.close()
             raise
         inherited.close_unused()
-        if self.worker is not None:  # the supervisor serves control.sock and listeners.json
+        if self.worker is None:  # else the supervisor serves these
+            from .control import ControlServer, socket_path
+
+            self.control = ControlServer(self.ctx.sessions, socket_path(cfg.data_dir))
+            await self.control.start()
+        if self.worker is None or self.worker.index == 0:
+            self.outbound.start()  # one queue runner per data folder: none sends twice
+        self._started = True
+        if self.worker is not None:
             self.bus.ready()
             log.info("worker %d ready (%d listeners)", self.worker.index, len(self.listeners))
-            return
-        from .control import ControlServer, socket_path
-
-        self.control = ControlServer(self.ctx.sessions, socket_path(cfg.data_dir))
-        await self.control.start()
-        self._write_listeners_file()
-        _sd_notify("READY=1")
-        log.info("Mailstead ready (%d listeners)", len(self.listeners))
+        else:
+            self._write_listeners_file()
+            _sd_notify("READY=1")
+            log.info("Mailstead ready (%d listeners)", len(self.listeners))
+        if self._stop_pending is not None:
+            self.request_stop(self._stop_pending)
 
     def _take_data_folder(self) -> None:
         """Create the data folder owner-only and lock it before anything touches it."""
@@ -204,6 +218,12 @@ class Mailstead:
             )
             await listener.start_asyncio(factory, ctx.tls.stdlib if tls else None)
             return
+        if proto == "submission":
+            from .smtp.submission import listener_factory
+
+            await listener.start_asyncio(listener_factory(ctx, implicit_tls=tls),
+                                         ctx.tls.stdlib if tls else None)
+            return
         factory = _twisted_factory(proto, ctx, tls)
         await listener.start_twisted(reactor, factory, ctx.tls.creator() if tls else None)
 
@@ -232,6 +252,11 @@ class Mailstead:
                 log.exception("error stopping listener %s", listener.addr)
 
     def request_stop(self, reason: str = "shutting down") -> None:
+        if not self._started:
+            # Stopping half-built listeners would race ``start``: stop once it is done
+            # (a failed start exits anyway).
+            self._stop_pending = reason
+            return
         if self._stopping:
             return
         self._stopping = True
@@ -248,6 +273,8 @@ class Mailstead:
             grace = self.config.server.shutdown_grace
             if not await self.ctx.sessions.wait_empty(grace):
                 log.warning("%d sessions did not close in %ds", len(self.ctx.sessions), grace)
+            if self.outbound is not None:
+                await self.outbound.stop(grace)
             await self.ctx.store.close()
         if self.bus is not None:
             self.bus.close()
@@ -322,15 +349,17 @@ def serve(config: Config) -> int:
     reactor = install_reactor(loop)
     _route_twisted_logs()
     app = Mailstead(config, loop, worker)
+    # Before ``start``, so a signal sent the moment READY=1 (or listeners.json) appears,
+    # as systemd may, is handled rather than killing the process.
+    loop.add_signal_handler(signal.SIGTERM, app.request_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, app.request_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, app.reload)
     try:
         loop.run_until_complete(app.start())
     except StartupError as exc:
         log.error("%s", exc)
         _shutdown_loop(loop, reactor)
         return 1
-    loop.add_signal_handler(signal.SIGTERM, app.request_stop, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, app.request_stop, "SIGINT")
-    loop.add_signal_handler(signal.SIGHUP, app.reload)
     try:
         loop.run_until_complete(app.wait_stopped())
     finally:

@@ -12,6 +12,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from .activation import bind_ipv6
 from .config import Listen
 
 
@@ -46,6 +47,12 @@ class ListenerService:
 
         if tls_creator is not None:
             factory = TLSMemoryBIOFactory(tls_creator, False, factory)
+        if self.sock is None and ":" in self.addr.host:
+            # IPv6: bound here with IPV6_V6ONLY (activation.bind_ipv6), adopted below.
+            try:
+                self.sock = bind_ipv6(self.addr.host, self.addr.port)
+            except OSError as exc:
+                raise _bind_error(self.proto, self.addr, exc) from None
         if self.sock is not None:
             sock, self.sock = self.sock, None
             try:
@@ -57,10 +64,9 @@ class ListenerService:
             self.bound = Listen(self.addr.host, port.getHost().port)
             self._stop = port.stopListening
             return
-        cls = (
-            endpoints.TCP6ServerEndpoint if ":" in self.addr.host else endpoints.TCP4ServerEndpoint
+        endpoint = endpoints.TCP4ServerEndpoint(
+            reactor, self.addr.port, interface=self.addr.host, backlog=128
         )
-        endpoint = cls(reactor, self.addr.port, interface=self.addr.host, backlog=128)
         loop = asyncio.get_running_loop()
         try:
             port = await endpoint.listen(factory).asFuture(loop)
@@ -105,6 +111,8 @@ def bind_listener(addr: Listen, reuse_port: bool = False) -> socket.socket:
         raise _bind_error("listener", addr, exc) from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:  # as the workers' own IPv6 listeners (bind_ipv6)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(where)

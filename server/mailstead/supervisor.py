@@ -205,7 +205,7 @@ class Supervisor:
 
     def _handle(self, worker: Worker, msg: dict[str, Any]) -> None:
         op = msg.get("op")
-        if op == "hint":
+        if op in ("hint", "queue"):
             for other in self.workers:
                 if other is not worker:
                     other.send(msg)

@@ -10,6 +10,8 @@ worker's bus (``bus.py``):
 * POP3 maildrop locks become flocks under ``<data_dir>/run/maildrop`` as well;
 * connection caps, sessions per user and failed-login throttling are counted by the
   supervisor (``shared.SharedCounters``, ``shared.SharedThrottle``);
+* only worker 0 runs the outbound queue (two runners would send a message twice); a
+  worker that queues mail wakes it over the bus;
 * ``mailstead who``/``kick`` arrive over the bus and are answered from this worker's
   sessions;
 * end-of-file on the bus (the supervisor is gone) stops the worker gracefully.
@@ -54,6 +56,9 @@ async def attach(app: Mailstead, setup: WorkerSetup) -> BusClient:
         store.on_commit = bus.hint
         bus.on_hint = store.look_outside_soon
     ctx.worker_index = setup.index
+    if app.outbound is not None:  # worker 0 runs the queue; the others wake it
+        app.outbound.on_enqueue = bus.queued
+        bus.on_queue = app.outbound.wake
     ctx.connections.shared = bus
     ctx.connections.logins.shared = bus
     ctx.auth.shared_throttle = bus

@@ -12,7 +12,6 @@ connections). A subclass adds the session: ``connection_started`` (greet),
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.internet.interfaces import IHandshakeListener
@@ -20,6 +19,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..eventlog import Event, SessionEvents
 from ..shared import SharedCounters
 from .limits import Refusal
 from .output import GOODBYE_GRACE, TransportOutput, set_nodelay
@@ -28,7 +28,6 @@ from .services import ConnectionServices
 if TYPE_CHECKING:
     from ..context import ServerContext
 
-log = logging.getLogger("mailstead.connection")
 
 
 @implementer(IHandshakeListener)
@@ -50,6 +49,8 @@ class ConnectionProtocol(Protocol):
         self._handshake_deadline: asyncio.TimerHandle | None = None
         self._early: list[bytes] | None = None  # octets before a shared admission
         self._holds_shared = False
+        # Replaced in connectionMade, once the peer is known.
+        self.events = SessionEvents(self.protocol_name, "?", tls=implicit_tls)
 
     # --- for subclasses -------------------------------------------------------------
     def refusal_message(self, refusal: Refusal) -> bytes:
@@ -82,6 +83,8 @@ class ConnectionProtocol(Protocol):
         assert tls is not None
         self.out.start_tls(tls.creator())
         self.tls_active = True
+        self.events.tls = True
+        self.events.emit(Event.TLS_STARTED)
         self._watch_handshake()
 
     def login_succeeded(self) -> None:
@@ -104,7 +107,9 @@ class ConnectionProtocol(Protocol):
             transport, self.loop, coalesce=self.coalesce_writes,
             on_resume=self.output_drained,
         )
-        refusal = self.services.gate.admit(self.protocol_name, self.peer_host)
+        name = self.protocol_name
+        self.events = SessionEvents(name, self.peer, tls=self.tls_active, count=self.ctx.count)
+        refusal = self.services.gate.admit(name, self.peer_host)
         if refusal is not None:
             self._refuse(refusal)
             return
@@ -143,9 +148,7 @@ class ConnectionProtocol(Protocol):
         return ["connections", f"ip:{self.protocol_name}:{self.peer_host}"]
 
     def _refuse(self, refusal: Refusal) -> None:
-        name = self.protocol_name
-        log.warning("%s connection from %s refused: %s", name, self.peer, refusal.value)
-        self.ctx.count(f"{name}_refused_{refusal.name.lower()}")
+        self.events.emit(Event.REFUSED, refusal.code, detail=refusal.value)
         self.out.write(self.refusal_message(refusal))
         self.out.close(GOODBYE_GRACE)
 
@@ -156,6 +159,7 @@ class ConnectionProtocol(Protocol):
         self._login_deadline = self.loop.call_later(
             self.services.settings.login_timeout, self._login_timed_out
         )
+        self.events.emit(Event.CONNECT)
         self.connection_started()
 
     def dataReceived(self, data: bytes) -> None:
@@ -184,6 +188,7 @@ class ConnectionProtocol(Protocol):
             if self._holds_shared and self.services.shared is not None:
                 self.services.shared.release(self._shared_keys())
             self.connection_ended()
+            self.events.emit(Event.DISCONNECT)
 
     # --- internals ----------------------------------------------------------------------
     def _watch_handshake(self) -> None:
@@ -196,14 +201,11 @@ class ConnectionProtocol(Protocol):
     def _handshake_timed_out(self) -> None:
         self._handshake_deadline = None
         if not self.out.lost:
-            log.info("%s connection from %s: TLS handshake timed out", self.protocol_name,
-                     self.peer)
-            self.ctx.count(f"{self.protocol_name}_tls_handshake_timeouts")
+            self.events.emit(Event.TIMEOUT, "tls_handshake")
             self.out.abort()
 
     def _login_timed_out(self) -> None:
         self._login_deadline = None
         if not self.logged_in and not self.out.closed:
-            log.info("%s connection from %s: no login in time", self.protocol_name, self.peer)
-            self.ctx.count(f"{self.protocol_name}_login_timeouts")
+            self.events.emit(Event.TIMEOUT, "login_deadline")
             self.login_expired()
