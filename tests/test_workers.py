@@ -7,6 +7,7 @@ connections until they have one on each worker where that matters.
 
 from __future__ import annotations
 
+import asyncio
 import imaplib
 import json
 import os
@@ -337,3 +338,38 @@ def test_a_worker_adopts_only_a_descriptor_that_holds_the_lock(tmp_path: Path) -
     finally:
         os.close(stray)
         owner.release()
+
+
+def test_only_one_worker_runs_the_outbound_queue(tmp_path: Path) -> None:
+    from dns_stub import DnsStub
+    from outbound_harness import RECORDS, Sink, ThreadedMx, wait_sync
+    from test_outbound_ops import enqueue_from_outside, outbound_config, queue_json
+
+    class SlowSink(Sink):  # each DATA in flight long enough for a second runner to look
+        async def handle_DATA(self, server: object, session: object,
+                              envelope: object) -> str:
+            await asyncio.sleep(1.0)
+            return await super().handle_DATA(server, session, envelope)
+
+    sink = SlowSink()
+    mx = ThreadedMx(sink)
+    dns_stub = DnsStub(dict(RECORDS))
+    dns_stub.start_thread()
+    config = outbound_config(mx.port, dns_stub.port).replace(
+        "shutdown_grace = 5", "shutdown_grace = 5\nworkers = 2")
+    srv = ServerProcess(tmp_path / "srv", config)
+    try:
+        srv.start()
+        srv.add_user("alice")
+        ids = [enqueue_from_outside(srv, [f"r{i}@example.net"]) for i in range(3)]
+        wait_sync(lambda: not queue_json(srv), timeout=20, what="the queue to empty")
+        time.sleep(2.0)  # a second runner's copies would be in by now
+        # Two runners would both find each due message: each must go out exactly once.
+        assert sorted(r for m in sink.received for r in m.rcpts) == sorted(
+            f"r{i}@example.net" for i in range(3)), (ids, sink.received)
+        srv.stop()
+        assert not problems(srv.log_text())
+    finally:
+        srv.kill()
+        mx.stop()
+        dns_stub.stop()
