@@ -33,6 +33,7 @@ CONFIG = """
 hostname = "bench.test"
 data_dir = "data"
 domains = ["bench.test"]
+workers = {workers}
 [imap]
 listen = ["127.0.0.1:0"]
 listen_tls = []
@@ -107,12 +108,14 @@ def realistic_message(i: int, rng: random.Random) -> bytes:
 
 @contextmanager
 def own_server(
-    users: Sequence[str] = ("bench",),
+    users: Sequence[str] = ("bench",), workers: int = 1,
 ) -> Iterator[tuple[dict[tuple[str, bool], int], Path, int]]:
-    """A fresh server in a temporary folder with ``users`` (password: bench)."""
+    """A fresh server in a temporary folder with ``users`` (password: bench) and
+    ``[server] workers`` processes (the pid is the supervisor's; CPU time counts its
+    workers, as it counts every process below the one named)."""
     with tempfile.TemporaryDirectory(prefix="mailstead-bench-") as tmp:
         root = Path(tmp)
-        (root / "mailstead.toml").write_text(CONFIG)
+        (root / "mailstead.toml").write_text(CONFIG.replace("{workers}", str(workers)))
         env = dict(os.environ, PYTHONPATH=str(ROOT / "server"))
         cmd = [sys.executable, "-m", "mailstead"]
         for user in users:

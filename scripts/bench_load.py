@@ -162,6 +162,8 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
                    help="longest IDLE (each lasts 0.05 s to this), in seconds")
     p.add_argument("--timeout", type=float, default=30.0, help="per-command timeout (s)")
     p.add_argument("--examples", type=int, default=5, help="violation examples to print")
+    p.add_argument("--workers", type=int, default=1,
+                   help="[server] workers of the server the benchmark starts")
     p.add_argument("--host", help="also measure this server (e.g. Dovecot)")
     p.add_argument("--port", type=int, default=143)
     p.add_argument("--user", default="bench%d", help="user name, %%d: 1..--users")
@@ -187,7 +189,7 @@ def cmd_load(args: argparse.Namespace, own_server: OwnServer, make: MessageMaker
     def targets() -> Iterator[LoadTarget]:
         if not args.skip_own:
             users = user_names("bench%d", args.users)
-            with own_server(users) as (ports, _, pid):
+            with own_server(users, workers=args.workers) as (ports, _, pid):
                 yield LoadTarget("mailstead", "127.0.0.1", ports[("imap", False)], users,
                                  "bench", pid)
         if args.host:

@@ -38,9 +38,10 @@ def _toml(value: object) -> str:
 
 
 def server_config(*, limits: dict[str, int] | None = None, auth: dict[str, object] | None = None,
-                  fsync: bool = True, tls: bool = False) -> str:
+                  fsync: bool = True, tls: bool = False, workers: int = 1) -> str:
     """A config with a plain listener for each protocol on an ephemeral loopback port (and
-    IMAPS/POP3S ones with ``tls``), the given ``[limits]`` and ``[auth]`` keys."""
+    IMAPS/POP3S ones with ``tls``), the given ``[limits]`` and ``[auth]`` keys, and
+    ``workers`` processes."""
     lim = {"max_message_size": 1_000_000, **(limits or {})}
     limit_lines = "\n".join(f"{k} = {_toml(v)}" for k, v in lim.items())
     auth_lines = "\n".join(f"{k} = {_toml(v)}" for k, v in (auth or {}).items())
@@ -51,6 +52,7 @@ hostname = "mail.test"
 data_dir = "data"
 domains = ["example.org", "mail.test"]
 shutdown_grace = 5
+workers = {workers}
 
 [store]
 fsync = {"true" if fsync else "false"}

@@ -168,15 +168,34 @@ def step(c: Client, rng: random.Random, n: int) -> None:
         c.run("UNSELECT", "UNSELECT")
 
 
+def on_worker(port: int, name: str, worker: int | None) -> Client:
+    """A connection served by worker process ``worker`` (its IMAP ID says which), found
+    by connecting again until one is; any connection when ``worker`` is None."""
+    for _ in range(100):
+        c = Client(port, name)
+        if worker is None:
+            return c
+        c.sock.sendall(b"w ID NIL\r\n")
+        while b"\r\nw OK" not in b"\r\n" + c.buf or not c.buf.endswith(b"\r\n"):
+            c._fill(TIMEOUT)
+        found = re.search(rb'"x-worker" "(\d+)"', c.buf)
+        c.buf = b""
+        if found is not None and int(found.group(1)) == worker:
+            return c
+        c.sock.close()
+    raise OSError(f"no connection landed on worker {worker}")
+
+
 def main(argv: list[str]) -> int:
     port, user, name, seed, seconds = int(argv[1]), argv[2], argv[3], int(argv[4]), float(argv[5])
     password = argv[6] if len(argv) > 6 else "secret"
+    worker = int(argv[7]) if len(argv) > 7 else None
     rng = random.Random(seed)
     result: dict[str, object] = {"name": name, "violation": None}
     c: Client | None = None
     ready = False
     try:
-        c = Client(port, name)
+        c = on_worker(port, name, worker)
         c.run("LOGIN", f"LOGIN {user} {password}")
         deadline = time.monotonic() + seconds
         n = 0

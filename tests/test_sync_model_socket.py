@@ -2,10 +2,13 @@
 
 Each client process (``sync_model_client.py``) drives its own seeded random program
 against the same user at the same time and checks its own stream with ``imap_model``.
-When all are done and quiet, the parent reads INBOX from the store and hands it to each
-client, whose NOOP must then leave it with exactly that view; finally the parent checks
-that no two clients were given ``\\Recent`` for the same message and that the server
-logged no error. Seeds: ``SYNC_SOCKET_SEED`` (default 7); the failure message names it.
+With ``workers = 2`` the clients' sessions are spread over two worker processes (each
+client connects until its IMAP ID names the worker it is given; the test checks), so
+every change reaches the others through the store and the bus. When all are done and
+quiet, the parent reads INBOX from the store and hands it to each client, whose NOOP
+must then leave it with exactly that view; finally the parent checks that no two clients
+were given ``\\Recent`` for the same message and that the server logged no error.
+Seeds: ``SYNC_SOCKET_SEED`` (default 7); the failure message names it.
 """
 
 from __future__ import annotations
@@ -62,8 +65,9 @@ class Child:
         self.proc.wait()
 
 
-def run_clients(tmp_path: Path, clients: int, seconds: float, seed: int) -> None:
-    server = ServerProcess(tmp_path / "srv", server_config(fsync=False)).start()
+def run_clients(tmp_path: Path, clients: int, seconds: float, seed: int,
+                workers: int = 1) -> None:
+    server = ServerProcess(tmp_path / "srv", server_config(fsync=False, workers=workers)).start()
     children: list[Child] = []
     try:
         create_users(server, "sock")
@@ -71,11 +75,17 @@ def run_clients(tmp_path: Path, clients: int, seconds: float, seed: int) -> None
         env = {**server.env, "PYTHONPATH": f"{ROOT / 'server'}{os.pathsep}{ROOT / 'tests'}"}
         port = server.port("imap")
         for i in range(clients):
+            # With several workers, client i is served by worker i % workers.
+            spread = ["secret", str(i % workers)] if workers > 1 else []
             children.append(Child([str(port), "sock", f"p{i}", str(seed * 100 + i),
-                                   str(seconds)], env))
+                                   str(seconds), *spread], env))
         deadline = time.monotonic() + seconds + 30
         for child in children:
             assert child.line(deadline) == "READY"
+        if workers > 1:  # the sessions are spread over the workers (the kernel's choice)
+            sessions = json.loads(server.cli("who", "--json").stdout)
+            served = sorted(s["worker"] for s in sessions if s["user"] == "sock")
+            assert served == sorted(i % workers for i in range(clients)), sessions
         # Everyone is quiet now: the store's INBOX is what every NOOP must end up with.
         snapshot = store_snapshot(server, "sock")
         truth = json.dumps({"uids": sorted(snapshot),
@@ -88,7 +98,7 @@ def run_clients(tmp_path: Path, clients: int, seconds: float, seed: int) -> None
         for child in children:
             child.stop()
         server.stop()
-    context = f"(SYNC_SOCKET_SEED={seed}, {clients} clients, {seconds} s)"
+    context = f"(SYNC_SOCKET_SEED={seed}, {clients} clients, {workers} workers, {seconds} s)"
     failures = [r["violation"] for r in results if r["violation"]]
     assert not failures, f"{context}\n" + "\n\n".join(failures)
     holders: dict[int, str] = {}
@@ -106,10 +116,11 @@ def _seed() -> int:
     return int(os.environ.get("SYNC_SOCKET_SEED", "7"))
 
 
-def test_socket_clients_keep_a_true_view(tmp_path: Path) -> None:
-    run_clients(tmp_path, clients=4, seconds=6.0, seed=_seed())
+@pytest.mark.parametrize("workers", [1, 2])
+def test_socket_clients_keep_a_true_view(tmp_path: Path, workers: int) -> None:
+    run_clients(tmp_path, clients=4, seconds=6.0, seed=_seed(), workers=workers)
 
 
 @pytest.mark.slow
 def test_socket_clients_keep_a_true_view_long(tmp_path: Path) -> None:
-    run_clients(tmp_path, clients=6, seconds=60.0, seed=_seed())
+    run_clients(tmp_path, clients=6, seconds=60.0, seed=_seed(), workers=2)

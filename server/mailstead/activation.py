@@ -4,7 +4,10 @@ With a ``mailstead.socket`` unit, systemd binds the ports itself (privileged one
 starts the server with them as file descriptors 3, 4, … (``LISTEN_FDS``, ``LISTEN_PID``).
 Each one is used by the configured listener with the same address, so the configuration
 stays the one place that says what listens where; a handed-over socket no listener asks
-for is reported and closed.
+for is reported and closed. A socket whose name (``LISTEN_FDNAMES``) is a listener's
+``listener_name`` goes to that listener whatever its address: so the supervisor of
+several workers (``supervisor.py``) hands each worker the sockets it bound, ``port = 0``
+ones included.
 
 ``bind_ipv6`` makes the IPv6 listening sockets the server binds itself, the same way: a
 socket bound here is adopted like an inherited one.
@@ -25,6 +28,11 @@ log = logging.getLogger("mailstead")
 SD_LISTEN_FDS_START = 3
 
 
+def listener_name(index: int, proto: str, kind: str) -> str:
+    """The name of the ``index``-th configured listener's socket (``LISTEN_FDNAMES``)."""
+    return f"mailstead-{index}-{proto}-{kind}"
+
+
 def _key(host: str, port: int) -> tuple[str, int] | None:
     try:
         return ipaddress.ip_address(host.split("%", 1)[0]).compressed, port
@@ -35,8 +43,13 @@ def _key(host: str, port: int) -> tuple[str, int] | None:
 class InheritedSockets:
     """The listening sockets systemd passed to this process, by address."""
 
-    def __init__(self, sockets: dict[tuple[str, int], socket.socket] | None = None) -> None:
+    def __init__(
+        self,
+        sockets: dict[tuple[str, int], socket.socket] | None = None,
+        names: dict[str, tuple[str, int]] | None = None,
+    ) -> None:
         self._sockets = sockets or {}
+        self._names = names or {}  # socket name -> its key in _sockets
 
     @classmethod
     def from_environment(
@@ -48,7 +61,7 @@ class InheritedSockets:
         child process takes them for its own."""
         env = os.environ if environ is None else environ
         pid, count = env.pop("LISTEN_PID", None), env.pop("LISTEN_FDS", None)
-        env.pop("LISTEN_FDNAMES", None)
+        fdnames = env.pop("LISTEN_FDNAMES", None)
         if pid is None or count is None:
             return cls()
         try:
@@ -59,6 +72,8 @@ class InheritedSockets:
             log.warning("ignoring malformed LISTEN_PID=%r LISTEN_FDS=%r", pid, count)
             return cls()
         sockets: dict[tuple[str, int], socket.socket] = {}
+        names: dict[str, tuple[str, int]] = {}
+        labels = fdnames.split(":") if fdnames else []
         for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + n):
             try:
                 sock = socket.socket(fileno=fd)
@@ -75,11 +90,18 @@ class InheritedSockets:
                 continue
             sock.setblocking(False)
             sockets[key] = sock
-        return cls(sockets)
+            label = labels[fd - SD_LISTEN_FDS_START] if fd - SD_LISTEN_FDS_START < len(
+                labels) else ""
+            if label.startswith("mailstead-"):
+                names[label] = key
+        return cls(sockets, names)
 
-    def take(self, addr: Listen) -> socket.socket | None:
-        """The inherited socket bound to ``addr``, if there is one (it is then ours)."""
-        key = _key(addr.host, addr.port)
+    def take(self, addr: Listen, name: str = "") -> socket.socket | None:
+        """The inherited socket named ``name``, else the one bound to ``addr``, if there
+        is one (it is then ours)."""
+        key = self._names.pop(name, None) if name else None
+        if key is None:
+            key = _key(addr.host, addr.port)
         return None if key is None else self._sockets.pop(key, None)
 
     def close_unused(self) -> None:

@@ -25,6 +25,8 @@ class ConfigError(Exception):
 
 _ListOfAddr = "listen"  # marker type: list of "host:port" strings
 _Path = "path"
+_Workers = "workers"  # marker type: a positive integer or "auto"
+MAX_WORKERS = 256
 
 # section -> key -> (type, default). Types: bool, int, str, list (of str), _ListOfAddr, _Path.
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
@@ -37,6 +39,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "data_dir": (_Path, "/var/lib/mailstead"),
         "domains": (list, ["localhost"]),
         "shutdown_grace": (int, 10),
+        # Worker processes (N, or "auto" = one per core); above 1 a supervisor owns the
+        # listeners and restarts workers (supervisor.py).
+        "workers": (_Workers, 1),
     },
     "store": {
         "backend": (str, "sqlite"),
@@ -306,6 +311,8 @@ def _coerce_type(section: str, key: str, kind: Any, value: Any, base: Path) -> A
         if not isinstance(value, list):
             raise ConfigError(f'{where}: expected a list of "host:port" strings, got {value!r}')
         return tuple(parse_listen(v, where) for v in value)
+    if kind == _Workers:
+        return _workers(value, where)
     if kind == _Path:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a path string, got {value!r}")
@@ -314,6 +321,17 @@ def _coerce_type(section: str, key: str, kind: Any, value: Any, base: Path) -> A
         path = Path(os.path.expanduser(value))
         return path if path.is_absolute() else (base / path).resolve()
     raise AssertionError(kind)
+
+
+def _workers(value: Any, where: str) -> int:
+    """``N`` or ``"auto"`` (one worker per core the system reports)."""
+    if value == "auto":
+        return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f'{where}: expected a number of processes or "auto", got {value!r}')
+    if not 1 <= value <= MAX_WORKERS:
+        raise ConfigError(f"{where}: must be between 1 and {MAX_WORKERS}, got {value}")
+    return value
 
 
 def _env_value(raw: str, kind: Any) -> Any:

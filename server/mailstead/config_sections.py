@@ -21,6 +21,7 @@ class ServerSection:
     data_dir: Path
     domains: tuple[str, ...]
     shutdown_grace: int
+    workers: int  # processes serving connections; "auto" is resolved to the core count
 
 
 @dataclass(frozen=True)

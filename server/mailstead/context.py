@@ -101,6 +101,8 @@ class ServerContext:
     imap_expensive: ExpensiveWork = field(init=False)
     # Set by the daemon once it has bound; the web site falls back to the config without it.
     bound_listeners: BoundListeners | None = None
+    # Which worker process this is, with [server] workers > 1 (IMAP ID names it).
+    worker_index: int | None = None
     # Prometheus metrics, when the daemon (or the web site) set them up.
     metrics: Metrics | None = None
     # Where submission hands mail for remote recipients: ``enqueue`` commits the message

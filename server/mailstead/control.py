@@ -161,6 +161,10 @@ class ControlServer:
             raise ValueError('kick needs "user"')
         return {"closed": kick(self.sessions, user)}
 
+    async def reply(self, line: bytes) -> dict[str, Any]:
+        """The reply to one request line; the supervisor's relay asks its workers."""
+        return self.answer(line)
+
     def answer(self, line: bytes) -> dict[str, Any]:
         """The reply to one request line (never raises)."""
         try:
@@ -192,7 +196,7 @@ class ControlServer:
                     return  # idle, a line over MAX_REQUEST, or gone
                 if not line:
                     return
-                reply = self.answer(line.strip())
+                reply = await self.reply(line.strip())
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
         except ConnectionError:

@@ -10,26 +10,24 @@ asyncio servers for aiosmtpd's SMTP/LMTP.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .activation import InheritedSockets, bind_ipv6
-from .config import Config, Listen
+from .activation import InheritedSockets, listener_name
+from .bus import WorkerSetup
+from .config import Config
+from .listeners import ListenerService, StartupError, _bind_error
+
+__all__ = ["ListenerService", "Mailstead", "StartupError", "_bind_error", "serve"]
 
 if TYPE_CHECKING:
     from .datalock import DataFolderLock
 
 log = logging.getLogger("mailstead")
-
-
-class StartupError(Exception):
-    """A problem that stops the server from starting, in one clear sentence."""
 
 
 def install_reactor(loop: asyncio.AbstractEventLoop) -> Any:
@@ -47,92 +45,15 @@ def install_reactor(loop: asyncio.AbstractEventLoop) -> Any:
     return reactor
 
 
-def _bind_error(proto: str, addr: Listen, exc: BaseException) -> StartupError:
-    text = str(exc)
-    code = getattr(exc, "socketError", None) or exc
-    if getattr(code, "errno", None) == errno.EADDRINUSE or "in use" in text:
-        return StartupError(f"cannot listen for {proto} on {addr}: address already in use")
-    if getattr(code, "errno", None) == errno.EACCES or "ermission" in text:
-        return StartupError(f"cannot listen for {proto} on {addr}: permission denied")
-    return StartupError(f"cannot listen for {proto} on {addr}: {text}")
-
-
-class ListenerService:
-    """One bound listener in the service tree, whichever framework serves it."""
-
-    def __init__(
-        self, proto: str, kind: str, addr: Listen, sock: socket.socket | None = None
-    ) -> None:
-        self.proto, self.kind, self.addr = proto, kind, addr
-        self.sock = sock  # a listening socket from systemd, used instead of binding
-        self.bound: Listen | None = None
-        self._stop: Callable[[], Any] | None = None
-
-    async def start_twisted(self, reactor: Any, factory: Any, tls_creator: Any = None) -> None:
-        from twisted.internet import endpoints
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
-        if tls_creator is not None:
-            factory = TLSMemoryBIOFactory(tls_creator, False, factory)
-        if self.sock is None and ":" in self.addr.host:
-            # IPv6: bound here with IPV6_V6ONLY (activation.bind_ipv6), adopted below.
-            try:
-                self.sock = bind_ipv6(self.addr.host, self.addr.port)
-            except OSError as exc:
-                raise _bind_error(self.proto, self.addr, exc) from None
-        if self.sock is not None:
-            sock, self.sock = self.sock, None
-            try:
-                port = reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
-            except Exception as exc:
-                raise _bind_error(self.proto, self.addr, exc) from None
-            finally:
-                sock.close()  # Twisted listens on its own duplicate
-            self.bound = Listen(self.addr.host, port.getHost().port)
-            self._stop = port.stopListening
-            return
-        endpoint = endpoints.TCP4ServerEndpoint(
-            reactor, self.addr.port, interface=self.addr.host, backlog=128
-        )
-        loop = asyncio.get_running_loop()
-        try:
-            port = await endpoint.listen(factory).asFuture(loop)
-        except Exception as exc:
-            raise _bind_error(self.proto, self.addr, exc) from None
-        self.bound = Listen(self.addr.host, port.getHost().port)
-        self._stop = port.stopListening
-
-    async def start_asyncio(self, protocol_factory: Any, ssl_context: Any = None) -> None:
-        loop = asyncio.get_running_loop()
-        where: dict[str, Any] = (
-            {"sock": self.sock} if self.sock is not None
-            else {"host": self.addr.host, "port": self.addr.port, "reuse_address": True}
-        )
-        self.sock = None
-        try:
-            server = await loop.create_server(
-                protocol_factory, ssl=ssl_context, backlog=128, **where
-            )
-        except OSError as exc:
-            raise _bind_error(self.proto, self.addr, exc) from None
-        self.bound = Listen(self.addr.host, server.sockets[0].getsockname()[1])
-        self._stop = server.close
-
-    async def stop(self) -> None:
-        if self._stop is None:
-            return
-        stop, self._stop = self._stop, None
-        result = stop()
-        if hasattr(result, "asFuture"):
-            await result.asFuture(asyncio.get_running_loop())
-
-
 class Mailstead:
     """The running server: store, hub, listeners, and their orderly start and stop."""
 
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop,
+                 worker: WorkerSetup | None = None) -> None:
         self.config = config
         self.loop = loop
+        self.worker = worker  # set in a worker process of a supervisor (worker.py)
+        self.bus: Any = None  # bus.BusClient of a worker
         self.listeners: list[ListenerService] = []
         self.ctx: Any = None
         self.control: Any = None  # control.ControlServer once listening
@@ -204,10 +125,15 @@ class Mailstead:
             for lst in self.listeners
             if lst.bound
         ]
+        if self.worker is not None:
+            from .worker import attach
+
+            self.bus = await attach(self, self.worker)
         inherited = InheritedSockets.from_environment()
         try:
-            for proto, kind, addr in cfg.listeners():
-                listener = ListenerService(proto, kind, addr, inherited.take(addr))
+            for i, (proto, kind, addr) in enumerate(cfg.listeners()):
+                listener = ListenerService(proto, kind, addr,
+                                           inherited.take(addr, listener_name(i, proto, kind)))
                 from_systemd = listener.sock is not None
                 await self._start_listener(listener, reactor)
                 self.listeners.append(listener)
@@ -216,7 +142,8 @@ class Mailstead:
                     proto,
                     " (TLS)" if kind == "tls" else "",
                     listener.bound,
-                    " (socket from systemd)" if from_systemd else "",
+                    "" if not from_systemd else " (socket from the supervisor)"
+                    if self.worker else " (socket from systemd)",
                 )
         except BaseException:
             inherited.close_unused()
@@ -224,15 +151,21 @@ class Mailstead:
             await store.close()
             raise
         inherited.close_unused()
-        from .control import ControlServer, socket_path
+        if self.worker is None:  # else the supervisor serves these
+            from .control import ControlServer, socket_path
 
-        self.control = ControlServer(self.ctx.sessions, socket_path(cfg.data_dir))
-        await self.control.start()
-        self.outbound.start()
-        self._write_listeners_file()
+            self.control = ControlServer(self.ctx.sessions, socket_path(cfg.data_dir))
+            await self.control.start()
+        if self.worker is None or self.worker.index == 0:
+            self.outbound.start()  # one queue runner per data folder: none sends twice
         self._started = True
-        _sd_notify("READY=1")
-        log.info("Mailstead ready (%d listeners)", len(self.listeners))
+        if self.worker is not None:
+            self.bus.ready()
+            log.info("worker %d ready (%d listeners)", self.worker.index, len(self.listeners))
+        else:
+            self._write_listeners_file()
+            _sd_notify("READY=1")
+            log.info("Mailstead ready (%d listeners)", len(self.listeners))
         if self._stop_pending is not None:
             self.request_stop(self._stop_pending)
 
@@ -245,7 +178,10 @@ class Mailstead:
         try:
             private_dir(data_dir)
             lock = DataFolderLock(data_dir)
-            lock.acquire()
+            if self.worker is not None:
+                lock.adopt(self.worker.lock_fd)  # the supervisor took it for us
+            else:
+                lock.acquire()
         except DataFolderBusy as exc:
             raise StartupError(str(exc)) from None
         except OSError as exc:
@@ -340,10 +276,13 @@ class Mailstead:
             if self.outbound is not None:
                 await self.outbound.stop(grace)
             await self.ctx.store.close()
-        try:
-            (self.config.data_dir / "listeners.json").unlink()
-        except OSError:
-            pass
+        if self.bus is not None:
+            self.bus.close()
+        elif self.worker is None:
+            try:
+                (self.config.data_dir / "listeners.json").unlink()
+            except OSError:
+                pass
         if self._data_lock is not None:
             self._data_lock.release()  # the last thing done in the folder
         self._stopped.set()
@@ -392,11 +331,24 @@ def _sd_notify(message: str) -> None:
 
 def serve(config: Config) -> int:
     """Run the server in the foreground until SIGTERM/SIGINT; returns the exit status."""
+    try:
+        worker = WorkerSetup.from_environment()
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 1
+    if worker is None and config.server.workers > 1:
+        from .supervisor import supervise
+
+        return supervise(config)
+    if worker is not None:
+        from .worker import name_logs
+
+        name_logs(worker.index)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     reactor = install_reactor(loop)
     _route_twisted_logs()
-    app = Mailstead(config, loop)
+    app = Mailstead(config, loop, worker)
     # Before ``start``, so a signal sent the moment READY=1 (or listeners.json) appears,
     # as systemd may, is handled rather than killing the process.
     loop.add_signal_handler(signal.SIGTERM, app.request_stop, "SIGTERM")

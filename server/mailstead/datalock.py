@@ -60,6 +60,33 @@ class DataFolderLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
+    def fileno(self) -> int:
+        """The held descriptor, for a supervisor to pass to its workers."""
+        if self._fd is None:
+            raise ValueError("the lock is not held")
+        return self._fd
+
+    def adopt(self, fd: int) -> None:
+        """Hold the lock through ``fd``, inherited from the supervisor that took it.
+
+        The descriptor must be this folder's lock file, and its open file must hold the
+        lock already (``flock`` on an open file that holds it succeeds at once; on any
+        other open file of a locked file it would fail), so a worker started by hand with
+        a stray descriptor cannot run beside a server."""
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            if same:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            same = False
+        except OSError as exc:
+            raise DataFolderBusy(f"the inherited lock of {self.path.parent} is unusable: "
+                                 f"{exc.strerror or exc}") from None
+        if not same:
+            raise DataFolderBusy(f"the inherited descriptor {fd} does not hold the lock of "
+                                 f"data folder {self.path.parent}")
+        self._fd = fd
+
     def release(self) -> None:
         if self._fd is None:
             return

@@ -24,6 +24,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from ..config import Config
+from ..shared import SharedCounters
 from ..store.api import User
 from .users import Authenticator, LoginRefused, local_part
 
@@ -68,6 +69,7 @@ class LoginPolicy:
         self.max_failures = max_failures_per_connection
         self.max_sessions = max_sessions_per_user
         self._sessions: dict[int, int] = {}
+        self.shared: SharedCounters | None = None  # set in a worker process
 
     @classmethod
     def from_config(cls, config: Config, auth: Authenticator) -> LoginPolicy:
@@ -99,7 +101,20 @@ class LoginPolicy:
         self._sessions[user_id] = held + 1
         return True
 
+    async def _take_shared_slot(self, shared: SharedCounters, user_id: int) -> bool:
+        if not self._take_slot(user_id):  # this worker alone has the user at the limit
+            return False
+        if await shared.acquire([(f"user:{user_id}", self.max_sessions)]) >= 0:
+            self._drop_local(user_id)
+            return False
+        return True
+
     def _give_slot(self, user_id: int) -> None:
+        if self.shared is not None:
+            self.shared.release([f"user:{user_id}"])
+        self._drop_local(user_id)
+
+    def _drop_local(self, user_id: int) -> None:
         held = self._sessions.get(user_id, 0) - 1
         if held > 0:
             self._sessions[user_id] = held
@@ -141,8 +156,16 @@ class ConnectionLogins:
             return self._failure(Outcome.FAILED)
         if self._slot is not None:  # a second login on one connection: keep the one slot
             self.release()
-        if not policy._take_slot(user.id):
-            return LoginResult(Outcome.TOO_MANY_SESSIONS, user)
+        shared = policy.shared
+        if shared is None:
+            if not policy._take_slot(user.id):
+                return LoginResult(Outcome.TOO_MANY_SESSIONS, user)
+        else:
+            if not await policy._take_shared_slot(shared, user.id):
+                return LoginResult(Outcome.TOO_MANY_SESSIONS, user)
+            if self._closed:  # gone while the supervisor answered: the slot goes back
+                policy._give_slot(user.id)
+                return LoginResult(Outcome.GONE, user)
         self._slot = user.id
         return LoginResult(Outcome.ACCEPTED, user)
 

@@ -82,6 +82,15 @@ class LoginThrottle:
         n = max(counts)
         return min(self.base_delay * 2 ** (n - 1), self.max_delay)
 
+    def block_ip(self, ip: str, seconds: float) -> None:
+        """Refuse ``ip`` for ``seconds`` (another worker process saw its burst)."""
+        rec = self._ips.get(ip)
+        if rec is None:
+            if len(self._ips) >= self._max_entries:
+                self._ips.pop(next(iter(self._ips)))
+            rec = self._ips[ip] = _Record()
+        rec.blocked_until = max(rec.blocked_until, self._clock() + seconds)
+
     def success(self, ip: str, user: str) -> None:
         """A good login clears the user's failures (not the IP's: a guesser may share it)."""
         self._users.pop(user.lower()[:320], None)

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Collection
 
 from ..config import is_loopback
+from ..shared import SharedThrottle
 from ..store.api import MailStore, User
 from ..usernames import resolve_user_name
 from .cache import LoginCache
@@ -120,6 +121,9 @@ class Authenticator:
         self.domains = domains
         self.throttle = throttle or LoginThrottle()
         self.throttle_loopback = throttle_loopback
+        # In a worker process: failures are counted by the supervisor, which announces
+        # blocks to every worker (``throttle.block_ip``), so ``blocked`` stays a local look.
+        self.shared_throttle: SharedThrottle | None = None
         self.max_in_progress = max_in_progress
         self.cache = cache if cache is not None else LoginCache()
         self.slots = LoginSlots(
@@ -160,12 +164,18 @@ class Authenticator:
             if not ok:
                 ok, new_hash, hashed = await self._verify(user, password)
         if not ok or user is None:
-            delay = self.throttle.failure(by_ip or f"unthrottled:{ip}", login)
+            key = by_ip or f"unthrottled:{ip}"
+            if self.shared_throttle is not None:  # counted over every worker process
+                delay = await self.shared_throttle.failure(key, login)
+            else:
+                delay = self.throttle.failure(key, login)
             if not by_ip:
                 delay = min(delay, self.throttle.base_delay * 2)
             await asyncio.sleep(delay)
             return None
         self.throttle.success(by_ip, login)
+        if self.shared_throttle is not None:
+            self.shared_throttle.success(by_ip, login)
         stored = user.password_hash
         if new_hash is not None:
             try:

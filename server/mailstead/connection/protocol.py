@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..eventlog import Event, SessionEvents
+from ..shared import SharedCounters
 from .limits import Refusal
 from .output import GOODBYE_GRACE, TransportOutput, set_nodelay
 from .services import ConnectionServices
@@ -46,6 +47,8 @@ class ConnectionProtocol(Protocol):
         self.logged_in = False
         self._login_deadline: asyncio.TimerHandle | None = None
         self._handshake_deadline: asyncio.TimerHandle | None = None
+        self._early: list[bytes] | None = None  # octets before a shared admission
+        self._holds_shared = False
         # Replaced in connectionMade, once the peer is known.
         self.events = SessionEvents(self.protocol_name, "?", tls=implicit_tls)
 
@@ -108,10 +111,48 @@ class ConnectionProtocol(Protocol):
         self.events = SessionEvents(name, self.peer, tls=self.tls_active, count=self.ctx.count)
         refusal = self.services.gate.admit(name, self.peer_host)
         if refusal is not None:
-            self.events.emit(Event.REFUSED, refusal.code, detail=refusal.value)
-            self.out.write(self.refusal_message(refusal))
-            self.out.close(GOODBYE_GRACE)
+            self._refuse(refusal)
             return
+        shared = self.services.shared
+        if shared is None:
+            self._admitted()
+            return
+        # Several worker processes: the supervisor counts every worker's connections.
+        # Until it answers, octets that arrive wait (a client may pipeline its first
+        # command before the greeting).
+        self._early = []
+        self.loop.create_task(self._admit_shared(shared))
+
+    async def _admit_shared(self, shared: SharedCounters) -> None:
+        name, settings = self.protocol_name, self.services.settings
+        failed = await shared.acquire([
+            ("connections", settings.max_connections),
+            (f"ip:{name}:{self.peer_host}", settings.max_connections_per_ip),
+        ])
+        if self.out.lost:  # gone meanwhile; connectionLost gave the local count back
+            if failed < 0:
+                shared.release(self._shared_keys())
+            return
+        early: list[bytes] = self._early or []
+        self._early = None
+        if failed >= 0:
+            self.services.gate.release(name, self.peer_host)
+            self._refuse(Refusal.SERVER_FULL if failed == 0 else Refusal.PER_IP)
+            return
+        self._holds_shared = True
+        self._admitted()
+        for data in early:
+            self.dataReceived(data)
+
+    def _shared_keys(self) -> list[str]:
+        return ["connections", f"ip:{self.protocol_name}:{self.peer_host}"]
+
+    def _refuse(self, refusal: Refusal) -> None:
+        self.events.emit(Event.REFUSED, refusal.code, detail=refusal.value)
+        self.out.write(self.refusal_message(refusal))
+        self.out.close(GOODBYE_GRACE)
+
+    def _admitted(self) -> None:
         self.admitted = True
         if self.tls_active:  # implicit TLS: the handshake has just begun
             self._watch_handshake()
@@ -122,6 +163,9 @@ class ConnectionProtocol(Protocol):
         self.connection_started()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._early is not None:
+            self._early.append(data)  # bounded by the input budget once admitted
+            return
         if self.admitted and not self.out.closed:
             self.data_received(data)
 
@@ -136,8 +180,13 @@ class ConnectionProtocol(Protocol):
                 handle.cancel()
         self._login_deadline = self._handshake_deadline = None
         self.out.connection_lost()
+        if self._early is not None:  # still waiting for the supervisor's admission
+            self._early = None
+            self.services.gate.release(self.protocol_name, self.peer_host)
         if self.admitted:
             self.services.gate.release(self.protocol_name, self.peer_host)
+            if self._holds_shared and self.services.shared is not None:
+                self.services.shared.release(self._shared_keys())
             self.connection_ended()
             self.events.emit(Event.DISCONNECT)
 

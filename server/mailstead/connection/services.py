@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..auth.policy import LoginPolicy
+from ..shared import SharedCounters
 from .limits import ConnectionGate
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ class ConnectionServices:
         self.settings = settings
         self.gate = ConnectionGate(settings.max_connections, settings.max_connections_per_ip)
         self.logins = logins
+        # In a worker process of several: the supervisor's counts of every worker's
+        # connections, asked after the local gate (which alone applies to one process).
+        self.shared: SharedCounters | None = None
 
     @classmethod
     def from_config(cls, config: Config, auth: Authenticator) -> ConnectionServices:

@@ -74,6 +74,8 @@ class OutboundQueue:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
         self.pending = 0  # recipients pending at the last look (the queue-size gauge)
+        # With several workers only worker 0 runs the queue; the others tell it (bus.py).
+        self.on_enqueue: Callable[[], None] | None = None
 
     # --- the sink ----------------------------------------------------------------------
     async def enqueue(self, mail_from: str, recipients: list[str], data: bytes) -> int:
@@ -86,8 +88,14 @@ class OutboundQueue:
         log.info("outbound: queued %d from <%s> to %d recipients (%d octets)",
                  queue_id, mail_from, len(recipients), len(data))
         self._event("outbound_queued")
-        self._wake.set()
+        self.wake()
+        if self.on_enqueue is not None:
+            self.on_enqueue()
         return queue_id
+
+    def wake(self) -> None:
+        """Look at the queue now (a message was queued here or by another worker)."""
+        self._wake.set()
 
     def _prepare(self, data: bytes) -> bytes:
         """CRLF line ends, then the DKIM signatures (on an outbound thread)."""

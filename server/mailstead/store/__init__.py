@@ -33,6 +33,30 @@ def build_store(config: Config, hub: ChangeHub | None = None) -> SqliteStore:
     )
 
 
+def prepare_store(config: Config) -> None:
+    """Create or upgrade the database once, before several worker processes open it
+    (``supervisor.py``); raises ``StoreError`` when it cannot be done."""
+    import sqlite3
+
+    from ..files import prepare_sqlite, private_dir
+    from .api import StoreUnavailable
+    from .sqlite.schema import create_or_upgrade
+
+    build_store(config)  # the backend check
+    try:
+        private_dir(config.db_path.parent)
+        prepare_sqlite(config.db_path)
+        conn = sqlite3.connect(config.db_path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            create_or_upgrade(conn)
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreUnavailable(f"cannot open the mail store {config.db_path}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
 async def open_store(config: Config, hub: ChangeHub | None = None) -> SqliteStore:
     """``build_store`` and open it; raises ``StoreError`` when it cannot be opened.
 

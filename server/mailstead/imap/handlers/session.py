@@ -27,7 +27,10 @@ async def handle_logout(s: Session, cmd: Logout) -> Result | None:
 
 
 async def handle_id(s: Session, cmd: Id) -> Result:
-    s.send(b'* ID ("name" "Mailstead" "version" "' + __version__.encode() + b'")')
+    # With several worker processes, which one answers: for tests and for debugging.
+    worker = s.ctx.worker_index
+    extra = b"" if worker is None else b' "x-worker" "' + str(worker).encode() + b'"'
+    s.send(b'* ID ("name" "Mailstead" "version" "' + __version__.encode() + b'"' + extra + b")")
     return ok("ID completed")
 
 

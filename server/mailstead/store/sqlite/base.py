@@ -8,6 +8,8 @@ writer). Results and change events come back to the event loop in commit order.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import threading
 import time
@@ -53,6 +55,13 @@ class SqliteBase(MailStore):
         self._all_readers: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
         self._maildrop_locks: set[int] = set()
+        # With several worker processes on this database (supervisor.py): the folder of
+        # the per-user flock files that make the POP3 maildrop lock hold across them.
+        self.maildrop_lock_dir: Path | None = None
+        self._maildrop_fds: dict[int, int] = {}
+        # Called on the loop after each of this process's commits with the ids of the
+        # mailboxes it changed: the worker's bus tells the other workers (bus.py).
+        self.on_commit: Callable[[set[int]], None] | None = None
         # Called with ("read" | "write", seconds) per store call, for metrics.
         self.on_latency: Callable[[str, float], None] | None = None
         # Called on the writer thread just before each COMMIT with the change batches it
@@ -167,6 +176,10 @@ class SqliteBase(MailStore):
         """Called on the writer thread after commit; hops to the loop exactly once."""
 
         def finish() -> None:
+            if self.on_commit is not None:
+                changed = {c.mailbox_id for _, _, changes, _ in outcomes for c in changes}
+                if changed:
+                    self.on_commit(changed)
             for fut, result, changes, err in outcomes:
                 for change in changes:
                     self.hub.publish(change)
@@ -188,6 +201,11 @@ class SqliteBase(MailStore):
 
         self._on_loop(publish)
 
+    def look_outside_soon(self) -> None:
+        """Look for other processes' commits now, not at the next poll (a worker's hint)."""
+        if self._writer is not None:
+            self._writer.look_soon()
+
     def _on_loop(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the loop, after what the writer thread handed over before it."""
         assert self._loop is not None
@@ -197,12 +215,38 @@ class SqliteBase(MailStore):
             pass
 
     # --- POP3 maildrop lock ----------------------------------------------------------
-    # One server process owns an SQLite store, so an in-memory set is the whole truth.
+    # One server process: the in-memory set is the whole truth. Several worker processes:
+    # an exclusive flock on <maildrop_lock_dir>/<user id> as well, which the kernel drops
+    # when the worker holding it dies, however it dies. The files stay (removing one
+    # would let a second locker lock a new file while the first holds the old one).
     def try_lock_maildrop(self, user_id: int) -> bool:
         if user_id in self._maildrop_locks:
+            return False
+        if self.maildrop_lock_dir is not None and not self._flock_maildrop(user_id):
             return False
         self._maildrop_locks.add(user_id)
         return True
 
     def unlock_maildrop(self, user_id: int) -> None:
         self._maildrop_locks.discard(user_id)
+        fd = self._maildrop_fds.pop(user_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _flock_maildrop(self, user_id: int) -> bool:
+        assert self.maildrop_lock_dir is not None
+        try:
+            fd = os.open(self.maildrop_lock_dir / str(user_id),
+                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot lock the maildrop: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._maildrop_fds[user_id] = fd
+        return True

@@ -6,7 +6,11 @@ then hands results and change events back to the loop in one callback, so the
 ``ChangeHub`` sees batches strictly in commit order and only after commit. A transaction
 SQLite itself rolled back (SQLITE_FULL, I/O errors) fails every job of the batch, and the
 thread lives on. After each batch, and every ``EXTERNAL_POLL_SECONDS`` when idle, the
-thread also publishes what other processes committed (``external.ExternalChanges``).
+thread also publishes what other processes committed (``external.ExternalChanges``),
+and at once when asked (``look_soon``: another worker process hinted that it committed).
+With several writer processes on one database, ``BEGIN IMMEDIATE`` may find the write lock
+taken for longer than SQLite's busy timeout: the batch then waits and tries again for
+``BUSY_RETRY_SECONDS`` before its jobs fail.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +35,9 @@ log = logging.getLogger(__name__)
 _WRITE_BATCH = 64
 # How soon an idle server notices a commit by another process (mailstead import, user del).
 EXTERNAL_POLL_SECONDS = 0.5
+# How long a batch keeps trying to take the write lock from other processes.
+BUSY_RETRY_SECONDS = 120.0
+_LOOK = object()  # queued by look_soon: look at other processes' commits now
 
 
 def map_error(exc: BaseException) -> BaseException:
@@ -70,9 +78,8 @@ class Writer:
     def __init__(self, connect: Callable[[], sqlite3.Connection], store: SqliteBase) -> None:
         self._connect = connect
         self._store = store
-        self._queue: queue.SimpleQueue[tuple[WriteJob, asyncio.Future[Any]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # jobs, _LOOK, None
+        self._look_queued = False
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self.commits = 0
 
@@ -81,6 +88,13 @@ class Writer:
 
     def submit(self, job: WriteJob, fut: asyncio.Future[Any]) -> None:
         self._queue.put((job, fut))
+
+    def look_soon(self) -> None:
+        """Look for other processes' commits as soon as the current batch is done (from
+        any thread); several calls before the look make one look."""
+        if not self._look_queued:
+            self._look_queued = True
+            self._queue.put(_LOOK)
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -98,6 +112,10 @@ class Writer:
                     continue
                 if first is None:
                     return
+                if first is _LOOK:
+                    self._look_queued = False
+                    self._look_outside(conn, external)
+                    continue
                 batch = [first]
                 stop = False
                 while len(batch) < _WRITE_BATCH:
@@ -108,6 +126,9 @@ class Writer:
                     if nxt is None:
                         stop = True
                         break
+                    if nxt is _LOOK:  # the look after this batch is the one asked for
+                        self._look_queued = False
+                        continue
                     batch.append(nxt)
                 try:
                     external.note_own(self._run_batch(conn, batch))
@@ -159,13 +180,29 @@ class Writer:
         finally:
             conn.execute("PRAGMA synchronous=FULL")
 
+    @staticmethod
+    def _begin(conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, waiting out other processes' writes (SQLITE_BUSY)."""
+        deadline = time.monotonic() + BUSY_RETRY_SECONDS
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                log.warning("store writer: the database is busy (another process writes); "
+                            "trying again")
+                time.sleep(0.05)
+
     def _commit_batch(
         self, conn: sqlite3.Connection, batch: list[tuple[WriteJob, asyncio.Future[Any]]]
     ) -> list[ChangeBatch]:
         outcomes: list[tuple[asyncio.Future[Any], Any, list[ChangeBatch], BaseException | None]]
         outcomes = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
         except Exception as exc:
             self._abandon(conn, batch, exc)
             return []
