@@ -106,6 +106,17 @@ def realistic_message(i: int, rng: random.Random) -> bytes:
     return msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
+def wait_listeners(root: Path, proc: subprocess.Popen[bytes]) -> dict[tuple[str, bool], int]:
+    """The ports of the server started in ``root`` (log in ``root/log``), once it listens."""
+    listeners = root / "data" / "listeners.json"
+    deadline = time.monotonic() + 30
+    while not listeners.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("server did not start:\n" + (root / "log").read_text())
+        time.sleep(0.05)
+    return {(e["protocol"], e["tls"]): e["port"] for e in json.loads(listeners.read_text())}
+
+
 @contextmanager
 def own_server(
     users: Sequence[str] = ("bench",), workers: int = 1,
@@ -133,13 +144,7 @@ def own_server(
             env=env,
             stderr=(root / "log").open("wb"),
         )
-        listeners = root / "data" / "listeners.json"
-        deadline = time.monotonic() + 30
-        while not listeners.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("server did not start:\n" + (root / "log").read_text())
-            time.sleep(0.05)
-        ports = {(e["protocol"], e["tls"]): e["port"] for e in json.loads(listeners.read_text())}
+        ports = wait_listeners(root, proc)
         try:
             yield ports, root, proc.pid
         finally:
@@ -513,7 +518,7 @@ def main() -> None:
     p = sub.add_parser("submit", help="outbound queue: enqueue with DKIM, deliver over "
                        "STARTTLS to a test MX")
     add_submit_arguments(p)
-    p.set_defaults(func=lambda a: cmd_submit(a, realistic_message))
+    p.set_defaults(func=lambda a: cmd_submit(a, realistic_message, wait_listeners))
     args = parser.parse_args()
     print(json.dumps(args.func(args)))
 

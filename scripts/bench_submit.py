@@ -62,7 +62,8 @@ def add_submit_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_submit(args: argparse.Namespace,
-               realistic_message: Callable[[int, random.Random], bytes]) -> dict[str, Any]:
+               realistic_message: Callable[[int, random.Random], bytes],
+               wait_listeners: Callable[..., dict[tuple[str, bool], int]]) -> dict[str, Any]:
     from mailstead.config import load_config
     from mailstead.outbound.dkim import keygen
     from mailstead.tls import generate_self_signed
@@ -105,7 +106,7 @@ level = "warn"
             messages = _messages(args, realistic_message)
             if args.via == "queue":
                 return asyncio.run(_run(args, cfg, messages, count))
-            return _via_submission(args, root, messages, count)
+            return _via_submission(args, root, messages, count, wait_listeners)
         finally:
             sink.kill()
             sink.join(5)
@@ -132,9 +133,9 @@ def _proc_cpu(pid: int) -> float:
 
 
 def _via_submission(args: argparse.Namespace, root: Path, messages: list[tuple[str, bytes]],
-                    count: Any) -> dict[str, Any]:
+                    count: Any, wait_listeners: Callable[..., dict[tuple[str, bool], int]],
+                    ) -> dict[str, Any]:
     """Start ``mailstead serve`` on ``root`` and send ``messages`` through submission."""
-    import json
     import smtplib
     import subprocess
     import sys
@@ -148,14 +149,7 @@ def _via_submission(args: argparse.Namespace, root: Path, messages: list[tuple[s
     with (root / "log").open("wb") as log:
         proc = subprocess.Popen([*cmd, "serve", "-c", config], env=env, stderr=log)
     try:
-        listeners = root / "data" / "listeners.json"
-        deadline = time.monotonic() + 30
-        while not listeners.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("server did not start:\n" + (root / "log").read_text())
-            time.sleep(0.05)
-        port = next(e["port"] for e in json.loads(listeners.read_text())
-                    if e["protocol"] == "submission")
+        port = wait_listeners(root, proc)[("submission", True)]
         tls = ssl.create_default_context()
         tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE  # the bench's own cert
         shares = [messages[i::args.concurrency] for i in range(args.concurrency)]

@@ -238,17 +238,22 @@ def test_expunge_before_a_date_is_announced_to_a_live_session(live: ServerProces
         res = run(live, "expunge", "ola", "INBOX", "--before", "2023-01-01", "--yes")
         assert res.returncode == 0 and res.stdout.startswith("expunged 2 message(s)")
         # The server notices the other process's commit and tells the selected session.
-        expunged: list[bytes] = []
-
-        def told() -> bool:
-            imap.noop()
-            expunged.extend(d for d in imap.response("EXPUNGE")[1] if d)
-            return len(expunged) >= 2
-
-        assert wait_for(told), expunged
+        _wait_for_expunges(imap, 2)
         assert imap.uid("SEARCH", "ALL")[1] == [b"3"]
     res = run(live, "expunge", "ola", "INBOX", "--before", "yesterday")
     assert res.returncode == 2 and "is not a date" in res.stderr
+
+
+def _wait_for_expunges(imap: imaplib.IMAP4, count: int) -> None:
+    """NOOP until the selected session has been told of ``count`` EXPUNGEs."""
+    expunged: list[bytes] = []
+
+    def told() -> bool:
+        imap.noop()
+        expunged.extend(d for d in imap.response("EXPUNGE")[1] if d)
+        return len(expunged) >= count
+
+    assert wait_for(told), expunged
 
 
 def _append_from(imap: imaplib.IMAP4, sender: str, subject: str, flags: str = "") -> None:
@@ -278,14 +283,7 @@ def test_expunge_by_an_imap_search_is_announced_to_a_live_session(
         assert res.returncode == 1 and "--yes" in res.stderr
         res = run(live, "expunge", "sue", "INBOX", "--search", "FROM bob SEEN", "--yes")
         assert res.returncode == 0 and res.stdout.startswith("expunged 2 message(s)"), res
-        expunged: list[bytes] = []
-
-        def told() -> bool:
-            imap.noop()
-            expunged.extend(d for d in imap.response("EXPUNGE")[1] if d)
-            return len(expunged) >= 2
-
-        assert wait_for(told), expunged
+        _wait_for_expunges(imap, 2)
         assert imap.uid("SEARCH", "ALL")[1] == [b"2 3"]
         res = run(live, "expunge", "sue", "INBOX", "--search", 'OR SUBJECT "carol" FROM nobody',
                   "--yes")

@@ -110,3 +110,20 @@ def prepare_sqlite(db_path: Path) -> None:
     private_file(db_path)
     for suffix in ("-wal", "-shm", "-journal"):
         tighten(db_path.with_name(db_path.name + suffix))
+
+
+def pread_exact(fileno: int, length: int, offset: int) -> bytes:
+    """``length`` octets of an open file from ``offset``, which the file holds (a spool or
+    message file being read in windows); ``OSError`` if it ends sooner."""
+    data = os.pread(fileno, length, offset)
+    if len(data) == length:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < length:  # a short read (a signal) is rare
+        more = os.pread(fileno, length - got, offset + got)
+        if not more:
+            raise OSError(f"file ended after {offset + got} octets, {length - got} short")
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)

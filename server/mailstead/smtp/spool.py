@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import os
 import tempfile
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
+from ..files import pread_exact
 from ..store.api import MessageFile
 
 FLUSH_AT = 256 * 1024
@@ -88,7 +88,7 @@ class Spool:
             raise self.error
         fileno, size = self._file.fileno(), self.size
         return await asyncio.get_running_loop().run_in_executor(
-            _IO, _pread_all, fileno, size, 0)
+            _IO, pread_exact, fileno, size, 0)
 
     @contextlib.asynccontextmanager
     async def message_file(self, trace: bytes | None = None) -> AsyncIterator[MessageFile]:
@@ -114,7 +114,7 @@ class Spool:
             copy.write(trace)
             fileno, at = self._file.fileno(), self.body_start
             while at < self.size:
-                piece = _pread_all(fileno, min(COPY_PIECE, self.size - at), at)
+                piece = pread_exact(fileno, min(COPY_PIECE, self.size - at), at)
                 copy.write(piece)
                 at += len(piece)
             copy.flush()
@@ -131,21 +131,6 @@ class Spool:
     def close(self) -> None:
         self._pending = []
         self._file.close()
-
-
-def _pread_all(fileno: int, length: int, offset: int) -> bytes:
-    data = os.pread(fileno, length, offset)
-    if len(data) == length:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < length:  # a short read (a signal) is rare; the file does not shrink
-        more = os.pread(fileno, length - got, offset + got)
-        if not more:
-            raise OSError(f"spool file ended after {got} of {length} octets")
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
 
 
 def make_spool_folder(folder: Path) -> Path:

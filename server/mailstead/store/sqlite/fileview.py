@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 
+from ...files import pread_exact
+
 # A message bigger than this is read in windows instead of whole.
 WINDOW_AT = 1024 * 1024
 WINDOW = 1024 * 1024  # octets a scan (find, count) reads at once
@@ -55,9 +57,9 @@ class FileOctets:
         if at <= start and end <= at + len(window):
             return window[start - at : end - at]
         if end - start > WINDOW:  # a big slice (a header block): read as asked, not kept
-            return read_range(self._fileno, start, end - start)
+            return pread_exact(self._fileno, end - start, start)
         stop = min(self._size, start + max(end - start, READ_AHEAD))
-        self._at, self._window = start, read_range(self._fileno, start, stop - start)
+        self._at, self._window = start, pread_exact(self._fileno, stop - start, start)
         return self._window[: end - start]
 
     def __getitem__(self, key: int | slice) -> int | bytes:
@@ -106,14 +108,3 @@ class FileOctets:
         return found
 
 
-def read_range(fileno: int, offset: int, length: int) -> bytes:
-    """``length`` octets of an open file from ``offset`` (the file holds them)."""
-    parts: list[bytes] = []
-    got = 0
-    while got < length:  # a short read (a signal) is rare
-        more = os.pread(fileno, length - got, offset + got)
-        if not more:
-            raise OSError(f"message file ended after {offset + got} octets")
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
