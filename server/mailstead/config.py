@@ -59,6 +59,12 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "listen": (_ListOfAddr, ["127.0.0.1:1025"]),
         "listen_tls": (_ListOfAddr, []),
         "postmaster": (str, ""),
+        # Inbound SPF/DKIM/DMARC on this listener (smtp/inbound_auth.py).
+        "inbound_auth": (bool, True),
+        "dmarc_reject": (bool, True),  # refuse a DMARC p=reject failure with 550 5.7.1
+        "dmarc_quarantine": (str, "junk"),  # p=quarantine failure: "junk" or "inbox"
+        "trusted_networks": (list, ["127.0.0.0/8", "::1"]),  # not evaluated
+        "inbound_auth_seconds": (float, 10.0),  # DNS and checks per message, then temperror
     },
     "lmtp": {
         "listen": (_ListOfAddr, ["127.0.0.1:1024"]),
@@ -110,6 +116,11 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "max_store_bytes": (int, 0),
         "max_expensive_commands_per_user": (int, 2),
     },
+    # The resolver for DNS lookups (inbound SPF, DKIM, DMARC): [] = the system's resolver.
+    "dns": {
+        "nameservers": (list, []),
+        "port": (int, 53),
+    },
     "log": {
         "level": (str, "info"),
         "format": (str, "text"),
@@ -121,6 +132,7 @@ _CHOICES = {
     ("auth", "default_scheme"): ("argon2", "bcrypt", "sha512_crypt"),
     ("log", "level"): ("debug", "info", "warn", "error"),
     ("log", "format"): ("text", "json"),
+    ("smtp", "dmarc_quarantine"): ("junk", "inbox"),
 }
 # Bounds (inclusive) beyond "positive" for keys where an absurd value breaks the server.
 # max_line_length: below 1,000 octets ordinary commands (an IMAP UID set, a LOGIN with
@@ -135,6 +147,9 @@ _RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("auth", "argon2_parallelism"): (1, 64),
     # A login waiting longer than a minute for a slot is better told to retry.
     ("auth", "login_queue_seconds"): (0, 60),
+    ("dns", "port"): (1, 65535),
+    # Past a minute a sender's MTA has given up on the DATA reply.
+    ("smtp", "inbound_auth_seconds"): (1, 60),
 }
 _POSITIVE = {
     ("auth", "failure_burst"),

@@ -51,6 +51,11 @@ class SmtpSection:
     listen: tuple[Listen, ...]
     listen_tls: tuple[Listen, ...]
     postmaster: str
+    inbound_auth: bool
+    dmarc_reject: bool
+    dmarc_quarantine: str
+    trusted_networks: tuple[str, ...]
+    inbound_auth_seconds: float
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,12 @@ class LimitsSection:
 
 
 @dataclass(frozen=True)
+class DnsSection:
+    nameservers: tuple[str, ...]
+    port: int
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str
     format: str
@@ -126,6 +137,7 @@ SECTIONS: dict[str, type] = {
     "tls": TlsSection,
     "auth": AuthSection,
     "limits": LimitsSection,
+    "dns": DnsSection,
     "log": LogSection,
 }
 
@@ -144,6 +156,7 @@ class Config:
     tls: TlsSection
     auth: AuthSection
     limits: LimitsSection
+    dns: DnsSection
     log: LogSection
     path: Path | None = None  # the file read; None when built from defaults
 
