@@ -11,6 +11,10 @@ MTA handing mail over by LMTP names the host). ``postmaster`` (RFC 5321 §4.5.1:
 accepted, with or without a domain) goes to the user named by ``[smtp] postmaster``, else
 to a user called ``postmaster``, else to the first user created.
 
+On the SMTP listener (never LMTP) ``handle_DATA`` first has ``inbound_auth`` check the
+sender (SPF, DKIM, DMARC): its outcome may refuse the message, send it to Junk, and adds
+the Authentication-Results field to each stored copy.
+
 The message reaches ``handle_DATA`` in a spool file (``protocol.MailsteadProtocol``
 streams DATA there); each delivery reads it into memory only when ``DeliveryMemory``
 has room, so parallel big deliveries wait on disk instead of piling up in memory.
@@ -31,8 +35,9 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from ..connection import ConnectionLimiter
-from ..store.api import MailStore, StorageFull, StoreError, User
+from ..store.api import Mailbox, MailStore, StorageFull, StoreError, User
 from ..usernames import resolve_user_name
+from .inbound_auth import AuthOutcome, InboundAuth
 from .protocol import MailsteadLMTP, MailsteadSMTP
 from .spool import DeliveryMemory, Spool, make_spool_folder
 
@@ -59,6 +64,7 @@ class DeliveryHandler:
         spool_dir: Path | None = None,  # None: the system's temporary folder
         memory: DeliveryMemory | None = None,
         postmaster: str = "",
+        inbound: InboundAuth | None = None,  # SPF/DKIM/DMARC (the SMTP listener only)
     ) -> None:
         self.store = store
         self.hostname = hostname
@@ -69,6 +75,7 @@ class DeliveryHandler:
         self.spool_dir = spool_dir
         self.memory = memory or DeliveryMemory.for_message_size(0)
         self.postmaster = postmaster
+        self.inbound = None if lmtp else inbound
 
     def refused(self, reason: str) -> None:
         """Count a refusal (``mailstead_rejections_total{protocol,reason}``)."""
@@ -112,6 +119,11 @@ class DeliveryHandler:
                         "first user", self.postmaster)
         users = await self.store.list_users()
         return min(users, key=lambda u: u.id) if users else None
+
+    async def _junk(self, user: User) -> Mailbox | None:
+        """The user's \\Junk mailbox (RFC 6154), for DMARC quarantine; None if none."""
+        boxes = await self.store.list_mailboxes(user.id)
+        return next((b for b in boxes if b.special_use == "\\Junk"), None)
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
@@ -174,6 +186,12 @@ class DeliveryHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         spool: Spool = envelope.mailstead_spool  # type: ignore[attr-defined]
         recipients = _recipients(envelope)
+        auth: AuthOutcome | None = None
+        if self.inbound is not None:
+            auth = await self.inbound.evaluate(session, envelope, spool, self.memory)
+            if auth is not None and auth.refuse is not None:
+                self.refused("dmarc_reject")
+                return auth.refuse
         # One stored copy per user, however many of their addresses were named.
         first_for_user: dict[int, int] = {}
         for i, rcpt in enumerate(recipients):
@@ -185,11 +203,15 @@ class DeliveryHandler:
                 inbox = await self.store.get_mailbox(rcpt.user.id, "INBOX")
                 if inbox is None:
                     inbox = await self.store.create_mailbox(rcpt.user.id, "INBOX")
+                if auth is not None and auth.quarantine:
+                    inbox = await self._junk(rcpt.user) or inbox
                 async with self.memory.hold(spool.size):
                     # The spool starts with recipient 0's trace headers: theirs is a plain
                     # read; any other recipient gets their own in front of the data.
                     trace = None if index == 0 else self.trace_headers(session, envelope, rcpt)
                     data = await spool.message(trace)
+                    if auth is not None:
+                        data = auth.apply(data)
                     size = len(data)
                     await self.store.deliver([inbox.id], data)
                     del data
