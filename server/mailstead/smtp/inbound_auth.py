@@ -249,20 +249,21 @@ class InboundAuth:
             domain, selector, b_tag = _signature_tags(raw)
             budget = BudgetedDns(self.sync_resolver, deadline, 1)  # one key per signature
             verifier.pk = None
-            verified: bool | None
             try:
                 verified = bool(verifier.verify(idx=idx, dnsfunc=budget.dkim_txt))
-            except Exception as exc:  # DKIMException: malformed; anything else: the same
+            except Exception as exc:  # dkimpy raises for a bad signature and a bad hash
                 log.debug("DKIM signature %d: %s: %s", idx, type(exc).__name__, exc)
-                verified = None
+                verified = False
             if verified:
                 result = "pass"
             elif budget.temporary:
                 result = "temperror"
-            elif verified is None or budget.missing or verifier.pk is None:
-                result = "permerror"  # malformed signature, no key, or an unusable key
+            elif budget.missing or verifier.pk is None:
+                # A malformed signature (refused before its key is fetched), no key, or
+                # an unusable key.
+                result = "permerror"
             else:
-                result = "fail"
+                result = "fail"  # the key was fetched: the hashes did not match
             results.append(DkimResult(result, domain, selector, b_tag))
         return results
 
