@@ -8,9 +8,9 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from authlib import CLIENT_IP, auth_results, dkim_record, message, sign, txt
-from dns_stub import DnsStub
 
+from authlib import CLIENT_IP, auth_results, dkim_record, message, sign
+from dns_stub import DnsStub
 from mailstead.config_sections import DnsSection
 from mailstead.smtp import dmarc
 from mailstead.smtp.authresults import authserv_id, forged_results, header_fields
