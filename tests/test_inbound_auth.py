@@ -229,3 +229,11 @@ def test_pct_applies_the_policy_to_a_share_of_failures() -> None:
                                    rng=rng).disposition for _ in range(1000)]
     assert set(dispositions) == {"reject", "quarantine"}
     assert 200 < dispositions.count("reject") < 400
+
+
+async def test_every_from_domain_is_held_to_its_policy(stub: DnsStub) -> None:
+    data = b"From: a@nonepol.test, b@reject.test\r\nFrom: c@[192.0.2.1]\r\n\r\nbody\r\n"
+    outcome, field = await check(stub, data, "a@fail.test")
+    assert "header.from=nonepol.test" in field and "header.from=reject.test" in field
+    assert "dmarc=permerror (no usable From domain)" in field
+    assert outcome.refuse is not None and "reject.test" in outcome.refuse

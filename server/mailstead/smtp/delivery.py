@@ -211,7 +211,7 @@ class DeliveryHandler:
                     trace = None if index == 0 else self.trace_headers(session, envelope, rcpt)
                     data = await spool.message(trace)
                     if auth is not None:
-                        data = auth.apply(data)
+                        data = await auth.stored_copy(data)
                     size = len(data)
                     await self.store.deliver([inbox.id], data)
                     del data

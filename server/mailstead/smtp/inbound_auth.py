@@ -100,6 +100,10 @@ class AuthOutcome:
         return self.header + without(
             data, forged_results(data, header_fields(data), self.authserv_id))
 
+    async def stored_copy(self, data: bytes) -> bytes:
+        """``apply`` off the loop (it scans the header and copies the message)."""
+        return await asyncio.get_running_loop().run_in_executor(_POOL, self.apply, data)
+
 
 class InboundAuth:
     def __init__(
@@ -164,16 +168,12 @@ class InboundAuth:
     async def check(self, *, ip: str, helo: str, mail_from: str, data: bytes) -> AuthOutcome:
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self.seconds
-        fields = header_fields(data)
         spf_domain = dmarc.normalise_domain(
             mail_from.rpartition("@")[2] if mail_from else helo) or ""
         spf_job = loop.run_in_executor(_POOL, self._spf, ip, helo, mail_from, deadline)
         dkim_job = loop.run_in_executor(_POOL, self._dkim, data, deadline)
-        raw_domains = from_domains(data, fields)[:MAX_FROM_DOMAINS]
-        domains = [d for d in map(dmarc.normalise_domain, raw_domains) if d]
-        lookups = [loop.create_task(dmarc.find_policy(self.resolver, d, deadline))
-                   for d in domains]
-        jobs: list[asyncio.Future[Any]] = [spf_job, dkim_job, *lookups]
+        policy_job = loop.create_task(self._policies(data, deadline))
+        jobs: list[asyncio.Future[Any]] = [spf_job, dkim_job, policy_job]
         # The lookups end at the deadline themselves; the slack lets them say so.
         await asyncio.wait(jobs, timeout=self.seconds + 0.5)
         for job in jobs:
@@ -181,18 +181,28 @@ class InboundAuth:
         spf_result: str = _result(spf_job, "temperror")
         dkim_results: list[DkimResult] = _result(dkim_job, [DkimResult("temperror")])
         signatures = [(r.result, r.domain) for r in dkim_results]
-        verdicts = [
-            dmarc.evaluate(d, _result(job, dmarc.Lookup(None, False, temporary=True)),
-                           spf=(spf_result, spf_domain), dkim=signatures)
-            for d, job in zip(domains, lookups, strict=True)
-        ]
+        found: tuple[list[tuple[str, dmarc.Lookup]], bool] | None = _result(policy_job, None)
+        policies, usable = found if found is not None else ([], True)
+        verdicts = [dmarc.evaluate(d, lookup, spf=(spf_result, spf_domain), dkim=signatures)
+                    for d, lookup in policies]
+        note = ("dmarc=temperror" if found is None
+                else None if usable else "dmarc=permerror (no usable From domain)")
         return self._outcome(mail_from, helo, spf_result, spf_domain, dkim_results,
-                             verdicts, bool(raw_domains) and len(domains) == len(raw_domains),
-                             ip)
+                             verdicts, note, ip)
+
+    async def _policies(self, data: bytes, deadline: float
+                        ) -> tuple[list[tuple[str, dmarc.Lookup]], bool]:
+        """The DMARC policy of each From: domain that can be a domain, and whether every
+        one could (False too when there is no From: address at all)."""
+        raw = await asyncio.get_running_loop().run_in_executor(_POOL, _from_domains, data)
+        domains = [d for d in map(dmarc.normalise_domain, raw) if d]
+        lookups = await asyncio.gather(
+            *(dmarc.find_policy(self.resolver, d, deadline) for d in domains))
+        return list(zip(domains, lookups, strict=True)), bool(raw) and len(domains) == len(raw)
 
     def _outcome(
         self, mail_from: str, helo: str, spf_result: str, spf_domain: str,
-        dkim_results: list[DkimResult], verdicts: list[dmarc.Verdict], from_ok: bool,
+        dkim_results: list[DkimResult], verdicts: list[dmarc.Verdict], note: str | None,
         ip: str,
     ) -> AuthOutcome:
         identity = "smtp.mailfrom" if mail_from else "smtp.helo"
@@ -205,8 +215,8 @@ class InboundAuth:
             if v.result != "none" else f"dmarc=none header.from={v.domain}"
             for v in verdicts
         ]
-        if not from_ok:  # no From:, or one whose domain cannot be a domain
-            results.append("dmarc=permerror (no usable From domain)")
+        if note is not None:  # no verdict: no usable From domain, or out of time
+            results.append(note)
         refuse = None
         rejecting = [v for v in verdicts if v.disposition == "reject"]
         if rejecting and self.dmarc_reject:
@@ -247,6 +257,9 @@ class InboundAuth:
         results = []
         for idx, raw in enumerate(signatures[:MAX_SIGNATURES]):
             domain, selector, b_tag = _signature_tags(raw)
+            if time.monotonic() >= deadline:  # each signature hashes the whole body again
+                results.append(DkimResult("temperror", domain, selector, b_tag))
+                continue
             budget = BudgetedDns(self.sync_resolver, deadline, 1)  # one key per signature
             verifier.pk = None
             try:
@@ -266,6 +279,10 @@ class InboundAuth:
                 result = "fail"  # the key was fetched: the hashes did not match
             results.append(DkimResult(result, domain, selector, b_tag))
         return results
+
+
+def _from_domains(data: bytes) -> list[str]:
+    return from_domains(data, header_fields(data))[:MAX_FROM_DOMAINS]
 
 
 def _signature_tags(raw: bytes) -> tuple[str, str, str]:
