@@ -6,11 +6,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from authlib import CLIENT_IP, auth_results, dkim_record, message, sign
 from dns_stub import DnsStub
+from mailstead.config import ConfigError, load_config
 from mailstead.config_sections import DnsSection
 from mailstead.smtp import dmarc
 from mailstead.smtp.authresults import authserv_id, forged_results, header_fields
@@ -237,3 +239,18 @@ async def test_every_from_domain_is_held_to_its_policy(stub: DnsStub) -> None:
     assert "header.from=nonepol.test" in field and "header.from=reject.test" in field
     assert "dmarc=permerror (no usable From domain)" in field
     assert outcome.refuse is not None and "reject.test" in outcome.refuse
+
+
+def test_config_keys_are_validated(tmp_path: Path) -> None:
+    cfg = load_config(None, env={})
+    assert cfg.smtp.inbound_auth and cfg.smtp.dmarc_reject
+    assert cfg.smtp.trusted_networks == ("127.0.0.0/8", "::1")
+    assert InboundAuth.from_config(cfg) is not None
+    for bad in ('trusted_networks = ["10.0.0.0/33"]', 'dmarc_quarantine = "spam"',
+                "inbound_auth_seconds = 0"):
+        path = tmp_path / "bad.toml"
+        path.write_text(f"[smtp]\n{bad}\n")
+        with pytest.raises(ConfigError, match=r"\[smtp\]"):
+            load_config(path, env={})
+    path.write_text("[smtp]\ninbound_auth = false\n")
+    assert InboundAuth.from_config(load_config(path, env={})) is None

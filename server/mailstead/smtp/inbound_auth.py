@@ -101,8 +101,9 @@ class AuthOutcome:
             data, forged_results(data, header_fields(data), self.authserv_id))
 
     async def stored_copy(self, data: bytes) -> bytes:
-        """``apply`` off the loop (it scans the header and copies the message)."""
-        return await asyncio.get_running_loop().run_in_executor(_POOL, self.apply, data)
+        """``apply`` off the loop (it scans the header and copies the message), and not
+        on the checks' pool, where a store would wait behind other messages' DKIM."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.apply, data)
 
 
 class InboundAuth:
