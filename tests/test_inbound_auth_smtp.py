@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import smtplib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,3 +191,30 @@ def test_defaults_skip_loopback_and_switches_turn_it_off(
         disabled.stop()
     for s in (srv, off, disabled):
         assert "Traceback" not in s.log_text()
+
+
+def test_parallel_deliveries_are_all_checked(mx: ServerProcess) -> None:
+    errors: list[BaseException] = []
+    signed = [sign(message("x@dkimalign.test", f"parallel {i}"), "dkimalign.test")
+              for i in range(30)]
+
+    def one(i: int) -> None:
+        try:
+            send(mx, "a@pass.test", signed[i])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(30)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    elapsed = time.monotonic() - started
+    assert errors == []
+    stored = [m for m in stored_messages(mx, "bob") if b"Subject: parallel " in m]
+    assert len(stored) == 30
+    for m in stored:
+        [field] = auth_results(m)
+        assert "spf=pass" in field and "dkim=pass" in field and "dmarc=pass" in field
+    assert elapsed < 30, elapsed
