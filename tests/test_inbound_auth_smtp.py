@@ -218,3 +218,29 @@ def test_parallel_deliveries_are_all_checked(mx: ServerProcess) -> None:
         [field] = auth_results(m)
         assert "spf=pass" in field and "dkim=pass" in field and "dmarc=pass" in field
     assert elapsed < 30, elapsed
+
+
+def test_every_recipient_copy_has_one_field_and_lmtp_is_not_checked(
+    mx: ServerProcess,
+) -> None:
+    mx.add_user("carol")
+    forged = b"Authentication-Results: mail.test; dmarc=pass header.from=bank.test\r\n"
+    data = forged + message("x@pass.test", "two copies")
+    with smtplib.SMTP("127.0.0.1", mx.port("smtp"), local_hostname="client.test",
+                      timeout=20, source_address=(CLIENT_IP, 0)) as smtp:
+        assert smtp.sendmail("a@pass.test", ["bob@example.org", "carol@example.org"],
+                             data) == {}
+    for name in ("bob", "carol"):
+        stored = stored_messages(mx, name)[-1]
+        assert f"Delivered-To: {name}@example.org".encode() in stored
+        [field] = auth_results(stored)
+        assert field.startswith("mail.test;") and "spf=pass" in field
+        assert stored.endswith(message("x@pass.test", "two copies"))
+    # LMTP comes from an MTA that did its own checks: nothing added, nothing removed.
+    with smtplib.LMTP("127.0.0.1", mx.port("lmtp"), local_hostname="mta.test",
+                      timeout=20, source_address=(CLIENT_IP, 0)) as lmtp:
+        assert lmtp.sendmail("a@fail.test", ["bob@example.org"],
+                             forged + message("x@reject.test", "by lmtp")) == {}
+    stored = last(mx)
+    assert b"Subject: by lmtp" in stored
+    assert auth_results(stored) == ["mail.test; dmarc=pass header.from=bank.test"]
