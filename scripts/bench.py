@@ -505,6 +505,12 @@ def main() -> None:
     add_load_arguments(p)
     p.set_defaults(func=lambda a: cmd_load(a, own_server, realistic_message,
                                            process_cpu_seconds, compare))
+    from bench_submit import add_submit_arguments, cmd_submit
+
+    p = sub.add_parser("submit", help="outbound queue: enqueue with DKIM, deliver over "
+                       "STARTTLS to a test MX")
+    add_submit_arguments(p)
+    p.set_defaults(func=lambda a: cmd_submit(a, realistic_message))
     args = parser.parse_args()
     print(json.dumps(args.func(args)))
 

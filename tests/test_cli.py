@@ -224,15 +224,31 @@ def test_json_logs_one_object_per_line_with_session_and_login(tmp_path: Path) ->
         imap = imaplib.IMAP4("127.0.0.1", port, timeout=10)
         imap.login("jo", "pw")
         imap.logout()
+        smtp_port = next(e["port"] for e in json.loads(listeners.read_text())
+                         if e["protocol"] == "smtp")
+        import smtplib
+
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
+            smtp.noop()
+        deadline = time.monotonic() + 10
+        while '"smtp"' not in log_path.read_text() or '"disconnect"' not in \
+                log_path.read_text().rsplit('"smtp"', 1)[-1]:
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     entries = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert all({"time", "level", "logger", "message"} <= e.keys() for e in entries)
-    messages = [e["message"] for e in entries]
-    assert "IMAP connection from 127.0.0.1" in messages
-    assert "IMAP login jo from 127.0.0.1" in messages
-    assert "IMAP connection from 127.0.0.1 closed (user jo)" in messages
+    events = [e for e in entries if e.get("proto") == "imap"]
+    assert [e["event"] for e in events] == ["connect", "login", "logout", "disconnect"]
+    assert len({e["session_id"] for e in events}) == 1
+    assert all(e["remote"].startswith("127.0.0.1:") for e in events)
+    assert events[1]["user"] == "jo" and events[1]["mech"] == "LOGIN"
+    assert events[-1]["user"] == "jo" and events[-1]["tls"] is False
+    smtp = [e for e in entries if e.get("proto") == "smtp"]
+    assert [e["event"] for e in smtp] == ["connect", "disconnect"]
+    assert smtp[0]["session_id"] == smtp[1]["session_id"] != events[0]["session_id"]
 
 
 def _mail(subject: str) -> bytes:
@@ -276,7 +292,7 @@ async def test_user_add_and_import_respect_max_store_bytes(tmp_path: Path) -> No
     from mailstead.store import open_store
     from mailstead.store.api import StorageFull
 
-    srv = ServerProcess(tmp_path / "srv", BASE_CONFIG + "max_store_bytes = 65536\n")
+    srv = ServerProcess(tmp_path / "srv", BASE_CONFIG + "max_store_bytes = 131072\n")
     # Fill the store through the same factory until one more user does not fit. Names
     # have one length and hashes are shorter than the CLI's: its user cannot fit either.
     store = await open_store(load_config(srv.config))

@@ -102,9 +102,46 @@ def test_parallel_big_deliveries_keep_memory_bounded(tmp_path: Path) -> None:
     assert result["growth_kib"] < 2 * 6 * 8 * 1024, result
 
 
+@pytest.mark.parametrize("proto", ["smtp", "lmtp"])
+def test_a_big_message_for_two_users_is_stored_whole_for_each(tmp_path: Path,
+                                                              proto: str) -> None:
+    """Over 1 MiB the store reads the spool in windows (store/sqlite/fileview.py); the
+    second user's copy is a file of its own with its own trace headers."""
+    srv = ServerProcess(tmp_path, F.server_config(limits={"max_message_size": 8 * MiB}))
+    srv.start()
+    try:
+        F.create_users(srv, "one", "two")
+        part = b"--b\r\nContent-Type: text/plain\r\n\r\n" + b".dot line\r\n" * 20_000
+        msg = (b"Subject: big\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+               + part * 12 + b"--b--\r\n")
+        assert 2 * MiB < len(msg) < 8 * MiB
+        if proto == "smtp":
+            with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=30) as smtp:
+                smtp.sendmail("a@x.net", ["one@example.org", "two@example.org"], msg)
+        else:  # smtplib's LMTP reads one reply to DATA, LMTP sends one per recipient
+            c = RawSMTP(srv.port("lmtp"))
+            c.cmd(b"LHLO x")
+            assert c.cmd(b"MAIL FROM:<a@x.net>")[0].startswith(b"250")
+            for rcpt in (b"one", b"two"):
+                assert c.cmd(b"RCPT TO:<%s@example.org>" % rcpt)[0].startswith(b"250")
+            assert c.cmd(b"DATA")[0].startswith(b"354")
+            c.send(msg.replace(b"\r\n.", b"\r\n..") + b".\r\n")  # dot-stuffed
+            assert c.reply()[0].startswith(b"250 2.0.0")
+            assert c.reply()[0].startswith(b"250 2.0.0")
+            c.close()
+        [one] = stored_messages(srv, "one")
+        [two] = stored_messages(srv, "two")
+    finally:
+        srv.stop()
+    assert delivered_to(one) == b"Delivered-To: one@example.org"
+    assert delivered_to(two) == b"Delivered-To: two@example.org"
+    assert body_of(one) == body_of(two) == msg
+
+
 @pytest.mark.slow
 def test_six_parallel_40_mib_deliveries(tmp_path: Path) -> None:
-    """The issue's figure: +785 MB before (+799 MiB measured here); now ~+130 MiB."""
+    """The issue's figure: +785 MB before (+799 MiB measured here), then ~+130 MiB with
+    the spool; read from the spool in windows and written in pieces, ~+15 MiB."""
     srv = ServerProcess(tmp_path, F.server_config(limits={"max_message_size": 42 * MiB}))
     srv.start()
     try:
@@ -112,7 +149,7 @@ def test_six_parallel_40_mib_deliveries(tmp_path: Path) -> None:
         result = measure(srv, "big", parallel=6, mib=40)
     finally:
         srv.stop()
-    assert result["growth_kib"] < 200 * 1024, result
+    assert result["growth_kib"] < 64 * 1024, result  # the attack battery's budget
 
 
 # --- over-long command lines (#10) -------------------------------------------------------------

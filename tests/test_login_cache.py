@@ -9,7 +9,7 @@ import asyncio
 import imaplib
 import poplib
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -286,15 +286,27 @@ class GatedHasher(CountingHasher):
         return super().verify(password, stored)
 
 
+async def _until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
 async def test_the_login_queue_is_bounded_in_length_and_time(store) -> None:
     hasher = GatedHasher()
     try:
         await store.create_user("bob", hasher.hash("pw"))
-        auth = authenticator(store, hasher, max_in_progress=1, login_queue_seconds=0.3,
+        auth = authenticator(store, hasher, max_in_progress=1, login_queue_seconds=1.0,
                              max_logins_queued=2)
-        running = [asyncio.create_task(auth.check("bob", "pw")) for _ in range(3)]
-        await asyncio.sleep(0.05)  # one checking, two queued
-        assert auth.slots.running == 1 and auth.slots.queued == 2
+        # One at a time: each check reads the user on a store thread first, and those reads
+        # may finish in any order, so the first task is made to hold the slot before the
+        # others queue behind it.
+        running = [asyncio.create_task(auth.check("bob", "pw"))]
+        await _until(lambda: auth.slots.running == 1)
+        running += [asyncio.create_task(auth.check("bob", "pw")) for _ in range(2)]
+        await _until(lambda: auth.slots.queued == 2)
+        assert auth.slots.running == 1
         with pytest.raises(LoginRefused, match="Too many logins in progress"):
             await auth.check("bob", "pw")  # the queue is full: refused at once
         loop = asyncio.get_running_loop()

@@ -251,6 +251,57 @@ def test_expunge_before_a_date_is_announced_to_a_live_session(live: ServerProces
     assert res.returncode == 2 and "is not a date" in res.stderr
 
 
+def _append_from(imap: imaplib.IMAP4, sender: str, subject: str, flags: str = "") -> None:
+    msg = (f"From: {sender}\r\nTo: x@example.org\r\nSubject: {subject}\r\n\r\n"
+           f"body of {subject}\r\n").encode()
+    assert imap.append("INBOX", flags, None, msg)[0] == "OK"
+
+
+def test_expunge_by_an_imap_search_is_announced_to_a_live_session(
+    live: ServerProcess,
+) -> None:
+    live.add_user("sue")
+    with imaplib.IMAP4("127.0.0.1", live.port("imap"), timeout=TIMEOUT) as imap:
+        imap.login("sue", "secret")
+        _append_from(imap, "Bob <bob@example.net>", "seen from bob", "(\\Seen)")
+        _append_from(imap, "Bob <bob@example.net>", "unseen from bob")
+        _append_from(imap, "Carol <carol@example.net>", "seen from carol", "(\\Seen)")
+        _append_from(imap, "bobby@example.com", "hello there", "(\\Seen)")
+        assert imap.select("INBOX")[1] == [b"4"]
+        # The same matcher as SEARCH: FROM is a substring of the envelope's addresses.
+        expected = imap.uid("SEARCH", "FROM", "bob", "SEEN")[1][0].split()
+        assert expected == [b"1", b"4"]
+        res = run(live, "expunge", "sue", "INBOX", "--search", "FROM bob SEEN", "--dry-run")
+        assert res.returncode == 0, res.stderr
+        assert res.stdout == "would expunge 2 message(s) of sue's INBOX matching FROM bob SEEN\n"
+        res = run(live, "expunge", "sue", "INBOX", "--search", "FROM bob SEEN", input="")
+        assert res.returncode == 1 and "--yes" in res.stderr
+        res = run(live, "expunge", "sue", "INBOX", "--search", "FROM bob SEEN", "--yes")
+        assert res.returncode == 0 and res.stdout.startswith("expunged 2 message(s)"), res
+        expunged: list[bytes] = []
+
+        def told() -> bool:
+            imap.noop()
+            expunged.extend(d for d in imap.response("EXPUNGE")[1] if d)
+            return len(expunged) >= 2
+
+        assert wait_for(told), expunged
+        assert imap.uid("SEARCH", "ALL")[1] == [b"2 3"]
+        res = run(live, "expunge", "sue", "INBOX", "--search", 'OR SUBJECT "carol" FROM nobody',
+                  "--yes")
+        assert res.returncode == 0 and res.stdout.startswith("expunged 1 message(s)"), res
+    for query, reason in (("FROM", "bad search query 'FROM'"),
+                          ("SINCE yesterday", "Invalid date"),
+                          ("FLUFFY", "Unknown search key"),
+                          ("", "the search query is empty")):
+        res = run(live, "expunge", "sue", "INBOX", "--search", query, "--yes")
+        assert res.returncode == 1 and reason in res.stderr, (query, res.stderr)
+        assert "Traceback" not in res.stderr
+    res = run(live, "expunge", "sue", "INBOX", "--search", "ALL", "--before", "2020-01-01")
+    assert res.returncode == 2 and "not allowed with" in res.stderr
+    assert [m.count(b"Subject: unseen from bob") for m in stored_messages(live, "sue")] == [1]
+
+
 def test_fetch_writes_the_stored_octets(live: ServerProcess) -> None:
     live.add_user("pia")
     with imaplib.IMAP4("127.0.0.1", live.port("imap"), timeout=TIMEOUT) as imap:

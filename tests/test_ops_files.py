@@ -179,7 +179,8 @@ def test_the_example_config_shows_every_built_in_default_or_says_it_differs() ->
             assert "Example value" in note and f"built-in default is {_toml(default)}" in note, (
                 f"[{section}] {key} = {_toml(raw[section][key])} is not the built-in default "
                 f"{_toml(default)}, and the comment above it does not say so")
-    assert differing == {("server", "data_dir"), ("imap", "listen_tls"), ("pop3", "listen_tls")}
+    assert differing == {("server", "data_dir"), ("imap", "listen_tls"), ("pop3", "listen_tls"),
+                         ("submission", "listen"), ("submission", "listen_tls")}
     assert load_config(path, env={}).data_dir == ROOT / "data"  # what scripts/run uses
 
 

@@ -76,15 +76,19 @@ async def test_the_compose_file_advertises_the_ports_it_publishes() -> None:
     listeners = {(proto, kind, addr.port) for proto, kind, addr in config.listeners()}
     servers = resource.settings().servers
     assert servers, "the documents advertise nothing"
+    # Outgoing servers ("smtp" in the documents) are the submission listeners.
+    listener_of = {"imap": "imap", "pop3": "pop3", "smtp": "submission"}
     for server in servers:
         assert server.port in published, f"{server} is not published"
         kind = "tls" if server.security == SSL else "plain"
-        assert (server.protocol, kind, published[server.port]) in listeners, server
+        assert (listener_of[server.protocol], kind, published[server.port]) in listeners, server
     for proto, kind, port in listeners:
         outside = [h for h, inside in published.items() if inside == port]
-        if proto in ("imap", "pop3", "smtp") and outside:
+        if proto in ("imap", "pop3", "submission") and outside:
             security = SSL if kind == "tls" else STARTTLS
-            assert MailServer(proto, outside[0], security) in servers, (proto, kind, port)
+            advertised = "smtp" if proto == "submission" else proto
+            assert MailServer(advertised, outside[0], security) in servers, (proto, kind, port)
+    assert all(s.port != 25 for s in servers), "port 25 takes no AUTH: never advertised"
 
 
 # --- defect 9: metrics only for the allowed addresses ------------------------------------
@@ -200,3 +204,16 @@ def test_metrics_carry_process_build_and_certificate(full: ServerProcess) -> Non
     assert len(build) == 1 and 'version="0.1.0"' in build[0], build
     expiry = samples["mailstead_tls_certificate_expiry_timestamp_seconds"]
     assert 800 * 86400 < expiry - time.time() < 826 * 86400  # the generated one: 825 days
+
+
+async def test_public_ports_advertise_submission_and_never_port_25() -> None:
+    config = web_config(
+        MAILSTEAD_HTTP__PUBLIC_PORTS='["imaps:993", "smtp:25", "submission:587", "smtps:465"]')
+    resource = web_site.MailsteadResource(fake_ctx(config=config))
+    outgoing = [d for d in _documents(resource) if d[0] == "smtp"]
+    assert outgoing == [("smtp", "mail.test", "465", "SSL"),
+                        ("smtp", "mail.test", "587", "STARTTLS")]
+    root = ET.fromstring(resource.render(dummy_request(b"/mail/config-v1.1.xml")))
+    [server] = [n for n in root.iter("outgoingServer") if n.findtext("port") == "587"]
+    assert server.findtext("username") == "%EMAILADDRESS%"
+    assert server.findtext("authentication") == "password-cleartext"

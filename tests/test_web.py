@@ -60,8 +60,10 @@ LISTENERS = [
     ("imap", "tls", "::1", 1993),  # same port on IPv6: one entry
     ("pop3", "plain", "127.0.0.1", 1110),
     ("pop3", "tls", "127.0.0.1", 1995),
-    ("smtp", "plain", "127.0.0.1", 1025),
-    ("smtp", "tls", "127.0.0.1", 1465),
+    ("smtp", "plain", "127.0.0.1", 1025),  # receives only (no AUTH): never advertised
+    ("smtp", "tls", "127.0.0.1", 1466),
+    ("submission", "plain", "127.0.0.1", 1587),
+    ("submission", "tls", "127.0.0.1", 1465),
     ("lmtp", "plain", "127.0.0.1", 1024),
     ("http", "plain", "127.0.0.1", 8080),
 ]
@@ -93,10 +95,11 @@ def test_settings_order_security_and_skipped_listeners() -> None:
         MailServer("pop3", 1995, SSL),
         MailServer("pop3", 1110, STARTTLS),
         MailServer("smtp", 1465, SSL),
-        MailServer("smtp", 1025, STARTTLS),
+        MailServer("smtp", 1587, STARTTLS),
     )
-    no_tls = settings([("imap", "plain", "127.0.0.1", 143), ("smtp", "plain", "::1", 25)], False)
-    assert no_tls.servers == (MailServer("imap", 143, PLAIN), MailServer("smtp", 25, PLAIN))
+    no_tls = settings([("imap", "plain", "127.0.0.1", 143), ("submission", "plain", "::1", 587),
+                       ("smtp", "plain", "::1", 25)], False)
+    assert no_tls.servers == (MailServer("imap", 143, PLAIN), MailServer("smtp", 587, PLAIN))
 
 
 def test_settings_leave_out_loopback_only_ports_and_unbound_ones() -> None:
@@ -105,7 +108,8 @@ def test_settings_leave_out_loopback_only_ports_and_unbound_ones() -> None:
             ("imap", "plain", "127.0.0.1", 1143),  # local only: a remote client can't use it
             ("imap", "tls", "0.0.0.0", 993),
             ("pop3", "plain", "::1", 110),  # the only POP3 listener: kept
-            ("smtp", "plain", "0.0.0.0", 0),  # not bound yet: no port to tell
+            ("submission", "plain", "0.0.0.0", 0),  # not bound yet: no port to tell
+            ("smtp", "plain", "0.0.0.0", 25),  # receives only: never advertised
         ]
     )
     assert s.servers == (MailServer("imap", 993, SSL), MailServer("pop3", 110, STARTTLS))
@@ -253,7 +257,7 @@ def test_autodiscover_gives_the_best_server_per_protocol() -> None:
 
 def test_autodiscover_starttls_and_plain_encryption() -> None:
     plain = [("imap", "plain", "10.0.0.1", 143), ("pop3", "plain", "10.0.0.1", 110),
-             ("smtp", "plain", "10.0.0.1", 25)]  # fmt: skip
+             ("submission", "plain", "10.0.0.1", 587)]  # fmt: skip
     for tls in (True, False):
         s = settings(plain, tls)
         check_autodiscover(build_autodiscover(s, "a@mail.test"), s, "a@mail.test")
@@ -299,7 +303,8 @@ def test_mobileconfig_uuids_are_stable_per_address() -> None:
 
 
 def test_mobileconfig_pop3_only_and_without_tls() -> None:
-    s = settings([("pop3", "plain", "10.0.0.1", 110), ("smtp", "plain", "10.0.0.1", 25)], False)
+    s = settings([("pop3", "plain", "10.0.0.1", 110), ("submission", "plain", "10.0.0.1", 587)],
+                 False)
     mail = plistlib.loads(build_mobileconfig(s, "a@mail.test"))["PayloadContent"][0]
     assert mail["EmailAccountType"] == "EmailTypePOP"
     assert mail["IncomingMailServerPortNumber"] == 110
@@ -448,11 +453,12 @@ async def render_async(resource: web_site.MailsteadResource, request: DummyReque
 
 
 async def test_site_uses_bound_listeners_when_the_daemon_offers_them() -> None:
-    bound = [("imap", "tls", "0.0.0.0", 40993), ("smtp", "plain", "0.0.0.0", 40025)]
+    bound = [("imap", "tls", "0.0.0.0", 40993), ("smtp", "plain", "0.0.0.0", 40025),
+             ("submission", "plain", "0.0.0.0", 40587)]
     resource = web_site.MailsteadResource(fake_ctx(bound_listeners=lambda: bound))
     root = ET.fromstring(resource.render(dummy_request(b"/mail/config-v1.1.xml")))
     assert [n.findtext("port") for n in root.iter("incomingServer")] == ["40993"]
-    assert [n.findtext("port") for n in root.iter("outgoingServer")] == ["40025"]
+    assert [n.findtext("port") for n in root.iter("outgoingServer")] == ["40587"]
 
 
 async def test_site_answers_500_without_details_and_logs_once(
@@ -493,6 +499,10 @@ async def test_healthz_ok_and_503_on_slow_or_failing_store(
 # --- end to end ----------------------------------------------------------------------------
 
 WEB_CONFIG = BASE_CONFIG + """
+[submission]
+listen = ["127.0.0.1:0"]
+listen_tls = ["127.0.0.1:0"]
+
 [http]
 listen = ["127.0.0.1:0"]
 listen_tls = ["127.0.0.1:0"]
@@ -547,7 +557,7 @@ def test_e2e_autoconfig(web: ServerProcess, web_settings: MailSettings, path: st
     assert ports == {
         ("imap", SSL): web.port("imap", True), ("imap", STARTTLS): web.port("imap"),
         ("pop3", SSL): web.port("pop3", True), ("pop3", STARTTLS): web.port("pop3"),
-        ("smtp", STARTTLS): web.port("smtp"),
+        ("smtp", SSL): web.port("submission", True), ("smtp", STARTTLS): web.port("submission"),
     }  # fmt: skip
 
 
@@ -642,7 +652,7 @@ def test_e2e_mobileconfig(web: ServerProcess, web_settings: MailSettings) -> Non
     assert plistlib.loads(body) == plistlib.loads(expected)
     mail = plistlib.loads(body)["PayloadContent"][0]
     assert mail["IncomingMailServerPortNumber"] == web.port("imap", True)
-    assert mail["OutgoingMailServerPortNumber"] == web.port("smtp")
+    assert mail["OutgoingMailServerPortNumber"] == web.port("submission", True)
     for query in ("", "?emailaddress=bob", "?emailaddress=bob%40evil.org", "?emailaddress=%40x"):
         status, _, _ = fetch(web, "/mail/mobileconfig" + query)
         assert status == 400, query

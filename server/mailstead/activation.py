@@ -5,6 +5,9 @@ starts the server with them as file descriptors 3, 4, … (``LISTEN_FDS``, ``LIS
 Each one is used by the configured listener with the same address, so the configuration
 stays the one place that says what listens where; a handed-over socket no listener asks
 for is reported and closed.
+
+``bind_ipv6`` makes the IPv6 listening sockets the server binds itself, the same way: a
+socket bound here is adopted like an inherited one.
 """
 
 from __future__ import annotations
@@ -90,3 +93,26 @@ class InheritedSockets:
 
     def __len__(self) -> int:
         return len(self._sockets)
+
+
+def bind_ipv6(host: str, port: int, backlog: int = 128) -> socket.socket:
+    """A listening IPv6 TCP socket on ``host``:``port`` with ``IPV6_V6ONLY`` set.
+
+    Twisted's ``TCP6ServerEndpoint`` leaves ``IPV6_V6ONLY`` to the system default (off on
+    Linux), so ``[::]:143`` also claims IPv4 and ``0.0.0.0:143`` beside it fails with
+    "address in use". With the option on, each family's listener has its own socket, as
+    systemd's do (``BindIPv6Only=ipv6-only`` in the socket unit)."""
+    host, _, scope = host.partition("%")
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted does
+        info = socket.getaddrinfo(f"{host}%{scope}" if scope else host, port,
+                                  socket.AF_INET6, socket.SOCK_STREAM)[0][4]
+        sock.bind(info)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,11 +1,12 @@
 """The ``mailstead`` command line.
 
 Outside tooling depends on these spellings: ``serve``, ``check``, ``user add|passwd|del|list``,
-``mailbox status|create|delete|rename``, ``who``, ``kick``, ``expunge``, ``fetch``,
-``cert self-signed``. Every failure is one clear line on stderr and a non-zero exit
-status, never a traceback; ``-c FILE`` goes before or after the command. Commands that
-destroy mail ask first (``--yes`` to skip; without a terminal they refuse instead).
-User names follow one rule everywhere (``usernames.py``).
+``mailbox status|create|delete|rename``, ``alias add|del|list``, ``who``, ``kick``,
+``expunge``, ``fetch``, ``cert self-signed``, ``dns``, ``queue list|show|retry|delete``,
+``dkim keygen``. Every failure is one clear line on stderr and a non-zero exit status,
+never a traceback; ``-c FILE`` goes before or after the command. Commands that destroy
+mail ask first (``--yes`` to skip; without a terminal they refuse instead). User names
+follow one rule everywhere (``usernames.py``).
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cli_alias import add_alias_commands
 from .cli_check import cmd_check
 from .cli_common import CLIError, confirm, find_user, user_name
 from .cli_common import load as _load
 from .cli_common import run_store as _run_store
+from .cli_dns import add_dns_commands
 from .cli_ops import add_ops_commands, kick_sessions
+from .cli_queue import add_queue_commands
 from .migrate.cli import add_commands, add_user_commands
 
 # MAILSTEAD_CONFIG names the config file when -c is not given (the Docker image sets it).
@@ -45,9 +49,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("remote", "user", "protocol", "session"):
-            if hasattr(record, key):
-                entry[key] = getattr(record, key)
+        # A session event (eventlog.py) carries its fields as keys of their own.
+        entry.update(getattr(record, "mailstead_event", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
@@ -272,7 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/tls", help="folder for cert.pem and key.pem")
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_cert)
+    add_alias_commands(sub, with_config)
+    add_dns_commands(sub, with_config)
     add_commands(sub, with_config)
+    add_queue_commands(sub, with_config)
     return parser
 
 

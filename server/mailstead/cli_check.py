@@ -165,6 +165,27 @@ def check_listeners(cfg: Config, found: Findings) -> None:
                 )
 
 
+def check_outbound(cfg: Config, found: Findings) -> list[str]:
+    """Where outgoing mail goes, and the DKIM keys it is signed with (a key that cannot
+    be read is a warning: mail is then sent unsigned, and the log says so)."""
+    from .outbound.dkim import DkimError, load_key
+
+    relay = cfg.relay
+    lines = [f"outbound: relay {relay.host}:{relay.port} (tls {relay.tls})" if relay.host
+             else f"outbound: each domain's MX, port {cfg.queue.mx_port}"]
+    if relay.host and relay.tls != "none" and not relay.tls_verify:
+        found.warnings.append("[relay] tls_verify = false: the smarthost is not authenticated")
+    for path in sorted((cfg.data_dir / "dkim").glob("*/*.key")):
+        try:
+            key = load_key(path)
+        except DkimError as exc:
+            found.warnings.append(str(exc))
+            continue
+        lines.append(f"dkim: {path.parent.name} selector {key.selector} "
+                     f"({key.algorithm.decode()})")
+    return lines
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load(args)
     found = Findings()
@@ -183,6 +204,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print("listeners:")
     for proto, kind, addr in cfg.listeners():
         print(f"  {proto:5} {'tls' if kind == 'tls' else 'plain':5} {addr}")
+    for line in check_outbound(cfg, found):
+        print(line)
     for text in found.warnings:
         print(f"warning: {text}")
     if found.problems:

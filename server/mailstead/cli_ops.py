@@ -177,22 +177,64 @@ async def _mailbox_of(store: Any, cfg: Config, args: argparse.Namespace) -> tupl
     return user, box
 
 
+def parse_query(text: str) -> Any:
+    """An IMAP SEARCH key string (``FROM bob SEEN``) → the search-key tree, read by the
+    server's own SEARCH parser; a clear ``CLIError`` for anything it refuses."""
+    from .imap.syntax import parse_command
+    from .imap.syntax.search import Search
+    from .imap.syntax.tokens import ParseError
+
+    if not text.strip():
+        raise CLIError("the search query is empty (e.g. --search 'FROM bob SEEN')")
+    if "\r" in text or "\n" in text:
+        raise CLIError("the search query must be one line")
+    parsed = parse_command(b"cli SEARCH CHARSET UTF-8 " + text.encode("utf-8", "replace"))
+    if isinstance(parsed, ParseError):  # in the words a client would get
+        raise CLIError(f"bad search query {text!r}: {parsed.message}")
+    if not isinstance(parsed, Search):  # cannot happen: the verb is ours
+        raise CLIError(f"bad search query {text!r}")
+    return parsed.criteria
+
+
+async def _matching(store: Any, box: Any, key: Any) -> list[int]:
+    """UIDs matching ``key``, by the matcher SEARCH uses, on a read-only view (as
+    EXAMINE: ``\\Recent`` is seen, not taken)."""
+    import asyncio
+
+    from .imap.handlers.search_eval import search
+    from .imap.selected import SelectedMailbox
+
+    view = SelectedMailbox(store, box, readonly=True)
+    view.load(await store.open_view(box.id, claim_recent=False))
+
+    async def run(fn: Callable[..., list[int]], *fn_args: Any) -> list[int]:
+        return await asyncio.to_thread(fn, *fn_args)
+
+    return await search(store, view, key, run=run)
+
+
 def cmd_expunge(args: argparse.Namespace) -> int:
     cfg = load(args)
+    key = parse_query(args.search) if args.search is not None else None
+    what = (f"matching {args.search}" if key is not None
+            else f"received before {args.before.isoformat()}")
 
     async def expunge(store: Any) -> tuple[int, str]:
         user, box = await _mailbox_of(store, cfg, args)
-        old = [m.uid for m in await store.list_messages(box.id) if m.internaldate < args.before]
+        if key is not None:
+            old = await _matching(store, box, key)
+        else:
+            old = [m.uid for m in await store.list_messages(box.id)
+                   if m.internaldate < args.before]
         where = f"{user.name}'s {box.name}"
         if not old or args.dry_run:
             return len(old), where
-        confirm(f"Expunge {len(old)} message(s) of {where} received before "
-                f"{args.before.isoformat()}?", args.yes, "expunging")
+        confirm(f"Expunge {len(old)} message(s) of {where} {what}?", args.yes, "expunging")
         return len(await store.expunge(box.id, old)), where
 
     count, where = run_store(cfg, expunge)
     verb = "would expunge" if args.dry_run else "expunged"
-    print(f"{verb} {count} message(s) of {where} received before {args.before.isoformat()}")
+    print(f"{verb} {count} message(s) of {where} {what}")
     return 0
 
 
@@ -247,12 +289,18 @@ def add_ops_commands(sub: Any, mailbox_sub: Any, with_config: WithConfig) -> Non
     p.set_defaults(func=cmd_mailbox_rename)
 
     p = with_config(sub.add_parser(
-        "expunge", help="remove a mailbox's messages received before a date"))
+        "expunge", help="remove a mailbox's messages received before a date or matching "
+                        "an IMAP search"))
     p.add_argument("name", help="user name")
     p.add_argument("mailbox")
-    p.add_argument("--before", type=parse_date, required=True, metavar="DATE",
-                   help="remove messages received (internal date) before DATE: YYYY-MM-DD "
-                        "(midnight UTC) or an ISO 8601 time")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--before", type=parse_date, metavar="DATE",
+                       help="remove messages received (internal date) before DATE: "
+                            "YYYY-MM-DD (midnight UTC) or an ISO 8601 time")
+    which.add_argument("--search", metavar="QUERY",
+                       help="remove messages matching QUERY, IMAP SEARCH keys as a client "
+                            "sends them, e.g. 'FROM bob SEEN' or 'OR LARGER 1000000 "
+                            "BEFORE 1-Jan-2024'")
     p.add_argument("--dry-run", action="store_true", help="only count them")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_expunge)

@@ -69,6 +69,22 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "lmtp": {
         "listen": (_ListOfAddr, ["127.0.0.1:1024"]),
     },
+    # Mail submission (RFC 6409) for the server's own users: AUTH required, STARTTLS on
+    # listen (587), implicit TLS on listen_tls (465, RFC 8314). None by default: a
+    # server that only receives opens no submission port unless asked to.
+    "submission": {
+        "listen": (_ListOfAddr, []),
+        "listen_tls": (_ListOfAddr, []),
+        "max_recipients": (int, 100),
+        "max_messages_per_hour": (int, 200),
+        "received_header": (bool, False),
+    },
+    # Where `mailstead dns --check`, outbound delivery and inbound SPF/DKIM/DMARC ask:
+    # [] = the system's resolver.
+    "dns": {
+        "nameservers": (list, []),
+        "port": (int, 53),
+    },
     "http": {
         "listen": (_ListOfAddr, []),
         "listen_tls": (_ListOfAddr, []),
@@ -116,10 +132,25 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "max_store_bytes": (int, 0),
         "max_expensive_commands_per_user": (int, 2),
     },
-    # The resolver for DNS lookups (inbound SPF, DKIM, DMARC): [] = the system's resolver.
-    "dns": {
-        "nameservers": (list, []),
-        "port": (int, 53),
+    # Outbound mail (outbound/): retries, remote MX port, smarthost, resolver.
+    "queue": {
+        "retry_first": (float, 300.0),  # seconds before the 2nd attempt; doubles after
+        "retry_max": (float, 14400.0),
+        "queue_lifetime": (float, 5 * 86400.0),
+        "poll_seconds": (float, 5.0),  # how often due entries are reread (CLI retry)
+        "concurrency": (int, 10),  # destination domains delivered to at once
+        "connect_timeout": (float, 30.0),
+        "command_timeout": (float, 300.0),
+        "mx_port": (int, 25),  # for tests only: the port of every remote MX
+    },
+    "relay": {
+        "host": (str, ""),  # "" = deliver to each domain's MX
+        "port": (int, 587),
+        "tls": (str, "starttls"),
+        "tls_verify": (bool, True),
+        "ca_file": (_Path, ""),  # "" = the system's trusted CAs
+        "username": (str, ""),
+        "password": (str, ""),
     },
     "log": {
         "level": (str, "info"),
@@ -132,6 +163,7 @@ _CHOICES = {
     ("auth", "default_scheme"): ("argon2", "bcrypt", "sha512_crypt"),
     ("log", "level"): ("debug", "info", "warn", "error"),
     ("log", "format"): ("text", "json"),
+    ("relay", "tls"): ("starttls", "implicit", "none"),
     ("smtp", "dmarc_quarantine"): ("junk", "inbox"),
 }
 # Bounds (inclusive) beyond "positive" for keys where an absurd value breaks the server.
@@ -148,6 +180,8 @@ _RANGES: dict[tuple[str, str], tuple[int, int]] = {
     # A login waiting longer than a minute for a slot is better told to retry.
     ("auth", "login_queue_seconds"): (0, 60),
     ("dns", "port"): (1, 65535),
+    ("queue", "mx_port"): (1, 65535),
+    ("relay", "port"): (1, 65535),
     # Past a minute a sender's MTA has given up on the DATA reply.
     ("smtp", "inbound_auth_seconds"): (1, 60),
 }
@@ -167,7 +201,16 @@ _POSITIVE = {
     ("limits", "max_sessions_per_user"),
     ("limits", "max_expensive_commands_per_user"),
     ("imap", "autologout_minutes"),
+    ("submission", "max_recipients"),
+    ("submission", "max_messages_per_hour"),
     ("pop3", "idle_timeout_minutes"),
+    ("queue", "retry_first"),
+    ("queue", "retry_max"),
+    ("queue", "queue_lifetime"),
+    ("queue", "poll_seconds"),
+    ("queue", "concurrency"),
+    ("queue", "connect_timeout"),
+    ("queue", "command_timeout"),
 }
 
 
@@ -349,6 +392,12 @@ def load_config(
     cert, key = values["tls"]["cert"], values["tls"]["key"]
     if bool(cert) != bool(key):
         raise ConfigError("[tls] cert and key: set both or neither")
+    relay = values["relay"]
+    if relay["username"] and relay["tls"] == "none":
+        raise ConfigError("[relay] username: credentials are sent only over TLS; "
+                          'set tls = "starttls" or "implicit"')
+    if bool(relay["username"]) != bool(relay["password"]):
+        raise ConfigError("[relay] username and password: set both or neither")
     sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()}
     return Config(**sections, path=Path(path).resolve() if path is not None else None)
 

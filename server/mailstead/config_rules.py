@@ -16,16 +16,18 @@ from typing import Any
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 # Service names of the ports the client documents can advertise (as in /etc/services):
-# the protocol and whether the port speaks TLS from the first byte.
+# the listener protocol and whether the port speaks TLS from the first byte. "smtps" is
+# 465, which RFC 8314 names "submissions"; "smtp" (25) is accepted and never advertised:
+# clients send through submission.
 PUBLIC_SERVICES: dict[str, tuple[str, str]] = {
     "imap": ("imap", "plain"),
     "imaps": ("imap", "tls"),
     "pop3": ("pop3", "plain"),
     "pop3s": ("pop3", "tls"),
     "smtp": ("smtp", "plain"),
-    "submission": ("smtp", "plain"),
-    "smtps": ("smtp", "tls"),
-    "submissions": ("smtp", "tls"),
+    "submission": ("submission", "plain"),
+    "smtps": ("submission", "tls"),
+    "submissions": ("submission", "tls"),
 }
 
 
@@ -89,6 +91,14 @@ def check_public_hostname(name: str) -> None:
         check_hostname(name)
 
 
+def check_nameservers(values: tuple[str, ...]) -> None:
+    for value in values:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+
+
 VALUE_CHECKS: dict[tuple[str, str], Callable[[Any], None]] = {
     ("server", "hostname"): check_hostname,
     ("server", "domains"): check_domains,
@@ -96,4 +106,5 @@ VALUE_CHECKS: dict[tuple[str, str], Callable[[Any], None]] = {
     ("smtp", "trusted_networks"): check_networks,
     ("http", "public_hostname"): check_public_hostname,
     ("http", "public_ports"): check_public_ports,
+    ("dns", "nameservers"): check_nameservers,
 }

@@ -64,6 +64,21 @@ class LmtpSection:
 
 
 @dataclass(frozen=True)
+class SubmissionSection:
+    listen: tuple[Listen, ...]
+    listen_tls: tuple[Listen, ...]
+    max_recipients: int
+    max_messages_per_hour: int
+    received_header: bool
+
+
+@dataclass(frozen=True)
+class DnsSection:
+    nameservers: tuple[str, ...]
+    port: int
+
+
+@dataclass(frozen=True)
 class HttpSection:
     listen: tuple[Listen, ...]
     listen_tls: tuple[Listen, ...]
@@ -115,9 +130,26 @@ class LimitsSection:
 
 
 @dataclass(frozen=True)
-class DnsSection:
-    nameservers: tuple[str, ...]
+class QueueSection:
+    retry_first: float
+    retry_max: float
+    queue_lifetime: float
+    poll_seconds: float
+    concurrency: int
+    connect_timeout: float
+    command_timeout: float
+    mx_port: int
+
+
+@dataclass(frozen=True)
+class RelaySection:
+    host: str
     port: int
+    tls: str
+    tls_verify: bool
+    ca_file: Path | None
+    username: str
+    password: str
 
 
 @dataclass(frozen=True)
@@ -133,11 +165,14 @@ SECTIONS: dict[str, type] = {
     "pop3": Pop3Section,
     "smtp": SmtpSection,
     "lmtp": LmtpSection,
+    "submission": SubmissionSection,
+    "dns": DnsSection,
     "http": HttpSection,
     "tls": TlsSection,
     "auth": AuthSection,
     "limits": LimitsSection,
-    "dns": DnsSection,
+    "queue": QueueSection,
+    "relay": RelaySection,
     "log": LogSection,
 }
 
@@ -152,11 +187,14 @@ class Config:
     pop3: Pop3Section
     smtp: SmtpSection
     lmtp: LmtpSection
+    submission: SubmissionSection
+    dns: DnsSection
     http: HttpSection
     tls: TlsSection
     auth: AuthSection
     limits: LimitsSection
-    dns: DnsSection
+    queue: QueueSection
+    relay: RelaySection
     log: LogSection
     path: Path | None = None  # the file read; None when built from defaults
 
@@ -191,6 +229,7 @@ class Config:
             ("pop3", self.pop3.listen, self.pop3.listen_tls),
             ("smtp", self.smtp.listen, self.smtp.listen_tls),
             ("lmtp", self.lmtp.listen, ()),
+            ("submission", self.submission.listen, self.submission.listen_tls),
             ("http", self.http.listen, self.http.listen_tls),
         ):
             out += [(proto, "plain", addr) for addr in plain]

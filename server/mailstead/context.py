@@ -13,6 +13,7 @@ from .config import Config
 from .connection.limits import ConnectionLimiter
 from .connection.services import ConnectionServices
 from .imap.expensive import ExpensiveWork
+from .smtp.ratelimit import SubmissionRate
 from .smtp.spool import DeliveryMemory
 from .store.api import MailStore
 from .store.hub import ChangeHub
@@ -65,6 +66,10 @@ class SessionRegistry:
         return True
 
 
+class OutboundSink(Protocol):
+    async def enqueue(self, mail_from: str, recipients: list[str], data: bytes) -> int: ...
+
+
 # (protocol, "plain"|"tls", host, port) of every listener as really bound (port 0 resolved).
 BoundListeners = Callable[[], list[tuple[str, str, str, int]]]
 
@@ -83,9 +88,10 @@ class ServerContext:
     # IMAP and POP3: admission (the global cap, per client IP), the login policy with the
     # sessions per user, and the connection settings (``connection.services``).
     connections: ConnectionServices = field(init=False)
-    # SMTP/LMTP connections per client IP ([limits] max_connections_per_ip).
+    # SMTP/LMTP/submission connections per client IP ([limits] max_connections_per_ip).
     smtp_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
     lmtp_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
+    submission_per_ip: ConnectionLimiter = field(default_factory=ConnectionLimiter)
     # User id -> monotonic time of the last POP3 login ([pop3] login_delay).
     pop3_last_login: dict[int, float] = field(default_factory=dict)
     # Octets of messages the SMTP and LMTP listeners together hold in memory for the store.
@@ -97,6 +103,12 @@ class ServerContext:
     bound_listeners: BoundListeners | None = None
     # Prometheus metrics, when the daemon (or the web site) set them up.
     metrics: Metrics | None = None
+    # Where submission hands mail for remote recipients: ``enqueue`` commits the message
+    # durably and returns its queue id; submission answers 250 only after that. None: no
+    # outbound queue, remote recipients are refused at RCPT (451).
+    outbound: OutboundSink | None = None
+    # Messages each user submitted in the last hour ([submission] max_messages_per_hour).
+    submission_rate: SubmissionRate = field(init=False)
 
     def __post_init__(self) -> None:
         self.connections = ConnectionServices.from_config(self.config, self.auth)
@@ -104,6 +116,7 @@ class ServerContext:
             self.config.limits.max_message_size
         )
         self.imap_expensive = ExpensiveWork(self.config.limits.max_expensive_commands_per_user)
+        self.submission_rate = SubmissionRate(self.config.submission.max_messages_per_hour)
 
     def count(
         self, event: str, n: int = 1, *, protocol: str | None = None,

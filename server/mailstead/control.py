@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST = 64 * 1024  # octets of one request line
+REFUSAL_LINGER = 1.0  # seconds a refused client's request is waited for, to be dropped
 REQUEST_TIMEOUT = 30.0  # an idle control connection is closed after this
 KICK_REASON = "Disconnected by the administrator"
 
@@ -181,6 +182,8 @@ class ControlServer:
             if uid is not None and uid not in (0, os.geteuid()):
                 log.warning("control connection from uid %d refused", uid)
                 writer.write(b'{"ok": false, "error": "permission denied"}\n')
+                await writer.drain()
+                await _drop_input(reader)
                 return
             while True:
                 try:
@@ -198,6 +201,21 @@ class ControlServer:
             log.exception("control channel: request failed")
         finally:
             writer.close()
+
+
+async def _drop_input(reader: asyncio.StreamReader) -> None:
+    """Read what the refused client sent (a little, briefly) before we close: closing a
+    socket with unread input makes the kernel reset the connection, and the reset can
+    destroy the refusal before the client has read it."""
+    budget = MAX_REQUEST
+    try:
+        async with asyncio.timeout(REFUSAL_LINGER):
+            while budget > 0 and (chunk := await reader.read(min(budget, 4096))):
+                budget -= len(chunk)
+                if chunk.endswith(b"\n"):
+                    return  # the whole request: nothing is left unread
+    except (TimeoutError, ConnectionError):
+        pass
 
 
 def _answers(path: Path) -> bool:

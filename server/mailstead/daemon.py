@@ -19,7 +19,7 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .activation import InheritedSockets
+from .activation import InheritedSockets, bind_ipv6
 from .config import Config, Listen
 
 if TYPE_CHECKING:
@@ -74,6 +74,12 @@ class ListenerService:
 
         if tls_creator is not None:
             factory = TLSMemoryBIOFactory(tls_creator, False, factory)
+        if self.sock is None and ":" in self.addr.host:
+            # IPv6: bound here with IPV6_V6ONLY (activation.bind_ipv6), adopted below.
+            try:
+                self.sock = bind_ipv6(self.addr.host, self.addr.port)
+            except OSError as exc:
+                raise _bind_error(self.proto, self.addr, exc) from None
         if self.sock is not None:
             sock, self.sock = self.sock, None
             try:
@@ -85,10 +91,9 @@ class ListenerService:
             self.bound = Listen(self.addr.host, port.getHost().port)
             self._stop = port.stopListening
             return
-        cls = (
-            endpoints.TCP6ServerEndpoint if ":" in self.addr.host else endpoints.TCP4ServerEndpoint
+        endpoint = endpoints.TCP4ServerEndpoint(
+            reactor, self.addr.port, interface=self.addr.host, backlog=128
         )
-        endpoint = cls(reactor, self.addr.port, interface=self.addr.host, backlog=128)
         loop = asyncio.get_running_loop()
         try:
             port = await endpoint.listen(factory).asFuture(loop)
@@ -133,7 +138,10 @@ class Mailstead:
         self.control: Any = None  # control.ControlServer once listening
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._started = False
+        self._stop_pending: str | None = None  # a stop asked for while starting
         self._data_lock: DataFolderLock | None = None
+        self.outbound: Any = None  # outbound.queue.OutboundQueue once started
 
     async def start(self) -> None:
         from .auth.cache import LoginCache
@@ -185,6 +193,11 @@ class Mailstead:
         )
         self.ctx = ServerContext(cfg, store, hub, auth, tls, self.loop)
         install_metrics(self.ctx)
+        from .outbound.queue import OutboundQueue
+
+        # Always: mail for remote recipients goes out through their MX or [relay].
+        self.outbound = OutboundQueue(store, cfg, count=self.ctx.count)
+        self.ctx.outbound = self.outbound
         # Where listeners really bound (port 0 picks one): autoconfig advertises these.
         self.ctx.bound_listeners = lambda: [
             (lst.proto, lst.kind, lst.bound.host, lst.bound.port)
@@ -215,9 +228,13 @@ class Mailstead:
 
         self.control = ControlServer(self.ctx.sessions, socket_path(cfg.data_dir))
         await self.control.start()
+        self.outbound.start()
         self._write_listeners_file()
+        self._started = True
         _sd_notify("READY=1")
         log.info("Mailstead ready (%d listeners)", len(self.listeners))
+        if self._stop_pending is not None:
+            self.request_stop(self._stop_pending)
 
     def _take_data_folder(self) -> None:
         """Create the data folder owner-only and lock it before anything touches it."""
@@ -267,6 +284,12 @@ class Mailstead:
             )
             await listener.start_asyncio(factory, ctx.tls.stdlib if tls else None)
             return
+        if proto == "submission":
+            from .smtp.submission import listener_factory
+
+            await listener.start_asyncio(listener_factory(ctx, implicit_tls=tls),
+                                         ctx.tls.stdlib if tls else None)
+            return
         factory = _twisted_factory(proto, ctx, tls)
         await listener.start_twisted(reactor, factory, ctx.tls.creator() if tls else None)
 
@@ -295,6 +318,11 @@ class Mailstead:
                 log.exception("error stopping listener %s", listener.addr)
 
     def request_stop(self, reason: str = "shutting down") -> None:
+        if not self._started:
+            # Stopping half-built listeners would race ``start``: stop once it is done
+            # (a failed start exits anyway).
+            self._stop_pending = reason
+            return
         if self._stopping:
             return
         self._stopping = True
@@ -311,6 +339,8 @@ class Mailstead:
             grace = self.config.server.shutdown_grace
             if not await self.ctx.sessions.wait_empty(grace):
                 log.warning("%d sessions did not close in %ds", len(self.ctx.sessions), grace)
+            if self.outbound is not None:
+                await self.outbound.stop(grace)
             await self.ctx.store.close()
         try:
             (self.config.data_dir / "listeners.json").unlink()
@@ -369,15 +399,17 @@ def serve(config: Config) -> int:
     reactor = install_reactor(loop)
     _route_twisted_logs()
     app = Mailstead(config, loop)
+    # Before ``start``, so a signal sent the moment READY=1 (or listeners.json) appears,
+    # as systemd may, is handled rather than killing the process.
+    loop.add_signal_handler(signal.SIGTERM, app.request_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, app.request_stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, app.reload)
     try:
         loop.run_until_complete(app.start())
     except StartupError as exc:
         log.error("%s", exc)
         _shutdown_loop(loop, reactor)
         return 1
-    loop.add_signal_handler(signal.SIGTERM, app.request_stop, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, app.request_stop, "SIGINT")
-    loop.add_signal_handler(signal.SIGHUP, app.reload)
     try:
         loop.run_until_complete(app.wait_stopped())
     finally:

@@ -12,6 +12,10 @@ free of Prometheus; this module maps them onto labelled families a dashboard can
 ``"delivered"``                                     ``mailstead_deliveries_total``
 ``"rejections", protocol=, reason=``                ``mailstead_rejections_total{protocol,reason}``
 ``"delivered_bytes"``                               ``mailstead_delivered_bytes_total``
+``"outbound_attempts"``                             ``mailstead_outbound_attempts_total``
+``"outbound_delivered"``                            ``mailstead_outbound_deliveries_total``
+``"outbound_deferred"``                             ``mailstead_outbound_deferrals_total``
+``"outbound_bounces", reason=``                     ``mailstead_outbound_bounces_total{reason}``
 anything else (no labels), e.g. ``"imap_appends"``  ``mailstead_events_total{event}``
 ==================================================  ===========================================
 
@@ -64,6 +68,15 @@ _COUNT_LABELS: dict[str, tuple[str, ...]] = {
     "delivered": (),
     "delivered_bytes": (),
     "rejections": ("protocol", "reason"),
+    "outbound_attempts": (),
+    "outbound_delivered": (),
+    "outbound_deferred": (),
+    "outbound_bounces": ("reason",),
+}
+_OUTBOUND = {
+    "outbound_attempts": "outbound_attempts",
+    "outbound_delivered": "outbound_deliveries",
+    "outbound_deferred": "outbound_deferrals",
 }
 # Commands take well under a millisecond when cached, seconds when a big mailbox is searched.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -79,7 +92,7 @@ class Metrics:
 
     def __init__(
         self, open_sessions: Callable[[], int] | None = None, *, config: Any = None,
-        certificate: Path | None = None,
+        certificate: Path | None = None, queue_size: Callable[[], int] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._count_children: dict[tuple[str | None, ...], Any] = {}
@@ -103,6 +116,23 @@ class Metrics:
         self.rejections = Counter(
             "mailstead_rejections", "Connections, recipients and messages refused, by reason",
             ["protocol", "reason"], registry=reg,
+        )
+        # Outbound, per recipient and attempt (outbound/queue.py); bounce reasons:
+        # rejected (5xx), expired (queue_lifetime), null_mx, no_domain, no_address.
+        self.outbound_attempts = Counter(
+            "mailstead_outbound_attempts", "Delivery attempts of queued recipients", registry=reg
+        )
+        self.outbound_deliveries = Counter(
+            "mailstead_outbound_deliveries", "Queued recipients the remote accepted",
+            registry=reg,
+        )
+        self.outbound_deferrals = Counter(
+            "mailstead_outbound_deferrals", "Attempts that failed temporarily (retried)",
+            registry=reg,
+        )
+        self.outbound_bounces = Counter(
+            "mailstead_outbound_bounces", "Queued recipients given up on, by reason",
+            ["reason"], registry=reg,
         )
         self.events = Counter("mailstead_events", "Other counted events", ["event"], registry=reg)
         ProcessCollector(registry=reg)
@@ -136,6 +166,10 @@ class Metrics:
         if open_sessions is not None:
             gauge = Gauge("mailstead_open_sessions", "Open IMAP and POP3 sessions", registry=reg)
             gauge.set_function(lambda: float(open_sessions()))
+        if queue_size is not None:
+            queued = Gauge("mailstead_queue_recipients",
+                           "Recipients waiting in the outbound queue", registry=reg)
+            queued.set_function(lambda: float(queue_size()))
 
     def count(
         self, event: str, n: int = 1, *, protocol: str | None = None,
@@ -178,6 +212,10 @@ class Metrics:
             return self.delivered_bytes
         if event == "rejections":
             return self.rejections.labels(protocol, reason)
+        if event in _OUTBOUND:
+            return getattr(self, _OUTBOUND[event])
+        if event == "outbound_bounces":
+            return self.outbound_bounces.labels(reason)
         return self.events.labels(event)
 
     def observe(
@@ -258,6 +296,8 @@ def install_metrics(ctx: ServerContext) -> Metrics:
     metrics = Metrics(
         open_sessions=lambda: len(ctx.sessions), config=ctx.config,
         certificate=getattr(tls, "cert", None),
+        # The runner refreshes this at each look at the queue (no store read at scrape).
+        queue_size=lambda: int(getattr(getattr(ctx, "outbound", None), "pending", 0)),
     )
     ctx.metrics = metrics
     if hasattr(ctx.store, "on_latency") and ctx.store.on_latency is None:

@@ -72,3 +72,29 @@ def resolve_user_name(text: str, domains: Collection[str]) -> str | None:
         return parse_user_name(text, domains)
     except UserNameError:
         return None
+
+
+def parse_alias_address(text: str, domains: Collection[str]) -> str:
+    """An alias address as the store keeps it: ``local@domain`` in lower case, or
+    ``@domain`` for the domain's catch-all; ``UserNameError`` saying why it is none.
+
+    The domain must be one of ``domains`` (mail to others never reaches us); the local
+    part follows the user-name rule, so an alias is an address a user could have had.
+    """
+    given = text.strip()
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in given):
+        raise UserNameError("an address cannot contain spaces or control characters")
+    local, at, domain = given.rpartition("@")
+    if not at or not domain:
+        raise UserNameError("an alias is local@domain, or @domain for a catch-all")
+    domain = domain.lower()
+    if domain not in domains:
+        raise UserNameError(
+            f"domain {shown_name(domain)} is not one of this server's domains "
+            "([server] domains)"
+        )
+    if not local:
+        return f"@{domain}"
+    if "+" in local:
+        raise UserNameError("'+' starts a subaddress (name+tag) and cannot be in an alias")
+    return f"{parse_user_name(local, ()).lower()}@{domain}"

@@ -16,6 +16,13 @@ asyncio's default executor, and no more checks run at once than the cores can wo
 Passwords longer than ``MAX_PASSWORD_OCTETS`` never verify (passlib raises
 ``PasswordSizeError`` past 4,096 characters; no password we store is that long:
 ``mailstead user`` accepts 1,024 characters).
+
+bcrypt reads only the first 72 octets of a password, and bcrypt 5 raises instead of
+truncating. Following passlib's guidance, ``default_scheme = "bcrypt"`` makes new hashes with
+``bcrypt_sha256`` (the password is HMAC-SHA256'd first, so every octet counts and there is no
+72-octet limit). A plain bcrypt hash (imported from another server) never verifies a password
+over 72 octets: it is an ordinary failed login, with the same cost, not an error, and never a
+match on the first 72 octets alone.
 """
 
 from __future__ import annotations
@@ -27,7 +34,15 @@ from dataclasses import dataclass
 
 from passlib.context import CryptContext
 
-SCHEMES = ["argon2", "bcrypt", "sha512_crypt", "sha256_crypt", "ldap_salted_sha512"]
+SCHEMES = [
+    "argon2", "bcrypt_sha256", "bcrypt", "sha512_crypt", "sha256_crypt", "ldap_salted_sha512",
+]
+
+# ``default_scheme`` (the configuration's word) → the passlib scheme new hashes get.
+NEW_HASH_SCHEME = {"bcrypt": "bcrypt_sha256"}
+
+# What bcrypt itself reads of a password.
+BCRYPT_MAX_OCTETS = 72
 
 # Octets of UTF-8; 1,024 characters (the CLI's limit) are at most 4,096 octets.
 MAX_PASSWORD_OCTETS = 4096
@@ -70,6 +85,7 @@ class Argon2Params:
 
 def make_context(default: str = "argon2", argon2: Argon2Params | None = None) -> CryptContext:
     params = argon2 or Argon2Params()
+    default = NEW_HASH_SCHEME.get(default, default)
     # ``rounds`` also sets passlib's desired minimum and maximum, so ``needs_update`` (and
     # thus ``verify_and_update``) flags an argon2 hash of another time cost, as it does
     # one of another type, memory or parallelism.
@@ -81,6 +97,17 @@ def make_context(default: str = "argon2", argon2: Argon2Params | None = None) ->
         argon2__memory_cost=params.memory_kib,
         argon2__rounds=params.time_cost,
         argon2__parallelism=params.parallelism,
+        # Never hash a truncated password with plain bcrypt (only reachable if it were the
+        # default, which ``NEW_HASH_SCHEME`` prevents).
+        bcrypt__truncate_error=True,
+    )
+
+
+def bcrypt_refuses(password: str, stored: str) -> bool:
+    """True when ``stored`` is a plain bcrypt hash and ``password`` is longer than bcrypt
+    reads: such a password must fail, not match on its first 72 octets (or raise)."""
+    return stored.startswith(("$2a$", "$2b$", "$2y$", "$2x$", "$2$")) and (
+        len(password.encode("utf-8", "surrogatepass")) > BCRYPT_MAX_OCTETS
     )
 
 
@@ -123,6 +150,9 @@ class PasswordHasher:
         An over-long password is refused before hashing (callers normally check
         ``password_too_long`` first, to skip even the thread hop)."""
         if password_too_long(password):
+            return False, None
+        if stored is not None and bcrypt_refuses(password, stored):
+            self.context.verify(password, self._dummy)  # the same cost as a wrong password
             return False, None
         try:
             ok, new = self.context.verify_and_update(password, stored or self._dummy)

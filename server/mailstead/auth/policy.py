@@ -44,6 +44,7 @@ class LoginResult:
     outcome: Outcome
     user: User | None = None
     reason: str = ""  # why a REFUSED login was refused, fit for the client
+    code: str = ""  # the same as a code: "blocked" or "saturated" (``LoginRefused.code``)
     disconnect: bool = False  # a failure that was this connection's last allowed one
 
     @property
@@ -130,7 +131,7 @@ class ConnectionLogins:
         try:
             user = await policy.auth.check(login, password, self.peer_host)
         except LoginRefused as exc:
-            return LoginResult(Outcome.REFUSED, reason=str(exc))
+            return LoginResult(Outcome.REFUSED, reason=str(exc), code=exc.code)
         # Nothing may await between here and taking the slot: connection_closed() runs
         # on the same loop, so either it ran already (and we see it) or it runs later
         # (and gives the slot back).

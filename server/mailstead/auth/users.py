@@ -27,7 +27,13 @@ def local_part(login: str, domains: Collection[str]) -> str | None:
 
 
 class LoginRefused(Exception):
-    """The login was not even tried: the address is blocked or the server is saturated."""
+    """The login was not even tried: the address is blocked or the server is saturated.
+
+    ``code`` says which ("blocked" or "saturated") for the event log and the metrics."""
+
+    def __init__(self, message: str, code: str = "saturated") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 SATURATED = "Too many logins in progress; try again later"
@@ -142,7 +148,9 @@ class Authenticator:
         # test client must not lock everyone on 127.0.0.1 out.
         by_ip = ip if ip and (self.throttle_loopback or not is_loopback(ip)) else ""
         if by_ip and self.throttle.blocked(by_ip):
-            raise LoginRefused("Too many failed logins from your address; try again later")
+            raise LoginRefused(
+                "Too many failed logins from your address; try again later", "blocked"
+            )
         user: User | None = None
         ok, new_hash, hashed = False, None, False
         if not password_too_long(password):

@@ -31,6 +31,11 @@ class Refusal(enum.Enum):
     SERVER_FULL = "the server has its maximum number of connections"
     PER_IP = "too many connections from this address"
 
+    @property
+    def code(self) -> str:
+        """The reason in the event log and in ``rejections_total``."""
+        return self.name.lower()
+
 
 class ConnectionGate:
     """Admits or refuses each new connection; every admitted one must be released once.

@@ -12,7 +12,6 @@ connections). A subclass adds the session: ``connection_started`` (greet),
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.internet.interfaces import IHandshakeListener
@@ -20,6 +19,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..eventlog import Event, SessionEvents
 from .limits import Refusal
 from .output import GOODBYE_GRACE, TransportOutput, set_nodelay
 from .services import ConnectionServices
@@ -27,7 +27,6 @@ from .services import ConnectionServices
 if TYPE_CHECKING:
     from ..context import ServerContext
 
-log = logging.getLogger("mailstead.connection")
 
 
 @implementer(IHandshakeListener)
@@ -47,6 +46,8 @@ class ConnectionProtocol(Protocol):
         self.logged_in = False
         self._login_deadline: asyncio.TimerHandle | None = None
         self._handshake_deadline: asyncio.TimerHandle | None = None
+        # Replaced in connectionMade, once the peer is known.
+        self.events = SessionEvents(self.protocol_name, "?", tls=implicit_tls)
 
     # --- for subclasses -------------------------------------------------------------
     def refusal_message(self, refusal: Refusal) -> bytes:
@@ -79,6 +80,8 @@ class ConnectionProtocol(Protocol):
         assert tls is not None
         self.out.start_tls(tls.creator())
         self.tls_active = True
+        self.events.tls = True
+        self.events.emit(Event.TLS_STARTED)
         self._watch_handshake()
 
     def login_succeeded(self) -> None:
@@ -102,10 +105,10 @@ class ConnectionProtocol(Protocol):
             on_resume=self.output_drained,
         )
         name = self.protocol_name
+        self.events = SessionEvents(name, self.peer, tls=self.tls_active, count=self.ctx.count)
         refusal = self.services.gate.admit(name, self.peer_host)
         if refusal is not None:
-            log.warning("%s connection from %s refused: %s", name, self.peer, refusal.value)
-            self.ctx.count(f"{name}_refused_{refusal.name.lower()}")
+            self.events.emit(Event.REFUSED, refusal.code, detail=refusal.value)
             self.out.write(self.refusal_message(refusal))
             self.out.close(GOODBYE_GRACE)
             return
@@ -115,6 +118,7 @@ class ConnectionProtocol(Protocol):
         self._login_deadline = self.loop.call_later(
             self.services.settings.login_timeout, self._login_timed_out
         )
+        self.events.emit(Event.CONNECT)
         self.connection_started()
 
     def dataReceived(self, data: bytes) -> None:
@@ -135,6 +139,7 @@ class ConnectionProtocol(Protocol):
         if self.admitted:
             self.services.gate.release(self.protocol_name, self.peer_host)
             self.connection_ended()
+            self.events.emit(Event.DISCONNECT)
 
     # --- internals ----------------------------------------------------------------------
     def _watch_handshake(self) -> None:
@@ -147,14 +152,11 @@ class ConnectionProtocol(Protocol):
     def _handshake_timed_out(self) -> None:
         self._handshake_deadline = None
         if not self.out.lost:
-            log.info("%s connection from %s: TLS handshake timed out", self.protocol_name,
-                     self.peer)
-            self.ctx.count(f"{self.protocol_name}_tls_handshake_timeouts")
+            self.events.emit(Event.TIMEOUT, "tls_handshake")
             self.out.abort()
 
     def _login_timed_out(self) -> None:
         self._login_deadline = None
         if not self.logged_in and not self.out.closed:
-            log.info("%s connection from %s: no login in time", self.protocol_name, self.peer)
-            self.ctx.count(f"{self.protocol_name}_login_timeouts")
+            self.events.emit(Event.TIMEOUT, "login_deadline")
             self.login_expired()

@@ -9,16 +9,15 @@ during IDLE.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING
 
 from ..connection import GOODBYE_GRACE, ActivityTimer, ConnectionProtocol, Refusal
+from ..eventlog import Event
 from .session import IMAPSession
 
 if TYPE_CHECKING:
     from .factory import IMAPFactory
 
-log = logging.getLogger("mailstead.imap")
 
 # While idling, a short untagged OK now and then keeps NAT and firewalls from
 # forgetting the connection (and tells the client we are alive).
@@ -52,11 +51,10 @@ class IMAPProtocol(ConnectionProtocol):
         ctx = self.ctx
         session = self.session = IMAPSession(
             ctx, self.out, peer=self.peer_host, tls_active=self.tls_active,
-            link=self,
+            link=self, events=self.events,
         )
         ctx.sessions.add(self)
         ctx.count("connections", protocol="imap")
-        log.info("IMAP connection from %s%s", self.peer_host, " (TLS)" if self.tls_active else "")
         self.out.write(session.greeting())
         minutes = max(ctx.config.imap.autologout_minutes, 30)
         self._autologout = ActivityTimer(
@@ -85,8 +83,6 @@ class IMAPProtocol(ConnectionProtocol):
         if session is not None:
             session.connection_lost()
             self.ctx.sessions.discard(self)
-            user = session.user.name if session.user else "-"
-            log.info("IMAP connection from %s closed (user %s)", self.peer_host, user)
 
     # --- LiveSession ----------------------------------------------------------------------
     def shutdown(self, reason: str) -> None:
@@ -99,6 +95,7 @@ class IMAPProtocol(ConnectionProtocol):
     # --- timers ---------------------------------------------------------------------------
     def _autologout_expired(self) -> None:
         if self.session is not None:
+            self.events.emit(Event.TIMEOUT, "idle")
             self.session.shutdown("Autologout; idle for too long")
 
     def _keep_alive(self) -> None:

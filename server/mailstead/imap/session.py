@@ -22,6 +22,7 @@ from .. import __version__
 from ..auth.policy import ConnectionLogins, Outcome
 from ..config import is_loopback
 from ..connection import InputBudget
+from ..eventlog import Event, SessionEvents
 from ..store.api import LimitExceeded, StorageFull, StoreError, User
 from .handlers import HANDLERS
 from .response import CommandFailed, Result, bad, no, ok
@@ -74,9 +75,11 @@ class IMAPSession:
         peer: str,
         tls_active: bool,
         link: Link | None = None,
+        events: SessionEvents | None = None,
     ) -> None:
         self.ctx = ctx
         self.link = link
+        self.events = events or SessionEvents("imap", peer, tls=tls_active, count=ctx.count)
         self.out = out
         self.peer = peer
         self.tls_active = tls_active
@@ -393,7 +396,8 @@ class IMAPSession:
             self._line_waiter.cancel()
 
     # --- authentication --------------------------------------------------------------
-    async def login(self, login: str, password: str, authzid: str = "") -> Result | None:
+    async def login(self, login: str, password: str, authzid: str = "",
+                    mech: str = "LOGIN") -> Result | None:
         """LOGIN and AUTHENTICATE: the login policy (auth/policy.py) in IMAP words."""
         if not self.plaintext_ok:
             return no("Plaintext authentication requires TLS", "PRIVACYREQUIRED")
@@ -401,13 +405,17 @@ class IMAPSession:
         outcome = result.outcome
         if outcome is Outcome.GONE or self.out.closed:
             return None
+        events = self.events
         if outcome is Outcome.REFUSED:
-            log.info("IMAP login for %r from %s refused: %s", login[:100], self.peer,
-                     result.reason)
+            if result.code == "blocked":
+                events.emit(Event.BLOCKED, "failed_logins", user=login[:100], mech=mech)
+            else:
+                events.emit(Event.REFUSED, "login_queue_full", user=login[:100], mech=mech)
             return no(result.reason, "UNAVAILABLE")
         if result.failed:
             self.ctx.count("logins", protocol="imap", result="failed")
-            log.info("IMAP login failed for %r from %s", login[:100], self.peer)
+            events.emit(Event.LOGIN_FAILED, result.outcome.name.lower(), user=login[:100],
+                        mech=mech)
             if result.disconnect:
                 # The tagged NO goes out first, then the BYE (see _run).
                 self._shutdown_reason = "Too many failed logins"
@@ -417,7 +425,7 @@ class IMAPSession:
         user = result.user
         assert user is not None
         if outcome is Outcome.TOO_MANY_SESSIONS:
-            log.info("IMAP login %s from %s refused: too many sessions", user.name, self.peer)
+            events.emit(Event.REFUSED, "sessions_per_user", user=user.name, mech=mech)
             return no("Too many sessions for this user", "LIMIT")
         self.user = user
         self.state = State.AUTHENTICATED
@@ -426,5 +434,6 @@ class IMAPSession:
         if self.link is not None:
             self.link.login_succeeded()
         self.ctx.count("logins", protocol="imap", result="ok")
-        log.info("IMAP login %s from %s", user.name, self.peer)
+        events.user, events.mech = user.name, mech
+        events.emit(Event.LOGIN)
         return ok("Logged in", "CAPABILITY " + " ".join(self.capabilities()))

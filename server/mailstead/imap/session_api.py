@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..context import ServerContext
+    from ..eventlog import SessionEvents
     from ..store.api import User
     from .response import Result
     from .selected import SelectedMailbox
@@ -71,6 +72,7 @@ class Session(Protocol):
     condstore: bool
     tls_active: bool
     idling: bool  # while set, mailbox changes are pushed as they arrive
+    events: SessionEvents  # the connection's event log (eventlog.py)
 
     @property
     def plaintext_ok(self) -> bool:
@@ -102,6 +104,7 @@ class Session(Protocol):
     def start_tls(self) -> None:
         """Start TLS now (after the tagged OK to STARTTLS was written)."""
 
-    async def login(self, login: str, password: str, authzid: str = "") -> Result | None:
+    async def login(self, login: str, password: str, authzid: str = "",
+                    mech: str = "LOGIN") -> Result | None:
         """Apply the login policy (``auth.policy``); None when the connection is gone."""
         ...

@@ -51,6 +51,11 @@ class DecodeBudget:
     chars: int = DEFAULT_BUDGET
     steps: int = 0
 
+    def scan_limit(self, length: int) -> int:
+        """Characters of a text of ``length`` that a decode within this budget scans (and
+        takes from it): two decodes with equal limits give equal answers."""
+        return min(length, max(self.chars, 0))
+
 
 class _Scanner:
     """``str.find`` over one text, counting the characters each call walks over."""
@@ -173,7 +178,7 @@ def decode_encoded_words(
     word (within the budget): the caller then uses the text as it is.
     """
     budget = budget if budget is not None else DecodeBudget()
-    limit = min(len(text), max(budget.chars, 0))
+    limit = budget.scan_limit(len(text))
     budget.chars -= limit
     if limit < 2:
         return None

@@ -68,8 +68,12 @@ _DOT_LINE = re.compile(rb"\n\.")
 def has_dot_lines(data: bytes) -> bool:
     """Whether any line of ``data`` starts with ``.``: the lines a dot-terminated transfer
     (POP3 RETR, SMTP DATA) must stuff. Most mail has none, which spares the copy."""
+    if data.startswith(b"."):
+        return True
+    if not isinstance(data, bytes):  # a file-backed view (store/sqlite/fileview.py)
+        return data.find(b"\n.") >= 0
     # A regex search is several times faster than bytes.__contains__ for this needle.
-    return data.startswith(b".") or _DOT_LINE.search(data) is not None
+    return _DOT_LINE.search(data) is not None
 
 
 def normalise_crlf(raw: bytes) -> bytes:

@@ -18,7 +18,7 @@ from mailstead.mime.encoded_words import DecodeBudget, decode_encoded_words
 from mailstead.mime.headers import header_units
 from mailstead.mime.model import BodyPart, ParsedMessage
 
-__all__ = ["decode_header_value", "header_values", "search_text"]
+__all__ = ["body_text", "decode_header_value", "header_values", "search_text"]
 
 _NON_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 # Declared ASCII with 8-bit bytes in it is, in practice, UTF-8 or a Latin charset, which
@@ -130,16 +130,23 @@ def search_text(raw: bytes, parsed: ParsedMessage) -> tuple[str, str]:
     """(decoded top-level header, decoded text of all text/* parts). Never raises.
 
     Non-text parts (images, archives) are skipped: matching their bytes would only produce
-    false hits. HTML is searched as is, tags included.
+    false hits. HTML is searched as is, tags included. SEARCH itself takes the header part
+    from what delivery stored (``header_text.HeaderText.text``) and only the body from here.
     """
     root = parsed.root
     try:
         headers = _decoded_header_block(raw[root.header_start : root.header_end])
     except Exception:
         headers = _guess_text(raw[root.header_start : root.header_end])
+    return headers, body_text(raw, parsed)
+
+
+def body_text(raw: bytes, parsed: ParsedMessage) -> str:
+    """The decoded text of all text/* parts (the second half of ``search_text``)."""
+    root = parsed.root
     out: list[str] = []
     try:
         _collect(raw, root, out)
     except Exception:
         out = [_guess_text(raw[root.body_start : root.body_end])]
-    return headers, "\n".join(out)
+    return "\n".join(out)

@@ -136,8 +136,6 @@ def _count_lines(raw: bytes, start: int, end: int) -> int:
 
 # --------------------------------------------------------------------------- structure
 
-_PADDING = re.compile(rb"[ \t]*(?:\r\n|\Z)")
-
 
 class _Budget:
     """Parts still allowed for this message (shared across the recursion).
@@ -161,10 +159,16 @@ def _delimiter_at(raw: bytes, j: int, end: int) -> tuple[int, bool] | None:
     """
     if raw.startswith(b"--", j, end):
         return end, True
-    m = _PADDING.match(raw, j, end)
-    if m is None:
-        return None
-    return m.end(), False
+    # Transport padding ([ \t]*) then CRLF or the end of the range. Read in slices, not
+    # with a regex over raw: the store may hand a file-backed view without the buffer
+    # protocol (store/sqlite/fileview.py) instead of bytes.
+    while j < end:
+        window = raw[j : min(end, j + 64)]
+        blank = len(window) - len(window.lstrip(b" \t"))
+        j += blank
+        if blank < len(window):  # something else at j: it must be the CRLF
+            return (j + 2, False) if raw.startswith(_CRLF, j, end) else None
+    return end, False
 
 
 def _find_delimiter(raw: bytes, pos: int, end: int, delim: bytes) -> tuple[int, int, bool] | None:

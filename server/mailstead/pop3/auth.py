@@ -18,6 +18,7 @@ from ..auth.sasl import (
     encode_base64,
 )
 from ..config import is_loopback
+from ..eventlog import Event
 from ..store.api import ChangeBatch, NotFound, User
 from ..store.hub import Subscription
 from .maildrop import Maildrop
@@ -129,49 +130,52 @@ class AuthorizationCommands:
         if isinstance(step, bytes):
             self.channel.send(b"+ " + encode_base64(step) + CRLF)
             return None
-        self._sasl = None
-        return self._login(step.authcid, step.password, step.authzid)
+        mech, self._sasl = self._sasl.mechanism.upper(), None
+        return self._login(step.authcid, step.password, step.authzid, mech)
 
-    async def _login(self, login: str, password: str, authzid: str = "") -> None:
+    async def _login(self, login: str, password: str, authzid: str = "",
+                     mech: str = "USER") -> None:
         """USER/PASS and AUTH: the login policy (auth/policy.py) in POP3 words."""
         result = await self.logins.attempt(login, password, authzid)
         outcome = result.outcome
         if outcome is Outcome.GONE:
             return
+        events = self.channel.events
         if outcome is Outcome.REFUSED:
-            log.warning("pop3 login for %s from %s refused: %s", _safe(login),
-                        self.channel.peer, result.reason)
+            if result.code == "blocked":
+                events.emit(Event.BLOCKED, "failed_logins", user=login[:100], mech=mech)
+            else:
+                events.emit(Event.REFUSED, "login_queue_full", user=login[:100], mech=mech)
             raise CommandError(result.reason, "SYS/TEMP")
         if result.failed:
+            events.emit(Event.LOGIN_FAILED, outcome.name.lower(), user=login[:100], mech=mech)
             self._login_failed(login, disconnect=result.disconnect)
             return
         user = result.user
         assert user is not None
         if outcome is Outcome.TOO_MANY_SESSIONS:
-            log.info("pop3 login of %s from %s refused: too many sessions", _safe(user.name),
-                     self.channel.peer)
+            events.emit(Event.REFUSED, "sessions_per_user", user=user.name, mech=mech)
             raise CommandError("Too many sessions for this user", "IN-USE")
         try:
-            await self._open_maildrop(user)
+            await self._open_maildrop(user, mech)
         except BaseException:
             self.logins.release()  # no session after all: its slot goes back
             raise
 
-    async def _open_maildrop(self, user: User) -> None:
+    async def _open_maildrop(self, user: User, mech: str) -> None:
+        events = self.channel.events
         delay = self.settings.login_delay
         if delay > 0:
             last = self._last_login.get(user.id)
             wait = 0.0 if last is None else last + delay - time.monotonic()
             if wait > 0:
-                log.info("pop3 login of %s from %s refused: LOGIN-DELAY", _safe(user.name),
-                         self.channel.peer)
+                events.emit(Event.REFUSED, "login_delay", user=user.name, mech=mech)
                 raise CommandError(f"Wait {int(wait) + 1} more seconds before logging in again",
                                    "LOGIN-DELAY")
         store = self.ctx.store
         if not store.try_lock_maildrop(user.id):
             self.ctx.count("pop3_in_use")
-            log.info("pop3 login of %s from %s refused: maildrop in use", _safe(user.name),
-                     self.channel.peer)
+            events.emit(Event.REFUSED, "maildrop_in_use", user=user.name, mech=mech)
             raise CommandError("Maildrop already locked", "IN-USE")
         self._locked = user.id
         try:
@@ -195,15 +199,12 @@ class AuthorizationCommands:
         self._last_login[user.id] = time.monotonic()
         self.ctx.count("logins", protocol="pop3", result="ok")
         count, size = self.maildrop.stat()
-        log.info("pop3 login ok for %s from %s (%d messages)", _safe(user.name),
-                 self.channel.peer, count)
+        events.user, events.mech = user.name, mech
+        events.emit(Event.LOGIN, detail=f"{count} messages")
         self.channel.send(ok(f"Maildrop locked and ready, {count} messages ({size} octets)"))
 
     def _login_failed(self, login: str, *, disconnect: bool) -> None:
-        failures = self.logins.failures
         self.ctx.count("logins", protocol="pop3", result="failed")
-        log.warning("pop3 login failed for %s from %s (failure %d)", _safe(login),
-                    self.channel.peer, failures)
         # The Authenticator already waited (exponentially, per address and user).
         if disconnect:
             self.channel.send(err("Authentication failed; too many failures, goodbye", "AUTH"))

@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import ITLSTransport
 
 from ..connection import GOODBYE_GRACE, ActivityTimer, ConnectionProtocol, InputBudget, Refusal
+from ..eventlog import Event
 from .session import POP3Session
 from .wire import MAX_AUTH_LINE, Line, LineBuffer, err
 
 if TYPE_CHECKING:
     from .factory import POP3Factory
 
-log = logging.getLogger("mailstead.pop3")
 
 MAX_QUEUED_LINES = 256  # pause reading beyond this many unprocessed pipelined lines
 # Lines answered in one turn of the event loop: a client pipelining thousands of cheap
@@ -90,7 +89,6 @@ class POP3Protocol(ConnectionProtocol):
         self._budget.check(busy=False)
         self.send(reply)
         self.begin_tls()
-        log.debug("pop3 STLS from %s", self.peer)
 
     def close(self) -> None:
         self._pending.clear()
@@ -107,7 +105,6 @@ class POP3Protocol(ConnectionProtocol):
         self.session = POP3Session(self.ctx, settings, self, self.factory.last_login)
         self.ctx.sessions.add(self)
         self.ctx.count("connections", protocol="pop3")
-        log.info("pop3 session open from %s%s", self.peer, " (TLS)" if self.tls_active else "")
         self._idle = ActivityTimer(self.loop, settings.idle_timeout, self._idle_expired,
                                    busy=self._busy_sending)
         self.send(self.session.greeting())
@@ -247,7 +244,7 @@ class POP3Protocol(ConnectionProtocol):
     def _idle_expired(self) -> None:
         if self.out.closed:
             return
-        log.info("pop3 idle timeout for %s", self.peer)
+        self.events.emit(Event.TIMEOUT, "idle")
         self.send(err("Idle for too long, closing connection"))
         self.out.close(GOODBYE_GRACE)
 
@@ -260,5 +257,3 @@ class POP3Protocol(ConnectionProtocol):
             return
         session.release()
         self.ctx.sessions.discard(self)
-        who = session.user.name if session.user else None
-        log.info("pop3 session closed from %s%s", self.peer, f" ({who!r})" if who else "")

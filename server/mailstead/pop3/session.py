@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..auth.sasl import SaslExchange
+from ..eventlog import Event
 from ..store.api import Octets, StoreError, User
 from ..store.hub import Subscription
 from .auth import AuthorizationCommands
@@ -221,6 +222,7 @@ class POP3Session(AuthorizationCommands, TransactionCommands):
         return None
 
     def _quit(self, cmd: Command) -> Pending:
+        self.channel.events.emit(Event.LOGOUT)
         if self.state is State.AUTHORIZATION:
             self.channel.send(ok("Bye"))
             self.channel.close()
@@ -249,7 +251,5 @@ class POP3Session(AuthorizationCommands, TransactionCommands):
                 return
         self.ctx.count("pop3_deleted", len(removed))
         self.release()
-        log.info("pop3 logout of %s from %s (%d deleted)", self._who(), self.channel.peer,
-                 len(removed))
         self.channel.send(ok(f"Bye ({len(uids)} messages deleted)"))
         self.channel.close()

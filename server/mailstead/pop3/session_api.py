@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .wire import Line
+
+if TYPE_CHECKING:
+    from ..eventlog import SessionEvents
 
 
 class State(enum.Enum):
@@ -25,6 +28,10 @@ class Channel(Protocol):
 
     @property
     def peer_host(self) -> str: ...
+
+    @property
+    def events(self) -> SessionEvents:
+        """The connection's event log (eventlog.py)."""
 
     @property
     def tls_active(self) -> bool: ...

@@ -1,7 +1,8 @@
 """aiosmtpd handlers that deliver SMTP and LMTP mail into users' INBOXes.
 
-The handler hooks stay small: ``handle_RCPT`` decides per recipient (local user, tag
-stripped; unknown user 550 5.1.1; foreign domain 550 5.7.1, we are never a relay) and
+The handler hooks stay small: ``handle_RCPT`` decides per recipient (a local user, tag
+stripped, or the users of an alias: ``addresses.AddressBook``; unknown user 550 5.1.1;
+foreign domain 550 5.7.1, we are never a relay) and
 ``handle_DATA`` stores one copy per user, with trace headers, before answering. ``250``
 goes out only after the store committed with fsync. LMTP (RFC 2033) answers once per
 accepted recipient, in RCPT order.
@@ -16,8 +17,10 @@ sender (SPF, DKIM, DMARC): its outcome may refuse the message, send it to Junk, 
 the Authentication-Results field to each stored copy.
 
 The message reaches ``handle_DATA`` in a spool file (``protocol.MailsteadProtocol``
-streams DATA there); each delivery reads it into memory only when ``DeliveryMemory``
-has room, so parallel big deliveries wait on disk instead of piling up in memory.
+streams DATA there) and the store takes it from that file (``deliver_file``: a big one
+is never held whole in memory); each delivery starts only when ``DeliveryMemory`` has
+room for what the store will hold of it, so parallel deliveries of many small messages
+wait on disk instead of piling up in memory.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from ..connection import ConnectionLimiter
 from ..store.api import Mailbox, MailStore, StorageFull, StoreError, User
-from ..usernames import resolve_user_name
+from .addresses import AddressBook, Unknown
 from .inbound_auth import AuthOutcome, InboundAuth
 from .protocol import MailsteadLMTP, MailsteadSMTP
 from .spool import DeliveryMemory, Spool, make_spool_folder
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 class Recipient:
     address: str
     user: User
+    rcpt: int = 0  # which RCPT named it (an alias names several users at once)
 
 
 class DeliveryHandler:
@@ -68,8 +72,11 @@ class DeliveryHandler:
     ) -> None:
         self.store = store
         self.hostname = hostname
-        self.domains = [d.lower() for d in domains]
-        self.local_domains = frozenset([*self.domains, hostname.lower()])
+        self.addresses = AddressBook(
+            store, hostname=hostname, domains=domains, postmaster=postmaster
+        )
+        self.domains = self.addresses.domains
+        self.local_domains = self.addresses.local_domains
         self.lmtp = lmtp
         self.count = count or (lambda *args, **labels: None)
         self.spool_dir = spool_dir
@@ -77,48 +84,29 @@ class DeliveryHandler:
         self.postmaster = postmaster
         self.inbound = None if lmtp else inbound
 
+    @property
+    def metric_protocol(self) -> str:
+        return "lmtp" if self.lmtp else "smtp"
+
     def refused(self, reason: str) -> None:
         """Count a refusal (``mailstead_rejections_total{protocol,reason}``)."""
-        self.count("rejections", 1, protocol="lmtp" if self.lmtp else "smtp", reason=reason)
+        self.count("rejections", 1, protocol=self.metric_protocol, reason=reason)
 
-    async def resolve(self, address: str) -> Recipient | str:
-        """A local recipient, or the SMTP reply refusing it."""
-        local, at, domain = address.rpartition("@")
-        if not at:
-            local, domain = address, ""
-            if local.lower() != "postmaster":  # the one address allowed without a domain
-                self.refused("relay_denied")
-                return "550 5.7.1 Relaying denied: we only accept mail for our own domains"
-        elif domain.lower() not in self.local_domains:
-            self.refused("relay_denied")
-            return "550 5.7.1 Relaying denied: we only accept mail for our own domains"
-        # The user-name rule of logins and ``user add`` (usernames.py), after the tag.
-        user_name = resolve_user_name(local.split("+", 1)[0], ())
-        if not user_name:
-            self.refused("no_such_user")
-            return "550 5.1.1 No such user here"
+    async def resolve(self, address: str) -> list[Recipient] | str:
+        """The local recipients ``address`` reaches (an alias may reach several users),
+        or the SMTP reply refusing it."""
         try:
-            user = await self.store.get_user(user_name)
-            if user is None and user_name.lower() == "postmaster":
-                user = await self._postmaster()
+            found = await self.addresses.users_for(address)
         except StoreError:
             self.refused("store_unavailable")
             return "451 4.3.0 Mail store temporarily unavailable"
-        if user is None:
+        if found is Unknown.FOREIGN:
+            self.refused("relay_denied")
+            return "550 5.7.1 Relaying denied: we only accept mail for our own domains"
+        if isinstance(found, Unknown):
             self.refused("no_such_user")
             return "550 5.1.1 No such user here"
-        return Recipient(address, user)
-
-    async def _postmaster(self) -> User | None:
-        """Who reads postmaster mail when no user is called so (see the module docstring)."""
-        if self.postmaster:
-            user = await self.store.get_user(self.postmaster)
-            if user is not None:
-                return user
-            log.warning("[smtp] postmaster %r is no user: postmaster mail goes to the "
-                        "first user", self.postmaster)
-        users = await self.store.list_users()
-        return min(users, key=lambda u: u.id) if users else None
+        return [Recipient(address, user) for user in found]
 
     async def _junk(self, user: User) -> Mailbox | None:
         """The user's \\Junk mailbox (RFC 6154), for DMARC quarantine; None if none."""
@@ -129,8 +117,8 @@ class DeliveryHandler:
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
         responses: list[str],
     ) -> list[str]:
-        """aiosmtpd's EHLO/LHLO lines without AUTH: nothing can authenticate here (no
-        submission service), before STARTTLS or after it."""
+        """aiosmtpd's EHLO/LHLO lines without AUTH: nothing can authenticate on a
+        receiving listener (users send through submission), before STARTTLS or after."""
         session.host_name = hostname  # what aiosmtpd does itself when there is no hook
         return [line for line in responses if not line[4:].upper().startswith("AUTH")]
 
@@ -152,7 +140,8 @@ class DeliveryHandler:
         if isinstance(found, str):
             return found
         recipients: list[Recipient] = _recipients(envelope)
-        recipients.append(found)
+        index = len(envelope.rcpt_tos)
+        recipients.extend(Recipient(r.address, r.user, index) for r in found)
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Recipient OK"
 
@@ -192,6 +181,8 @@ class DeliveryHandler:
             if auth is not None and auth.refuse is not None:
                 self.refused("dmarc_reject")
                 return auth.refuse
+            if auth is not None:
+                spool.edit_head(auth.head, auth.replaces)
         # One stored copy per user, however many of their addresses were named.
         first_for_user: dict[int, int] = {}
         for i, rcpt in enumerate(recipients):
@@ -205,16 +196,13 @@ class DeliveryHandler:
                     inbox = await self.store.create_mailbox(rcpt.user.id, "INBOX")
                 if auth is not None and auth.quarantine:
                     inbox = await self._junk(rcpt.user) or inbox
-                async with self.memory.hold(spool.size):
-                    # The spool starts with recipient 0's trace headers: theirs is a plain
-                    # read; any other recipient gets their own in front of the data.
-                    trace = None if index == 0 else self.trace_headers(session, envelope, rcpt)
-                    data = await spool.message(trace)
-                    if auth is not None:
-                        data = await auth.stored_copy(data)
-                    size = len(data)
-                    await self.store.deliver([inbox.id], data)
-                    del data
+                # The spool starts with recipient 0's trace headers: theirs is the spool
+                # itself; any other recipient gets their own in front of the data.
+                trace = None if index == 0 else self.trace_headers(session, envelope, rcpt)
+                size = spool.stored_size(trace)
+                async with self.memory.hold(self.store.delivery_memory(size)), \
+                        spool.message_file(trace) as message:
+                    await self.store.deliver_file([inbox.id], message)
             except StorageFull:
                 log.error("delivery to %s failed: store full", rcpt.user.name)
                 self.refused("store_full")
@@ -240,7 +228,13 @@ class DeliveryHandler:
         results = await asyncio.gather(*(store_one(i, recipients[i]) for i in firsts))
         by_user = {r.user.id: res for r, res in zip(unique, results, strict=True)}
         if self.lmtp:
-            return "\r\n".join(by_user[r.user.id] for r in recipients)
+            # One reply per RCPT (RFC 2033 §4.2): an alias's fails if any of its users'.
+            per_rcpt: dict[int, str] = {}
+            for r in recipients:
+                res = by_user[r.user.id]
+                if r.rcpt not in per_rcpt or per_rcpt[r.rcpt].startswith("250"):
+                    per_rcpt[r.rcpt] = res  # the first failure wins
+            return "\r\n".join(per_rcpt[i] for i in range(len(envelope.rcpt_tos)))
         failures = [res for res in results if not res.startswith("250")]
         return failures[0] if failures else "250 2.0.0 Message accepted for delivery"
 

@@ -20,6 +20,7 @@ sender's (or anyone's) data: malformed records and signatures become permerror/n
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -40,6 +41,7 @@ from . import dmarc
 from .authdns import BudgetedDns, install_spf_lookup, spf_dns
 from .authresults import (
     MAX_FROM_DOMAINS,
+    Field,
     forged_results,
     format_header,
     from_domains,
@@ -94,16 +96,24 @@ class AuthOutcome:
     header: bytes  # our Authentication-Results field, CRLF-terminated
     refuse: str | None  # the SMTP reply that refuses the message, or None
     quarantine: bool  # deliver to the Junk mailbox
+    # Every stored copy has ``head`` in place of the first ``replaces`` octets of the
+    # data: our field, then that part of the header less the forged fields.
+    head: bytes = b""
+    replaces: int = 0
 
     def apply(self, data: bytes) -> bytes:
-        """A stored copy: our field first, the forged ones (our authserv-id) removed."""
-        return self.header + without(
-            data, forged_results(data, header_fields(data), self.authserv_id))
+        """``data`` as stored (for tests and callers holding the message whole)."""
+        head, replaces = head_edit(data, header_fields(data), self.header, self.authserv_id)
+        return head + data[replaces:]
 
-    async def stored_copy(self, data: bytes) -> bytes:
-        """``apply`` off the loop (it scans the header and copies the message), and not
-        on the checks' pool, where a store would wait behind other messages' DKIM."""
-        return await asyncio.get_running_loop().run_in_executor(None, self.apply, data)
+
+def head_edit(data: bytes, fields: list[Field], header: bytes, our_id: str
+              ) -> tuple[bytes, int]:
+    """(what replaces the start of ``data``, how many octets it replaces): ``header``
+    first, and the fields naming ``our_id`` (forgeries) removed."""
+    forged = forged_results(data, fields, our_id)
+    end = max((f.end for f in forged), default=0)
+    return header + without(data[:end], forged), end
 
 
 class InboundAuth:
@@ -158,7 +168,7 @@ class InboundAuth:
             return None
         async with memory.hold(spool.size):
             try:
-                data = await spool.message(b"")  # the data as sent, without our trace
+                data = await spool.message(data_only=True)  # as sent, without our trace
             except OSError as exc:
                 log.error("cannot read the spool for the sender checks: %s", exc)
                 return AuthOutcome(self.authserv_id, b"", "451 4.3.0 Temporary failure "
@@ -173,8 +183,9 @@ class InboundAuth:
             mail_from.rpartition("@")[2] if mail_from else helo) or ""
         spf_job = loop.run_in_executor(_POOL, self._spf, ip, helo, mail_from, deadline)
         dkim_job = loop.run_in_executor(_POOL, self._dkim, data, deadline)
-        policy_job = loop.create_task(self._policies(data, deadline))
-        jobs: list[asyncio.Future[Any]] = [spf_job, dkim_job, policy_job]
+        scan_job = loop.run_in_executor(_POOL, header_fields, data)
+        policy_job = loop.create_task(self._policies(data, scan_job, deadline))
+        jobs: list[asyncio.Future[Any]] = [spf_job, dkim_job, scan_job, policy_job]
         # The lookups end at the deadline themselves; the slack lets them say so.
         await asyncio.wait(jobs, timeout=self.seconds + 0.5)
         for job in jobs:
@@ -188,14 +199,19 @@ class InboundAuth:
                     for d, lookup in policies]
         note = ("dmarc=temperror" if found is None
                 else None if usable else "dmarc=permerror (no usable From domain)")
-        return self._outcome(mail_from, helo, spf_result, spf_domain, dkim_results,
-                             verdicts, note, ip)
+        outcome = self._outcome(mail_from, helo, spf_result, spf_domain, dkim_results,
+                                verdicts, note, ip)
+        # Forgeries go whatever happened: scan here if the pool could not in time.
+        fields = _result(scan_job, None)
+        head, replaces = head_edit(data, header_fields(data) if fields is None else fields,
+                                   outcome.header, self.authserv_id)
+        return dataclasses.replace(outcome, head=head, replaces=replaces)
 
-    async def _policies(self, data: bytes, deadline: float
-                        ) -> tuple[list[tuple[str, dmarc.Lookup]], bool]:
+    async def _policies(self, data: bytes, scan: asyncio.Future[list[Field]],
+                        deadline: float) -> tuple[list[tuple[str, dmarc.Lookup]], bool]:
         """The DMARC policy of each From: domain that can be a domain, and whether every
         one could (False too when there is no From: address at all)."""
-        raw = await asyncio.get_running_loop().run_in_executor(_POOL, _from_domains, data)
+        raw = from_domains(data, await asyncio.shield(scan))[:MAX_FROM_DOMAINS]
         domains = [d for d in map(dmarc.normalise_domain, raw) if d]
         lookups = await asyncio.gather(
             *(dmarc.find_policy(self.resolver, d, deadline) for d in domains))
@@ -280,10 +296,6 @@ class InboundAuth:
                 result = "fail"  # the key was fetched: the hashes did not match
             results.append(DkimResult(result, domain, selector, b_tag))
         return results
-
-
-def _from_domains(data: bytes) -> list[str]:
-    return from_domains(data, header_fields(data))[:MAX_FROM_DOMAINS]
 
 
 def _signature_tags(raw: bytes) -> tuple[str, str, str]:

@@ -9,8 +9,9 @@
 * Commands are read with ``CommandLineReader`` (see ``commandread``): an over-long command
   line is answered ``500 5.5.2`` as soon as it passes the limit, its rest is dropped as it
   arrives, and past a MiB of one line the client gets 421 and the connection is closed.
-* No AUTH: this is a delivery service (there is no submission yet), so AUTH is neither
-  advertised (the handler's ``handle_EHLO`` drops it) nor accepted, with or without TLS.
+* No AUTH on the receiving listeners (SMTP, LMTP): AUTH is neither advertised (the
+  handler's ``handle_EHLO`` drops it) nor accepted, with or without TLS. Submission
+  (``submission.py``) overrides this.
 * Enhanced status codes (RFC 3463) on aiosmtpd's own refusals, one refusal per recipient
   in LMTP, a per-IP connection limit, and no traceback for addresses the stdlib parser
   chokes on.
@@ -26,6 +27,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from ..connection import ConnectionLimiter
+from ..eventlog import Event, SessionEvents
 from .commandread import CommandLineReader
 from .dataread import DataEnd, read_data
 
@@ -96,7 +98,8 @@ class MailsteadProtocol(SMTP):
             return None, None
 
     async def smtp_AUTH(self, arg: str) -> None:
-        await self.push("502 5.5.1 AUTH is not available: this service only receives mail")
+        await self.push("502 5.5.1 AUTH is not available: this service only receives mail "
+                        "(send through the submission port)")
 
     async def smtp_DATA(self, arg: str) -> None:
         proto: Any = self  # the aiosmtpd SMTP this is mixed into
@@ -153,10 +156,16 @@ class MailsteadProtocol(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else ""
+        handler = self.event_handler
+        remote = f"[{ip}]:{peer[1]}" if ":" in ip else f"{ip}:{peer[1]}" if ip else "?"
+        self.events = SessionEvents(
+            handler.metric_protocol, remote, count=handler.count,
+            tls=transport.get_extra_info("ssl_object") is not None,
+        )
         if self.limiter is not None and self._counted_ip is None:
             if not self.limiter.acquire(ip, self.max_per_ip):
-                log.info("SMTP connection from %s refused: too many from this address", ip)
-                self.event_handler.refused("too_many_connections")
+                # Counted in rejections_total by the event, as for IMAP and POP3.
+                self.events.emit(Event.REFUSED, "per_ip")
                 # loop.create_server hands a stream transport, which can write.
                 cast(asyncio.WriteTransport, transport).write(
                     b"421 4.7.0 Too many connections from your address\r\n"
@@ -165,8 +174,8 @@ class MailsteadProtocol(SMTP):
                 self._refused = True
                 return
             self._counted_ip = ip
-        handler = self.event_handler
-        handler.count("connections", 1, protocol="lmtp" if handler.lmtp else "smtp")
+        handler.count("connections", 1, protocol=handler.metric_protocol)
+        self.events.emit(Event.CONNECT)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -175,6 +184,7 @@ class MailsteadProtocol(SMTP):
         if self.limiter is not None and self._counted_ip is not None:
             self.limiter.release(self._counted_ip)
             self._counted_ip = None
+        self.events.emit(Event.DISCONNECT)
         super().connection_lost(error)
 
 

@@ -6,10 +6,14 @@ thread pool of its own, so disk I/O never runs on the loop nor waits behind SEAR
 default executor. While a write is under way the DATA reader waits, so a client sending
 faster than the disk is held back by TCP, not by memory.
 
-``DeliveryMemory``: the store takes a message as one ``bytes``, so each delivery holds
-its message in memory from reading the spool until commit. This budget bounds those
-octets across every SMTP and LMTP session: deliveries beyond it wait (their data is safe
-on disk) in arrival order; a message bigger than the whole budget goes alone.
+The store takes the message from the spool file itself (``MailStore.deliver_file``); a
+recipient other than the first gets a file of their own (their trace headers, then the
+data, copied in pieces), so each delivery's file is exactly its stored form.
+
+``DeliveryMemory``: what a delivery holds in memory from the spool to the commit (the
+store says how much: ``MailStore.delivery_memory``; the whole message for a small one).
+This budget bounds those octets across every SMTP and LMTP session: deliveries beyond it
+wait (their data is safe on disk) in arrival order; one bigger than the budget goes alone.
 """
 
 from __future__ import annotations
@@ -22,8 +26,12 @@ import tempfile
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
+
+from ..store.api import MessageFile
 
 FLUSH_AT = 256 * 1024
+COPY_PIECE = 1024 * 1024  # octets per read when a recipient's own file is made
 _IO = ThreadPoolExecutor(max_workers=4, thread_name_prefix="smtp-spool")
 
 
@@ -33,6 +41,7 @@ class Spool:
 
     def __init__(self, folder: Path, prefix: bytes) -> None:
         # Closed by close(), which the DATA command always reaches (try/finally).
+        self._folder = folder
         self._file = tempfile.TemporaryFile(dir=folder, prefix="msg-")  # noqa: SIM115
         self._pending: list[bytes] = [prefix]
         self._pending_size = len(prefix)
@@ -40,6 +49,7 @@ class Spool:
         self.size = 0  # octets written to the file so far
         self.error: OSError | None = None  # the first write error; later data is dropped
         self.discarded = False
+        self._head: tuple[bytes, int] = (b"", 0)  # see edit_head
 
     async def write(self, data: bytes) -> None:
         if self.error is not None or self.discarded:
@@ -62,7 +72,7 @@ class Spool:
 
     def _write(self, pieces: list[bytes]) -> None:
         self._file.writelines(pieces)
-        self._file.flush()  # message() reads with os.pread, below the file object's buffer
+        self._file.flush()  # readers use os.pread, below the file object's buffer
 
     def discard(self) -> None:
         """Forget the data (it was refused); the file is emptied when it is closed."""
@@ -70,20 +80,66 @@ class Spool:
         self._pending = []
         self._pending_size = 0
 
-    async def message(self, trace: bytes | None = None) -> bytes:
-        """The stored form for one recipient: the spool as written (``trace`` None, the
-        first recipient's), or ``trace`` followed by the data."""
+    async def message(self, *, data_only: bool = False) -> bytes:
+        """The spool as written, whole: for submission, which completes the header and
+        hands the message to the outbound queue (its size is bounded by the caller's
+        ``DeliveryMemory`` hold). Delivery reads it as a file (``message_file``).
+        ``data_only``: without the first recipient's trace headers (what was sent)."""
         await self.flush()
         if self.error is not None:
             raise self.error
-        fileno = self._file.fileno()
-        start = 0 if trace is None else self.body_start
+        start = self.body_start if data_only else 0
+        fileno, size = self._file.fileno(), self.size - start
+        return await asyncio.get_running_loop().run_in_executor(
+            _IO, _pread_all, fileno, size, start)
 
-        def read() -> bytes:
-            data = _pread_all(fileno, self.size - start, start)
-            return data if trace is None else trace + data
+    def edit_head(self, head: bytes, replaces: int) -> None:
+        """Every stored copy gets ``head`` in place of the first ``replaces`` octets of
+        the data (inbound_auth: our Authentication-Results added, forged ones removed)."""
+        self._head = (head, replaces)
 
-        return await asyncio.get_running_loop().run_in_executor(_IO, read)
+    def stored_size(self, trace: bytes | None = None) -> int:
+        """The size of ``message_file(trace)``."""
+        head, replaces = self._head
+        first = self.body_start if trace is None else len(trace)
+        return first + len(head) + self.size - self.body_start - replaces
+
+    @contextlib.asynccontextmanager
+    async def message_file(self, trace: bytes | None = None) -> AsyncIterator[MessageFile]:
+        """The stored form for one recipient, as a file open inside the ``async with``: the
+        spool as written (``trace`` None, the first recipient's), else a copy of it with
+        ``trace`` in place of the first recipient's trace headers (and a copy too when
+        ``edit_head`` changed the start of the data)."""
+        await self.flush()
+        if self.error is not None:
+            raise self.error
+        if trace is None and self._head == (b"", 0):
+            yield MessageFile(self._file.fileno(), self.size)
+            return
+        loop = asyncio.get_running_loop()
+        copy = await loop.run_in_executor(_IO, self._copy_for, trace)
+        try:
+            yield MessageFile(copy.fileno(), self.stored_size(trace))
+        finally:
+            copy.close()
+
+    def _copy_for(self, trace: bytes | None) -> IO[bytes]:
+        copy = tempfile.TemporaryFile(dir=self._folder, prefix="msg-")  # noqa: SIM115
+        try:
+            fileno = self._file.fileno()
+            head, replaces = self._head
+            copy.write(_pread_all(fileno, self.body_start, 0) if trace is None else trace)
+            copy.write(head)
+            at = self.body_start + replaces
+            while at < self.size:
+                piece = _pread_all(fileno, min(COPY_PIECE, self.size - at), at)
+                copy.write(piece)
+                at += len(piece)
+            copy.flush()
+        except BaseException:
+            copy.close()
+            raise
+        return copy
 
     @property
     def data_size(self) -> int:

@@ -9,13 +9,17 @@ Nothing here formats protocol text.
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+from ..mime.header_text import HeaderText
 from ..mime.model import ParsedMessage
+from .queue_api import QueueStore
 
 # Mailboxes every new user gets, with their RFC 6154 special-use attribute.
 DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
@@ -75,6 +79,15 @@ class User:
     id: int
     name: str
     password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """An address (``local@domain``, or ``@domain``: the domain's catch-all) and the
+    names of the users it reaches."""
+
+    address: str
+    users: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +197,15 @@ class NewMessage:
     internaldate: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MessageFile:
+    """A message to deliver that waits in an open file: its first ``size`` octets, CRLF
+    already. The caller keeps the file open and unchanged until ``deliver_file`` returns."""
+
+    fileno: int
+    size: int
+
+
 @dataclass(slots=True)
 class FlagUpdate:
     """Result of a STORE: what changed and what was refused by UNCHANGEDSINCE."""
@@ -193,8 +215,10 @@ class FlagUpdate:
     failed_uids: list[int] = field(default_factory=list)
 
 
-class MailStore(abc.ABC):
-    """The asynchronous store API. All methods are safe to call from the event loop."""
+class MailStore(QueueStore, abc.ABC):
+    """The asynchronous store API. All methods are safe to call from the event loop.
+
+    The outbound queue's methods (``queue_*``) are declared in ``queue_api``."""
 
     # --- lifecycle -------------------------------------------------------------------
     @abc.abstractmethod
@@ -221,6 +245,26 @@ class MailStore(abc.ABC):
 
     @abc.abstractmethod
     async def delete_user(self, name: str) -> bool: ...
+
+    # --- aliases ---------------------------------------------------------------------
+    # Addresses are given normalised (lower case, checked) by the caller; the store only
+    # keeps them. Deleting a user removes them from every alias (an alias left with no
+    # user is gone).
+    @abc.abstractmethod
+    async def add_alias(self, address: str, user_ids: Sequence[int]) -> Alias:
+        """Make ``address`` reach these users too (added to any it reached already)."""
+
+    @abc.abstractmethod
+    async def delete_alias(self, address: str) -> bool:
+        """Remove ``address``; False when it was no alias."""
+
+    @abc.abstractmethod
+    async def list_aliases(self) -> list[Alias]:
+        """Every alias, by address."""
+
+    @abc.abstractmethod
+    async def alias_users(self, address: str) -> list[User]:
+        """The users ``address`` reaches (exactly this address: no catch-all lookup)."""
 
     # --- mailboxes -------------------------------------------------------------------
     @abc.abstractmethod
@@ -297,6 +341,18 @@ class MailStore(abc.ABC):
     async def deliver(self, mailbox_ids: Sequence[int], data: bytes) -> list[int]:
         """Store one message in several mailboxes (one transaction, one blob)."""
 
+    async def deliver_file(self, mailbox_ids: Sequence[int], message: MessageFile) -> list[int]:
+        """``deliver`` for a message in a file: a backend that can store it without holding
+        it whole in memory should (SMTP and LMTP deliver up to the size limit, in
+        parallel). This default reads it whole."""
+        data = await asyncio.to_thread(read_message_file, message)
+        return await self.deliver(mailbox_ids, data)
+
+    def delivery_memory(self, size: int) -> int:
+        """Octets of memory ``deliver_file`` holds at once for a message of ``size`` octets,
+        for a caller that bounds the memory of parallel deliveries."""
+        return size
+
     @abc.abstractmethod
     async def list_messages(self, mailbox_id: int) -> list[MessageInfo]:
         """Every message of the mailbox in UID order."""
@@ -337,6 +393,13 @@ class MailStore(abc.ABC):
         """The parse results computed at delivery (envelope, body structure, part offsets)."""
 
     @abc.abstractmethod
+    async def read_header_texts(
+        self, mailbox_id: int, uids: Iterable[int]
+    ) -> dict[int, HeaderText]:
+        """What SEARCH matches in each top-level header, decoded once at delivery
+        (``mime.header_text``); missing UIDs are absent."""
+
+    @abc.abstractmethod
     async def store_flags(
         self,
         mailbox_id: int,
@@ -375,3 +438,16 @@ class MailStore(abc.ABC):
 
     @abc.abstractmethod
     def unlock_maildrop(self, user_id: int) -> None: ...
+
+
+def read_message_file(message: MessageFile) -> bytes:
+    """The octets of a ``MessageFile``, read whole (blocking)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < message.size:  # a short read (a signal) is rare
+        more = os.pread(message.fileno, message.size - got, got)
+        if not more:
+            raise OSError(f"message file ended after {got} of {message.size} octets")
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)

@@ -28,6 +28,10 @@ PLAIN = "plain"  # no TLS at all: only when the server has no certificate
 # Most secure first: clients take the first server of a type that they can use.
 _SECURITY_RANK = {SSL: 0, STARTTLS: 1, PLAIN: 2}
 _PROTOCOLS = ("imap", "pop3", "smtp")
+# Listener protocol -> the protocol the documents name. Clients send through submission
+# (587 STARTTLS, 465 SSL) and log in there; the receiving SMTP listener (25) takes no
+# AUTH, so it is never advertised.
+_ADVERTISED = {"imap": "imap", "pop3": "pop3", "submission": "smtp"}
 
 AUTODISCOVER_RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
 AUTODISCOVER_OUTLOOK_NS = (
@@ -46,7 +50,8 @@ class AddressError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class MailServer:
-    """One way to reach one protocol: ``protocol`` is imap, pop3 or smtp."""
+    """One way to reach one protocol: ``protocol`` is imap, pop3 or smtp (outgoing mail:
+    a submission listener)."""
 
     protocol: str
     port: int
@@ -71,16 +76,18 @@ class MailSettings:
     ) -> MailSettings:
         """Settings from ``(protocol, "plain"|"tls", host, port)`` listeners.
 
-        A ``tls`` listener is implicit TLS (SSL); a plain one is STARTTLS when the server has a
-        certificate (``tls``), else plain. LMTP and HTTP listeners are not for mail clients and
-        are skipped. A listener bound to loopback only is left out when the same protocol also
-        listens on another address: remote clients could not reach it. Duplicates (IPv4 and
+        Outgoing mail is the ``submission`` listeners (``smtp`` in the documents); the
+        receiving ``smtp`` listeners, LMTP and HTTP are not for mail clients and are
+        skipped. A ``tls`` listener is implicit TLS (SSL); a plain one is STARTTLS when
+        the server has a certificate (``tls``), else plain. A listener bound to loopback
+        only is left out when the same protocol also listens on another address: remote
+        clients could not reach it. Duplicates (IPv4 and
         IPv6 on one port) collapse into one entry.
         """
         candidates = [
-            (proto, kind, host, port)
+            (_ADVERTISED[proto], kind, host, port)
             for proto, kind, host, port in listeners
-            if proto in _PROTOCOLS and port > 0
+            if proto in _ADVERTISED and port > 0
         ]
         reachable = {proto for proto, _, host, _ in candidates if not _is_loopback(host)}
         seen: set[MailServer] = set()
@@ -149,9 +156,9 @@ def _sub(parent: ET.Element, tag: str, text: str | int | None = None) -> ET.Elem
 def build_autoconfig(settings: MailSettings) -> bytes:
     """``config-v1.1.xml``: the same for every address (usernames are ``%EMAILADDRESS%``).
 
-    Thunderbird refuses a file without an ``outgoingServer``, so the SMTP listeners are listed
-    there; with no SMTP listener the file is still well-formed, but the client will ask the
-    user for an outgoing server.
+    Thunderbird refuses a file without an ``outgoingServer``, so the submission listeners are
+    listed there (465 SSL first, then 587 STARTTLS); with none the file is still
+    well-formed, but the client will ask the user for an outgoing server.
     """
     provider_id = settings.domains[0] if settings.domains else settings.hostname
     root = ET.Element("clientConfig", version="1.1")

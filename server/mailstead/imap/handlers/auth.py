@@ -54,4 +54,5 @@ async def handle_authenticate(s: Session, cmd: Authenticate) -> Result | None:
     except SaslError as exc:
         return bad(f"Invalid authentication data: {exc}")
     # The authzid rule, failures, throttling and session limits: auth/policy.py.
-    return await s.login(step.authcid, step.password, step.authzid)
+    return await s.login(step.authcid, step.password, step.authzid,
+                         mech=cmd.mechanism.upper())

@@ -1,9 +1,10 @@
 """SEARCH: evaluate a search-key tree against the messages of a selected mailbox.
 
 Only the data the keys need is loaded: flags and numbers come from the view, sizes and
-dates from the listing, header keys from the stored header blocks, address keys
-(FROM/TO/CC/BCC) from the envelope stored at delivery, and BODY/TEXT from the full
-message decoded (transfer encoding and charset) by ``mime.search``. Text matching is a
+dates from the listing, header keys, address keys (FROM/TO/CC/BCC) and the header half of
+TEXT from the header text decoded at delivery (``mime.header_text``, stored with the
+message), and BODY/TEXT from the full message decoded (transfer encoding and charset) by
+``mime.search``. Text matching is a
 case-insensitive substring match over the decoded text, as RFC 3501 asks. Decoding is
 CPU work, so chunks that need it are matched on the worker threads of
 ``imap/expensive.py`` (passed in as ``run``); so are chunks whose key is big enough that
@@ -19,8 +20,9 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from ...mime.parse import Address, Envelope, parse_message
-from ...mime.search import decode_header_value, header_values, search_text
+from ...mime.header_text import HeaderText
+from ...mime.parse import parse_message
+from ...mime.search import body_text
 from ...store.api import MailStore, MessageInfo
 from ..selected import SelectedMailbox
 from ..syntax.search import (
@@ -53,8 +55,7 @@ Runner = Callable[..., Awaitable[list[int]]]
 @dataclass(slots=True)
 class _Needs:
     info: bool = False
-    headers: bool = False
-    envelope: bool = False
+    headers: bool = False  # the stored header text
     text: bool = False
 
 
@@ -66,10 +67,8 @@ def _needs(key: SearchKey, out: _Needs) -> _Needs:
             out.info = True
     elif isinstance(key, SizeKey):
         out.info = True
-    elif isinstance(key, HeaderKey):
+    elif isinstance(key, (HeaderKey, AddressKey)):
         out.headers = True
-    elif isinstance(key, AddressKey):
-        out.envelope = True
     elif isinstance(key, TextKey):
         out.text = True
         out.info = True  # the sizes bound how many bodies are read at once
@@ -94,73 +93,39 @@ class _Message:
     recent: bool
     modseq: int
     info: MessageInfo | None = None
-    header: bytes | None = None
-    envelope: Envelope | None = None
+    header: HeaderText | None = None
     raw: bytes | None = None
-    _text: tuple[str, str] | None = field(default=None)
+    _body: str | None = field(default=None)
+    _header_text: str | None = field(default=None)
     _headers_folded: dict[str, list[str]] = field(default_factory=dict)
     _addresses_folded: dict[str, list[str]] = field(default_factory=dict)
 
-    def body_text(self) -> tuple[str, str]:
-        if self._text is None:
+    def body_text(self) -> str:
+        if self._body is None:
             raw = self.raw or b""
-            self._text = search_text(raw, parse_message(raw))
-            self._text = (self._text[0].casefold(), self._text[1].casefold())
-        return self._text
+            self._body = body_text(raw, parse_message(raw)).casefold()
+        return self._body
+
+    def header_text(self) -> str:
+        if self._header_text is None:
+            self._header_text = self.header.text().casefold() if self.header else ""
+        return self._header_text
 
     def header_values(self, name: str) -> list[str]:
         if name not in self._headers_folded:
-            self._headers_folded[name] = [
-                v.casefold() for v in header_values(self.header or b"", name)
-            ]
+            values = self.header.values(name) if self.header else []
+            self._headers_folded[name] = [v.casefold() for v in values]
         return self._headers_folded[name]
 
     def address_forms(self, name: str) -> list[str]:
         if name not in self._addresses_folded:
-            addrs = getattr(self.envelope, _ENVELOPE_FIELDS[name], ()) if self.envelope else ()
-            self._addresses_folded[name] = [f.casefold() for f in address_forms(addrs)]
+            forms = self.header.addresses(name) if self.header else []
+            self._addresses_folded[name] = [f.casefold() for f in forms]
         return self._addresses_folded[name]
 
 
-# SEARCH key -> Envelope attribute holding that field's addresses.
-_ENVELOPE_FIELDS = {"from": "from_", "to": "to", "cc": "cc", "bcc": "bcc"}
-# What mime.parse puts where the header left a part of an address out (as Dovecot does, so
-# a NIL host never reads as a group start); not text of the message, so never matched.
-_MISSING = (b"MISSING_MAILBOX", b"MISSING_DOMAIN")
-
-
-def _text_of(value: bytes | None) -> str:
-    if not value or value in _MISSING:
-        return ""
-    return value.decode("utf-8", "replace")
-
-
-def address_forms(addrs: Sequence[Address]) -> list[str]:
-    """The texts FROM/TO/CC/BCC match against: one per address of the envelope field.
-
-    RFC 3501 §6.4.4 asks for a match in the envelope structure's field, not in the raw
-    header, so comments, quoting and folding are gone. Like Dovecot, which matches the
-    parsed address list written back out, each address reads ``name <mailbox@host>``
-    (just ``mailbox@host`` without a display name) with the name RFC 2047-decoded and
-    unquoted; a group contributes its name, and its members as addresses. Each address is
-    matched on its own, so a search string cannot span two addresses, where Dovecot's
-    comma-joined list would let it; source routes are left out, as Dovecot does.
-    """
-    forms: list[str] = []
-    for addr in addrs:
-        if addr.host is None:  # group start (mailbox = group name) or end (all None)
-            if addr.mailbox:
-                forms.append(decode_header_value(addr.mailbox))
-            continue
-        mailbox, host = _text_of(addr.mailbox), _text_of(addr.host)
-        spec = f"{mailbox}@{host}" if mailbox and host else mailbox or host
-        name = decode_header_value(addr.name) if addr.name else ""
-        forms.append(f"{name} <{spec}>" if name else spec)
-    return forms
-
-
 def _sent_date(msg: _Message) -> date | None:
-    values = header_values(msg.header or b"", "date")
+    values = msg.header.values("date") if msg.header else []
     if not values:
         return None
     try:
@@ -205,9 +170,8 @@ def matches(key: SearchKey, msg: _Message, max_msn: int, max_uid: int) -> bool:
         needle = key.value.casefold()
         return any(needle in form for form in msg.address_forms(key.field))
     if isinstance(key, TextKey):
-        headers, body = msg.body_text()
         needle = key.value.casefold()
-        return needle in body or (key.scope == "TEXT" and needle in headers)
+        return needle in msg.body_text() or (key.scope == "TEXT" and needle in msg.header_text())
     if isinstance(key, ModSeqKey):
         return msg.modseq >= key.modseq
     if isinstance(key, NotKey):
@@ -235,7 +199,7 @@ def key_cost(key: SearchKey) -> int:
 def is_expensive(key: SearchKey) -> bool:
     """Whether the search reads message data from the store (headers, envelopes, text)."""
     needs = _needs(key, _Needs())
-    return needs.headers or needs.envelope or needs.text
+    return needs.headers or needs.text
 
 
 async def search(
@@ -252,22 +216,19 @@ async def search(
     for start in range(0, len(candidates), CHUNK):
         chunk = candidates[start : start + CHUNK]
         infos: dict[int, MessageInfo] = {}
-        headers: dict[int, bytes] = {}
+        headers: dict[int, HeaderText] = {}
         if needs.info:
             infos = {i.uid: i for i in await store.get_messages(mbox, chunk)}
         if needs.headers:
-            headers = await store.read_headers(mbox, chunk)
-        envelopes = await _envelopes(store, mbox, chunk) if needs.envelope else {}
+            headers = await store.read_header_texts(mbox, chunk)
         msgs: list[_Message] = []
         for uid in chunk:
-            if (needs.info and uid not in infos) or (needs.headers and uid not in headers) \
-                    or (needs.envelope and uid not in envelopes):
+            if (needs.info and uid not in infos) or (needs.headers and uid not in headers):
                 continue  # expunged while we looked
             msn = view.msn(uid)
             assert msn is not None
             msg = _Message(uid, msn, view.flags.get(uid, frozenset()), uid in view.recent,
-                           view.modseqs.get(uid, 0), infos.get(uid), headers.get(uid),
-                           envelopes.get(uid))
+                           view.modseqs.get(uid, 0), infos.get(uid), headers.get(uid))
             msgs.append(msg)
         if needs.text:
             for group in _body_groups(msgs):
@@ -278,8 +239,8 @@ async def search(
                 found.extend(await run(_match_all, key, present, max_msn, max_uid))
                 for msg in present:
                     msg.raw = None
-                    msg._text = None
-        elif needs.headers or needs.envelope or cost * len(msgs) > INLINE_WORK:
+                    msg._body = None
+        elif needs.headers or cost * len(msgs) > INLINE_WORK:
             found.extend(await run(_match_all, key, msgs, max_msn, max_uid))
         else:
             found.extend(_match_all(key, msgs, max_msn, max_uid))
@@ -300,13 +261,6 @@ def _body_groups(msgs: Sequence[_Message]) -> Iterator[list[_Message]]:
         total += size
     if group:
         yield group
-
-
-async def _envelopes(store: MailStore, mbox: int, uids: list[int]) -> dict[int, Envelope]:
-    """uid -> envelope, from the structures stored at delivery (the store decodes them on a
-    reader thread and parses a damaged one again from the message)."""
-    structures = await store.read_structures(mbox, uids)
-    return {uid: parsed.envelope for uid, parsed in structures.items()}
 
 
 def _match_all(key: SearchKey, msgs: Sequence[_Message], max_msn: int, max_uid: int) -> list[int]:

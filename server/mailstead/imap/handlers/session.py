@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ... import __version__
+from ...eventlog import Event
 from ..response import Result, bad, ok
 from ..session_api import Session
 from ..syntax.session import Capability, Enable, Id, Idle, Logout, Namespace, Noop
@@ -18,6 +19,7 @@ async def handle_noop(s: Session, cmd: Noop) -> Result:
 
 
 async def handle_logout(s: Session, cmd: Logout) -> Result | None:
+    s.events.emit(Event.LOGOUT)
     s.send(b"* BYE Logging out")
     s.out.write(ok("Logout completed").line(cmd.tag))
     s.close()

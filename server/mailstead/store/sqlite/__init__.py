@@ -11,19 +11,23 @@ block and the parse result live in ``blobs``, shared by copies of a message;
 ``messages`` holds per-mailbox state.
 
 Modules: ``schema`` (tables and upgrades), ``base`` (connections and the loop hop),
-``users``, ``mailboxes``, ``messages`` (writes), ``reads``, ``rows`` (value conversions),
-``writer`` (the writer thread) and ``external`` (other processes' commits).
+``users``, ``aliases``, ``mailboxes``, ``messages`` (writes), ``reads``, ``queue``
+(outbound), ``rows`` (value conversions), ``writer`` (the writer thread) and ``external``
+(other processes' commits).
 """
 
 from __future__ import annotations
 
+from .aliases import AliasesMixin
 from .mailboxes import MailboxesMixin
 from .messages import MessagesMixin
+from .queue import QueueMixin
 from .reads import ReadsMixin
 from .users import UsersMixin
 
 __all__ = ["SqliteStore"]
 
 
-class SqliteStore(UsersMixin, MailboxesMixin, MessagesMixin, ReadsMixin):
+class SqliteStore(UsersMixin, AliasesMixin, MailboxesMixin, MessagesMixin, ReadsMixin,
+                  QueueMixin):
     """``MailStore`` on one SQLite database file in WAL mode."""

@@ -1,18 +1,29 @@
 """Message writes: append, deliver, flags, expunge, copy and move.
 
-A new message is parsed (envelope, body structure, part offsets, dot-line mark) before
+A new message is parsed (envelope, body structure, part offsets, dot-line mark, the
+header decoded for SEARCH) before
 its write job is queued, never on the writer thread: the writer runs every write of the
 server one after another, so a big message parsed there would hold up every flag change
 and delivery behind it. Small messages are parsed on the caller's thread (cheaper than a
 thread hop), larger ones on the store's parse threads.
+
+A message delivered from a file (``deliver_file``: SMTP and LMTP hand over their spool)
+is read whole only up to ``WINDOW_AT`` octets; a bigger one is parsed from the file in
+windows (``fileview.py``) and copied into its blob row in ``BLOB_PIECE`` pieces, so
+parallel big deliveries never hold their messages in memory. Every blob bigger than a
+piece (a big APPEND too) is written in pieces: binding it whole to the INSERT would make
+SQLite copy it twice more.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
+from ...mime.header_text import header_text
 from ...mime.parse import has_dot_lines, parse_message
 from ..api import (
     Appended,
@@ -21,11 +32,14 @@ from ..api import (
     FlagMode,
     FlagsChanged,
     FlagUpdate,
+    MessageFile,
     NewMessage,
     NotFound,
     StoreUnavailable,
+    read_message_file,
 )
 from .base import SqliteBase
+from .fileview import WINDOW_AT, FileOctets
 from .rows import chunks, flags_set, flags_text, to_row_date
 
 
@@ -42,8 +56,13 @@ def bump(conn: sqlite3.Connection, mailbox_id: int) -> int:
 
 
 # Up to this many bytes per call are parsed on the caller's thread: ~30 µs for a typical
-# 2 KB message, against ~100 µs for the round trip to a thread.
+# 2 KB message (and ~60 µs more to decode its header for SEARCH), against ~100 µs for the
+# round trip to a thread. Encoded words cost ~25 µs each to decode, and a 64 KiB header
+# holds thousands, so a call with more than a few goes to a thread whatever its size.
 INLINE_PARSE_BYTES = 64 * 1024
+INLINE_ENCODED_WORDS = 8
+# A blob bigger than this is written in pieces of this size (incremental blob I/O).
+BLOB_PIECE = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,26 +73,66 @@ class PreparedBlob:
     header: bytes
     structure: str  # ParsedMessage.to_json()
     dot_lines: bool
+    search: str  # HeaderText.to_json(): the header decoded once, for SEARCH
 
 
 def prepare_blob(data: bytes) -> PreparedBlob:
     parsed = parse_message(data)
-    return PreparedBlob(data, data[: parsed.root.header_end], parsed.to_json(),
-                        has_dot_lines(data))
+    header = data[: parsed.root.header_end]
+    return PreparedBlob(data, header, parsed.to_json(), has_dot_lines(data),
+                        header_text(header, parsed.envelope).to_json())
 
 
 def prepare_blobs(datas: Sequence[bytes]) -> list[PreparedBlob]:
     return [prepare_blob(data) for data in datas]
 
 
+def prepare_file(fileno: int, size: int) -> PreparedBlob:
+    """``prepare_blob`` for a message in a file. Takes ``fileno`` (a duplicate): closed
+    here for a small message, by ``release`` for a big one, which is read in windows."""
+    if size <= WINDOW_AT:
+        try:
+            return prepare_blob(read_message_file(MessageFile(fileno, size)))
+        finally:
+            os.close(fileno)
+    view = FileOctets(fileno, size)
+    try:
+        # The view answers everything the parser asks of bytes (see fileview.py).
+        return prepare_blob(cast(bytes, view))
+    except BaseException:
+        view.close()
+        raise
+
+
 def insert_blob(conn: sqlite3.Connection, blob: PreparedBlob, refs: int) -> tuple[int, int]:
+    size = len(blob.data)
+    big = size > BLOB_PIECE
     cur = conn.execute(
         "INSERT INTO blobs (refcount, header, structure, data, dot_lines) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (refs, blob.header, blob.structure, blob.data, blob.dot_lines),
+        f"VALUES (?, ?, ?, {'zeroblob(?)' if big else '?'}, ?)",
+        (refs, blob.header, blob.structure, size if big else blob.data, blob.dot_lines),
     )
     assert cur.lastrowid is not None
-    return cur.lastrowid, len(blob.data)
+    conn.execute("INSERT INTO blob_search (blob_id, text) VALUES (?, ?)",
+                 (cur.lastrowid, blob.search))
+    if big:
+        data = blob.data
+        with conn.blobopen("blobs", "data", cur.lastrowid) as dest:
+            if isinstance(data, bytes):
+                with memoryview(data) as view:  # pieces without copies
+                    for at in range(0, size, BLOB_PIECE):
+                        dest.write(view[at : at + BLOB_PIECE])
+            else:  # a FileOctets: each piece read from the file as it is written
+                for at in range(0, size, BLOB_PIECE):
+                    dest.write(data[at : at + BLOB_PIECE])
+    return cur.lastrowid, size
+
+
+def release(blob: PreparedBlob) -> None:
+    """Close a big message's file once its rows are written (or will never be)."""
+    data: object = blob.data
+    if isinstance(data, FileOctets):
+        data.close()
 
 
 def insert_message(
@@ -147,7 +206,9 @@ def copy_rows(
 class MessagesMixin(SqliteBase):
     async def _prepare(self, datas: Sequence[bytes]) -> list[PreparedBlob]:
         """Parse new messages before their write job: see the module docstring."""
-        if sum(len(data) for data in datas) <= INLINE_PARSE_BYTES:
+        if sum(len(data) for data in datas) <= INLINE_PARSE_BYTES and sum(
+            data.count(b"=?") for data in datas
+        ) <= INLINE_ENCODED_WORDS:
             return prepare_blobs(datas)
         if self._parsers is None or self._loop is None:
             raise StoreUnavailable("the mail store is closed")
@@ -173,9 +234,32 @@ class MessagesMixin(SqliteBase):
 
     async def deliver(self, mailbox_ids: Sequence[int], data: bytes) -> list[int]:
         (blob,) = await self._prepare([data])
+        return await self._deliver_blob(mailbox_ids, blob)
 
+    async def deliver_file(self, mailbox_ids: Sequence[int], message: MessageFile) -> list[int]:
+        if self._parsers is None or self._loop is None:
+            raise StoreUnavailable("the mail store is closed")
+        # A duplicate, closed by prepare_file: the caller may close its file the moment
+        # this call is cancelled, while the parse thread still reads.
+        fileno = os.dup(message.fileno)
+        try:
+            blob = await self._loop.run_in_executor(
+                self._parsers, prepare_file, fileno, message.size
+            )
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read the message: {exc}") from None
+        return await self._deliver_blob(mailbox_ids, blob)
+
+    def delivery_memory(self, size: int) -> int:
+        # Read in windows and written in pieces: a piece, and the header block, at once.
+        return size if size <= WINDOW_AT else BLOB_PIECE
+
+    async def _deliver_blob(self, mailbox_ids: Sequence[int], blob: PreparedBlob) -> list[int]:
         def job(conn: sqlite3.Connection) -> tuple[list[int], list[ChangeBatch]]:
-            blob_id, size = insert_blob(conn, blob, len(mailbox_ids))
+            try:
+                blob_id, size = insert_blob(conn, blob, len(mailbox_ids))
+            finally:
+                release(blob)  # the job runs once, even if its caller stopped waiting
             when = to_row_date(None)
             uids, changes = [], []
             for mailbox_id in mailbox_ids:
@@ -185,7 +269,11 @@ class MessagesMixin(SqliteBase):
                 changes.append(ChangeBatch(mailbox_id, (ev,)))
             return uids, changes
 
-        return await self._write(job)
+        try:
+            return await self._write(job)
+        except StoreUnavailable:
+            release(blob)  # the store is closed: the job never ran (closing twice is fine)
+            raise
 
     async def store_flags(
         self,

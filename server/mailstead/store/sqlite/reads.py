@@ -7,11 +7,13 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ...mime.header_text import HeaderText, header_text
 from ...mime.model import ParsedMessage
 from ...mime.parse import parse_message
-from ..api import MessageInfo, Octets
+from ..api import ChangeBatch, MessageInfo, Octets, StoreError
 from .base import SqliteBase
 from .rows import INFO_COLS, chunks, message_info, octets
+from .writer import NotDurable
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,65 @@ class ReadsMixin(SqliteBase):
             return out
 
         return await self._read(q)
+
+    async def read_header_texts(
+        self, mailbox_id: int, uids: Iterable[int]
+    ) -> dict[int, HeaderText]:
+        wanted = list(uids)
+        filled: list[tuple[str, int]] = []  # (text, blob id) decoded now: older rows
+
+        def q(conn: sqlite3.Connection) -> dict[int, HeaderText]:
+            out: dict[int, HeaderText] = {}
+            for chunk in chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    "SELECT m.uid, s.text, m.blob_id FROM messages m LEFT JOIN blob_search s "
+                    f"ON s.blob_id = m.blob_id WHERE m.mailbox_id = ? AND m.uid IN ({marks})",
+                    (mailbox_id, *chunk),
+                ).fetchall()
+                for uid, text, blob_id in rows:
+                    if text is not None:
+                        try:
+                            out[uid] = HeaderText.from_json(text)
+                            continue
+                        except ValueError:
+                            log.warning("store: stored header text of blob %d unreadable; "
+                                        "decoding again", blob_id)
+                    decoded = _decode_header_text(conn, blob_id)
+                    out[uid] = decoded
+                    filled.append((decoded.to_json(), blob_id))
+            return out
+
+        found = await self._read(q)
+        if filled:
+            await self._keep_header_texts(filled)
+        return found
+
+    async def _keep_header_texts(self, filled: list[tuple[str, int]]) -> None:
+        """Store header texts decoded for rows that had none (made before version 3), so
+        the next SEARCH reads them. Losing this write costs only decoding them again."""
+
+        def job(conn: sqlite3.Connection) -> tuple[None, list[ChangeBatch]]:
+            # OR IGNORE: another search may have filled it first. A blob expunged since is
+            # gone, and its text with it.
+            for text, blob_id in filled:
+                if conn.execute("SELECT 1 FROM blobs WHERE id = ?", (blob_id,)).fetchone():
+                    conn.execute("INSERT OR IGNORE INTO blob_search (blob_id, text) "
+                                 "VALUES (?, ?)", (blob_id, text))
+            return None, []
+
+        try:
+            await self._write(NotDurable(job))
+        except StoreError as exc:
+            log.warning("store: could not keep decoded header texts: %s", exc)
+
+
+def _decode_header_text(conn: sqlite3.Connection, blob_id: int) -> HeaderText:
+    header, structure = conn.execute(
+        "SELECT header, structure FROM blobs WHERE id = ?", (blob_id,)
+    ).fetchone()
+    envelope = _decode_structure(conn, structure, blob_id).envelope
+    return header_text(bytes(header), envelope)
 
 
 def _decode_structure(conn: sqlite3.Connection, text: str, blob_id: int) -> ParsedMessage:

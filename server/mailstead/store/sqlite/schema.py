@@ -33,6 +33,40 @@ _MAILBOXES = """(
     special_use TEXT,
     UNIQUE (user_id, name)
 )"""
+# An address ("local@domain", or "@domain" for the domain's catch-all), lower case, and
+# one row per user it reaches. A user's deletion removes them from every alias.
+_ALIASES = """(
+    address TEXT NOT NULL,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    PRIMARY KEY (address, user_id)
+) WITHOUT ROWID"""
+_BLOB_SEARCH = """(
+    blob_id INTEGER PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,
+    text TEXT NOT NULL
+)"""
+
+# The outbound queue (version 5): a message once, its recipients each with their own state
+# ('pending', 'sent', 'bounced'), attempt count, next attempt (Unix time) and the remote's
+# last reply. A message leaves the queue in the transaction that settles its last recipient.
+_QUEUE = """
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mail_from TEXT NOT NULL,
+    data BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue_recipients (
+    queue_id INTEGER NOT NULL REFERENCES queue(id) ON DELETE CASCADE,
+    address TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    last_reply TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (queue_id, address)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS queue_recipients_due ON queue_recipients (state, next_attempt);
+"""
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -51,6 +85,11 @@ CREATE TABLE IF NOT EXISTS blobs (
     data BLOB NOT NULL,
     dot_lines INTEGER  -- 1 when a line starts with ".", NULL: unknown (older databases)
 );
+-- The header decoded for SEARCH (mime.header_text.HeaderText as JSON); no row: not
+-- decoded yet (messages stored before version 4). Not a column of blobs: a big message's
+-- data is written as a zeroblob and then in pieces, and SQLite builds a zeroblob in
+-- memory whenever a column after it holds octets (dot_lines 0 or 1 holds none).
+CREATE TABLE IF NOT EXISTS blob_search {_BLOB_SEARCH};
 CREATE TABLE IF NOT EXISTS messages (
     mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
     uid INTEGER NOT NULL,
@@ -62,13 +101,15 @@ CREATE TABLE IF NOT EXISTS messages (
     blob_id INTEGER NOT NULL REFERENCES blobs(id),
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS aliases {_ALIASES};
 CREATE TABLE IF NOT EXISTS expunged (
     mailbox_id INTEGER NOT NULL,
     uid INTEGER NOT NULL,
     modseq INTEGER NOT NULL,
     PRIMARY KEY (mailbox_id, uid)
 ) WITHOUT ROWID;
-"""
+CREATE INDEX IF NOT EXISTS aliases_by_user ON aliases (user_id);
+{_QUEUE}"""
 
 
 def _add_dot_lines(conn: sqlite3.Connection) -> None:
@@ -110,8 +151,32 @@ def _never_reuse_ids(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_aliases(conn: sqlite3.Connection) -> None:
+    """Version 3: addresses that reach users other than by their name (``alias add``)."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS aliases {_ALIASES}")
+    conn.execute("CREATE INDEX IF NOT EXISTS aliases_by_user ON aliases (user_id)")
+
+
+def _add_search_text(conn: sqlite3.Connection) -> None:
+    """Version 4: blobs keep their header decoded for SEARCH (issue 12 #7).
+
+    Only the (empty) ``blob_search`` table is made, nothing is decoded: constant time,
+    whatever the size of the database. Older messages get their text when a SEARCH first
+    needs it (``reads.read_header_texts``)."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS blob_search {_BLOB_SEARCH}")
+
+
+def _add_queue(conn: sqlite3.Connection) -> None:
+    """Version 5: the outbound queue (``queue``, ``queue_recipients``)."""
+    for statement in _QUEUE.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 # UPGRADES[n] takes a database from version n to n + 1.
-UPGRADES: tuple[Callable[[sqlite3.Connection], None], ...] = (_add_dot_lines, _never_reuse_ids)
+UPGRADES: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _add_dot_lines, _never_reuse_ids, _add_aliases, _add_search_text, _add_queue,
+)
 SCHEMA_VERSION = len(UPGRADES)
 
 

@@ -1,0 +1,43 @@
+"""Messages per user per hour for submission ([submission] max_messages_per_hour).
+
+Counted in memory, per process, in a sliding window of one hour: a submission costs no
+extra store write (and no extra fsync) for the count, and a restart forgetting at most an
+hour of counting only lets a user send one more hour's worth, which is what the limit
+allows anyway. With several worker processes (DESIGN.md) each would count on its own;
+the count moves to the store or the supervisor with that work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+WINDOW = 3600.0
+
+
+class SubmissionRate:
+    def __init__(self, per_hour: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_hour = per_hour
+        self.clock = clock
+        self._sent: dict[int, deque[float]] = {}
+
+    def _window(self, user_id: int) -> deque[float]:
+        sent = self._sent.get(user_id)
+        if sent is None:
+            return deque()
+        cutoff = self.clock() - WINDOW
+        while sent and sent[0] <= cutoff:
+            sent.popleft()
+        if not sent:
+            del self._sent[user_id]
+        return sent
+
+    def allowed(self, user_id: int) -> bool:
+        """Whether ``user_id`` may submit one more message now."""
+        return len(self._window(user_id)) < self.per_hour
+
+    def record(self, user_id: int) -> None:
+        """One message of ``user_id`` was accepted."""
+        self._window(user_id)
+        self._sent.setdefault(user_id, deque()).append(self.clock())
