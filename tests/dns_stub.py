@@ -6,6 +6,9 @@ Names it does not know are NXDOMAIN; a known name asked for another type is NOER
 no answer (what a "no MX record" domain looks like). ``records`` may be changed while it
 runs. It serves on its own thread, so it works for in-process tests (``async with``) and
 for server subprocesses (``start_thread``/``stop``) alike.
+
+``silent`` (a set of names, empty at first) lists names whose queries get no reply at
+all, so a resolver times out on them: a DNS outage for one domain.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class DnsStub:
         # key: (name lower case without the trailing dot, "MX"/"A"/"AAAA"/"TXT"/"SRV"/"CNAME")
         self.records = records
         self.queries: list[tuple[str, str]] = []
+        self.silent: set[str] = set()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind(("127.0.0.1", 0))
         self._sock.settimeout(0.2)
@@ -62,7 +66,11 @@ class DnsStub:
             except OSError:
                 return
             try:
-                reply = self.answer(dns.message.from_wire(wire))
+                query = dns.message.from_wire(wire)
+                if any(q.name.to_text(omit_final_dot=True).lower() in self.silent
+                       for q in query.question):
+                    continue
+                reply = self.answer(query)
             except Exception:  # a malformed query gets no answer, like a real server's
                 continue
             self._sock.sendto(reply.to_wire(), peer)

@@ -64,6 +64,12 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "listen": (_ListOfAddr, ["127.0.0.1:1025"]),
         "listen_tls": (_ListOfAddr, []),
         "postmaster": (str, ""),
+        # Inbound SPF/DKIM/DMARC on this listener (smtp/inbound_auth.py).
+        "inbound_auth": (bool, True),
+        "dmarc_reject": (bool, True),  # refuse a DMARC p=reject failure with 550 5.7.1
+        "dmarc_quarantine": (str, "junk"),  # p=quarantine failure: "junk" or "inbox"
+        "trusted_networks": (list, ["127.0.0.0/8", "::1"]),  # not evaluated
+        "inbound_auth_seconds": (float, 10.0),  # DNS and checks per message, then temperror
     },
     "lmtp": {
         "listen": (_ListOfAddr, ["127.0.0.1:1024"]),
@@ -78,7 +84,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
         "max_messages_per_hour": (int, 200),
         "received_header": (bool, False),
     },
-    # Where `mailstead dns --check` (and outbound delivery) ask: [] = the system's resolver.
+    # Where `mailstead dns --check`, outbound delivery and inbound SPF/DKIM/DMARC ask:
+    # [] = the system's resolver.
     "dns": {
         "nameservers": (list, []),
         "port": (int, 53),
@@ -162,6 +169,7 @@ _CHOICES = {
     ("log", "level"): ("debug", "info", "warn", "error"),
     ("log", "format"): ("text", "json"),
     ("relay", "tls"): ("starttls", "implicit", "none"),
+    ("smtp", "dmarc_quarantine"): ("junk", "inbox"),
 }
 # Bounds (inclusive) beyond "positive" for keys where an absurd value breaks the server.
 # max_line_length: below 1,000 octets ordinary commands (an IMAP UID set, a LOGIN with
@@ -179,6 +187,8 @@ _RANGES: dict[tuple[str, str], tuple[int, int]] = {
     ("dns", "port"): (1, 65535),
     ("queue", "mx_port"): (1, 65535),
     ("relay", "port"): (1, 65535),
+    # Past a minute a sender's MTA has given up on the DATA reply.
+    ("smtp", "inbound_auth_seconds"): (1, 60),
 }
 _POSITIVE = {
     ("auth", "failure_burst"),

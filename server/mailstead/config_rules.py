@@ -103,6 +103,7 @@ VALUE_CHECKS: dict[tuple[str, str], Callable[[Any], None]] = {
     ("server", "hostname"): check_hostname,
     ("server", "domains"): check_domains,
     ("http", "metrics_allow"): check_networks,
+    ("smtp", "trusted_networks"): check_networks,
     ("http", "public_hostname"): check_public_hostname,
     ("http", "public_ports"): check_public_ports,
     ("dns", "nameservers"): check_nameservers,

@@ -52,6 +52,11 @@ class SmtpSection:
     listen: tuple[Listen, ...]
     listen_tls: tuple[Listen, ...]
     postmaster: str
+    inbound_auth: bool
+    dmarc_reject: bool
+    dmarc_quarantine: str
+    trusted_networks: tuple[str, ...]
+    inbound_auth_seconds: float
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,7 @@ class Mailstead:
         proto, tls = listener.proto, listener.kind == "tls"
         if proto in ("smtp", "lmtp"):
             from .smtp.delivery import DeliveryHandler, smtp_factory
+            from .smtp.inbound_auth import InboundAuth
 
             handler = DeliveryHandler(
                 ctx.store,
@@ -205,6 +206,7 @@ class Mailstead:
                 spool_dir=self.config.data_dir / "spool",
                 memory=ctx.delivery_memory,
                 postmaster=self.config.smtp.postmaster,
+                inbound=InboundAuth.from_config(self.config) if proto == "smtp" else None,
             )
             factory = smtp_factory(
                 handler,

@@ -13,14 +13,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
 from ..config_sections import DnsSection
+from ..dnsresolver import LOOKUP_SECONDS, make_resolver
 
-# How long one lookup may take, retries included, before the attempt is deferred.
-LOOKUP_SECONDS = 10.0
+# How long one lookup may take (retries included, before the attempt is deferred) and
+# how the resolver is built from [dns] are dnsresolver's, shared with inbound checks.
+__all__ = ["LOOKUP_SECONDS", "DnsFailure", "Host", "MxResolver", "make_resolver", "order_mx"]
 
 
 class DnsFailure(Exception):
@@ -38,18 +39,6 @@ class DnsFailure(Exception):
 class Host:
     name: str  # the MX host name, for logs and the DSN's Remote-MTA
     addresses: tuple[str, ...]
-
-
-def make_resolver(cfg: DnsSection) -> dns.asyncresolver.Resolver:
-    """The system's resolver, or ``[dns] nameservers`` on ``[dns] port``."""
-    if cfg.nameservers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = list(cfg.nameservers)
-        resolver.port = cfg.port
-    else:
-        resolver = dns.asyncresolver.Resolver()
-    resolver.lifetime = LOOKUP_SECONDS
-    return resolver
 
 
 def order_mx(records: list[tuple[int, str]], rng: random.Random | None = None) -> list[str]:

@@ -12,6 +12,10 @@ MTA handing mail over by LMTP names the host). ``postmaster`` (RFC 5321 §4.5.1:
 accepted, with or without a domain) goes to the user named by ``[smtp] postmaster``, else
 to a user called ``postmaster``, else to the first user created.
 
+On the SMTP listener (never LMTP) ``handle_DATA`` first has ``inbound_auth`` check the
+sender (SPF, DKIM, DMARC): its outcome may refuse the message, send it to Junk, and adds
+the Authentication-Results field to each stored copy.
+
 The message reaches ``handle_DATA`` in a spool file (``protocol.MailsteadProtocol``
 streams DATA there) and the store takes it from that file (``deliver_file``: a big one
 is never held whole in memory); each delivery starts only when ``DeliveryMemory`` has
@@ -34,8 +38,9 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from ..connection import ConnectionLimiter
-from ..store.api import MailStore, StorageFull, StoreError, User
+from ..store.api import Mailbox, MailStore, StorageFull, StoreError, User
 from .addresses import AddressBook, Unknown
+from .inbound_auth import AuthOutcome, InboundAuth
 from .protocol import MailsteadLMTP, MailsteadSMTP
 from .spool import DeliveryMemory, Spool, make_spool_folder
 
@@ -63,6 +68,7 @@ class DeliveryHandler:
         spool_dir: Path | None = None,  # None: the system's temporary folder
         memory: DeliveryMemory | None = None,
         postmaster: str = "",
+        inbound: InboundAuth | None = None,  # SPF/DKIM/DMARC (the SMTP listener only)
     ) -> None:
         self.store = store
         self.hostname = hostname
@@ -76,6 +82,7 @@ class DeliveryHandler:
         self.spool_dir = spool_dir
         self.memory = memory or DeliveryMemory.for_message_size(0)
         self.postmaster = postmaster
+        self.inbound = None if lmtp else inbound
 
     @property
     def metric_protocol(self) -> str:
@@ -100,6 +107,11 @@ class DeliveryHandler:
             self.refused("no_such_user")
             return "550 5.1.1 No such user here"
         return [Recipient(address, user) for user in found]
+
+    async def _junk(self, user: User) -> Mailbox | None:
+        """The user's \\Junk mailbox (RFC 6154), for DMARC quarantine; None if none."""
+        boxes = await self.store.list_mailboxes(user.id)
+        return next((b for b in boxes if b.special_use == "\\Junk"), None)
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
@@ -163,6 +175,14 @@ class DeliveryHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         spool: Spool = envelope.mailstead_spool  # type: ignore[attr-defined]
         recipients = _recipients(envelope)
+        auth: AuthOutcome | None = None
+        if self.inbound is not None:
+            auth = await self.inbound.evaluate(session, envelope, spool, self.memory)
+            if auth is not None and auth.refuse is not None:
+                self.refused("dmarc_reject")
+                return auth.refuse
+            if auth is not None:
+                spool.edit_head(auth.head, auth.replaces)
         # One stored copy per user, however many of their addresses were named.
         first_for_user: dict[int, int] = {}
         for i, rcpt in enumerate(recipients):
@@ -174,10 +194,12 @@ class DeliveryHandler:
                 inbox = await self.store.get_mailbox(rcpt.user.id, "INBOX")
                 if inbox is None:
                     inbox = await self.store.create_mailbox(rcpt.user.id, "INBOX")
+                if auth is not None and auth.quarantine:
+                    inbox = await self._junk(rcpt.user) or inbox
                 # The spool starts with recipient 0's trace headers: theirs is the spool
                 # itself; any other recipient gets their own in front of the data.
                 trace = None if index == 0 else self.trace_headers(session, envelope, rcpt)
-                size = spool.size if trace is None else spool.size - spool.body_start + len(trace)
+                size = spool.stored_size(trace)
                 async with self.memory.hold(self.store.delivery_memory(size)), \
                         spool.message_file(trace) as message:
                     await self.store.deliver_file([inbox.id], message)

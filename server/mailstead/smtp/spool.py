@@ -49,6 +49,7 @@ class Spool:
         self.size = 0  # octets written to the file so far
         self.error: OSError | None = None  # the first write error; later data is dropped
         self.discarded = False
+        self._head: tuple[bytes, int] = (b"", 0)  # see edit_head
 
     async def write(self, data: bytes) -> None:
         if self.error is not None or self.discarded:
@@ -79,40 +80,57 @@ class Spool:
         self._pending = []
         self._pending_size = 0
 
-    async def message(self) -> bytes:
+    async def message(self, *, data_only: bool = False) -> bytes:
         """The spool as written, whole: for submission, which completes the header and
         hands the message to the outbound queue (its size is bounded by the caller's
-        ``DeliveryMemory`` hold). Delivery reads it as a file (``message_file``)."""
+        ``DeliveryMemory`` hold). Delivery reads it as a file (``message_file``).
+        ``data_only``: without the first recipient's trace headers (what was sent)."""
         await self.flush()
         if self.error is not None:
             raise self.error
-        fileno, size = self._file.fileno(), self.size
+        start = self.body_start if data_only else 0
+        fileno, size = self._file.fileno(), self.size - start
         return await asyncio.get_running_loop().run_in_executor(
-            _IO, pread_exact, fileno, size, 0)
+            _IO, pread_exact, fileno, size, start)
+
+    def edit_head(self, head: bytes, replaces: int) -> None:
+        """Every stored copy gets ``head`` in place of the first ``replaces`` octets of
+        the data (inbound_auth: our Authentication-Results added, forged ones removed)."""
+        self._head = (head, replaces)
+
+    def stored_size(self, trace: bytes | None = None) -> int:
+        """The size of ``message_file(trace)``."""
+        head, replaces = self._head
+        first = self.body_start if trace is None else len(trace)
+        return first + len(head) + self.size - self.body_start - replaces
 
     @contextlib.asynccontextmanager
     async def message_file(self, trace: bytes | None = None) -> AsyncIterator[MessageFile]:
         """The stored form for one recipient, as a file open inside the ``async with``: the
         spool as written (``trace`` None, the first recipient's), else a copy of it with
-        ``trace`` in place of the first recipient's trace headers."""
+        ``trace`` in place of the first recipient's trace headers (and a copy too when
+        ``edit_head`` changed the start of the data)."""
         await self.flush()
         if self.error is not None:
             raise self.error
-        if trace is None:
+        if trace is None and self._head == (b"", 0):
             yield MessageFile(self._file.fileno(), self.size)
             return
         loop = asyncio.get_running_loop()
         copy = await loop.run_in_executor(_IO, self._copy_for, trace)
         try:
-            yield MessageFile(copy.fileno(), len(trace) + self.size - self.body_start)
+            yield MessageFile(copy.fileno(), self.stored_size(trace))
         finally:
             copy.close()
 
-    def _copy_for(self, trace: bytes) -> IO[bytes]:
+    def _copy_for(self, trace: bytes | None) -> IO[bytes]:
         copy = tempfile.TemporaryFile(dir=self._folder, prefix="msg-")  # noqa: SIM115
         try:
-            copy.write(trace)
-            fileno, at = self._file.fileno(), self.body_start
+            fileno = self._file.fileno()
+            head, replaces = self._head
+            copy.write(pread_exact(fileno, self.body_start, 0) if trace is None else trace)
+            copy.write(head)
+            at = self.body_start + replaces
             while at < self.size:
                 piece = pread_exact(fileno, min(COPY_PIECE, self.size - at), at)
                 copy.write(piece)
