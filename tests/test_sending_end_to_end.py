@@ -12,9 +12,11 @@ recipient the remote refuses yields exactly one bounce in the sender's INBOX.
 from __future__ import annotations
 
 import re
+import shutil
 import smtplib
 import socket
 import ssl
+import subprocess
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -213,3 +215,31 @@ def test_the_printed_records_check_out(world: World) -> None:
     world.stub.records[("mail.test", "A")] = ["192.0.2.25"]
     res = world.srv.cli("dns", "example.org", "--check", check=False)
     assert res.returncode == 0 and "all records are in place" in res.stdout, res.stdout
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+@pytest.mark.parametrize("kind", ["SSL", "STARTTLS"])
+def test_curl_sends_through_the_advertised_submission_servers(world: World, kind: str) -> None:
+    """curl as a second real client, on exactly what autoconfig advertises: the host name
+    (resolved to loopback with --resolve, verified against the server's CA), the port and
+    the TLS mode; one local and one remote recipient."""
+    srv, sink = world.srv, world.sink
+    (server,) = [s for s in outgoing_servers(srv, "alice@example.org") if s["socketType"] == kind]
+    host, port = server["hostname"], server["port"]
+    url = f"smtps://{host}:{port}" if kind == "SSL" else f"smtp://{host}:{port}"
+    before_local, before_remote = len(stored_messages(srv, "bob")), len(sink.received)
+    subject = f"curl over {kind}"
+    res = subprocess.run(
+        ["curl", "--silent", "--show-error", "--max-time", "20", url,
+         "--resolve", f"{host}:{port}:127.0.0.1", "--cacert", str(srv.data / "tls" / "ca.pem"),
+         *(["--ssl-reqd"] if kind == "STARTTLS" else []),
+         "--user", "alice@example.org:secret", "--mail-from", "alice@example.org",
+         "--mail-rcpt", "bob@example.org", "--mail-rcpt", "carol@example.net",
+         "--upload-file", "-"],
+        input=mail("bob@example.org, carol@example.net", subject), capture_output=True,
+        timeout=30)
+    assert res.returncode == 0, res.stderr
+    local = stored_messages(srv, "bob")[before_local:]
+    assert len(local) == 1 and f"Subject: {subject}".encode() in local[0]
+    wait_sync(lambda: len(sink.received) > before_remote, what="the remote copy")
+    assert f"Subject: {subject}".encode() in sink.received[before_remote].data
