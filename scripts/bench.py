@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -108,14 +108,19 @@ def realistic_message(i: int, rng: random.Random) -> bytes:
 
 @contextmanager
 def own_server(
-    users: Sequence[str] = ("bench",), workers: int = 1,
+    users: Sequence[str] = ("bench",), workers: int = 1, *, extra_config: str = "",
+    prepare: Callable[[Path], None] | None = None,
 ) -> Iterator[tuple[dict[tuple[str, bool], int], Path, int]]:
     """A fresh server in a temporary folder with ``users`` (password: bench) and
     ``[server] workers`` processes (the pid is the supervisor's; CPU time counts its
-    workers, as it counts every process below the one named)."""
+    workers, as it counts every process below the one named). ``extra_config`` is added
+    to the configuration (sections it does not have yet); ``prepare(config path)`` runs
+    after the users are created and before the server starts (e.g. to fill a mailbox
+    through the store directly)."""
     with tempfile.TemporaryDirectory(prefix="mailstead-bench-") as tmp:
         root = Path(tmp)
-        (root / "mailstead.toml").write_text(CONFIG.replace("{workers}", str(workers)))
+        (root / "mailstead.toml").write_text(CONFIG.replace("{workers}", str(workers))
+                                             + extra_config)
         env = dict(os.environ, PYTHONPATH=str(ROOT / "server"))
         cmd = [sys.executable, "-m", "mailstead"]
         for user in users:
@@ -128,6 +133,8 @@ def own_server(
                 env=env,
                 capture_output=True,
             )
+        if prepare is not None:
+            prepare(root / "mailstead.toml")
         proc = subprocess.Popen(
             [*cmd, "serve", "-c", str(root / "mailstead.toml")],
             env=env,
@@ -514,6 +521,12 @@ def main() -> None:
                        "STARTTLS to a test MX")
     add_submit_arguments(p)
     p.set_defaults(func=lambda a: cmd_submit(a, realistic_message))
+    from bench_bigbox import add_bigbox_arguments, cmd_bigbox
+
+    p = sub.add_parser("bigbox", help="one large INBOX: SELECT, UID FETCH FLAGS, UID SEARCH "
+                       "UNSEEN, STATUS, POP3 STAT/UIDL, and the memory of a selected view")
+    add_bigbox_arguments(p)
+    p.set_defaults(func=lambda a: cmd_bigbox(a, own_server, lmtp_deliver))
     args = parser.parse_args()
     print(json.dumps(args.func(args)))
 
