@@ -527,6 +527,12 @@ def main() -> None:
                        "UNSEEN, STATUS, POP3 STAT/UIDL, and the memory of a selected view")
     add_bigbox_arguments(p)
     p.set_defaults(func=lambda a: cmd_bigbox(a, own_server, lmtp_deliver))
+    from bench_idle import add_idle_arguments, cmd_idle
+
+    p = sub.add_parser("idle", help="N sessions idling on one INBOX: server memory per "
+                       "session, fan-out of one delivered message to all of them")
+    add_idle_arguments(p)
+    p.set_defaults(func=lambda a: cmd_idle(a, own_server))
     args = parser.parse_args()
     print(json.dumps(args.func(args)))
 
