@@ -1,7 +1,8 @@
 """``scripts/bench idle``: many IMAP sessions that SELECT INBOX and IDLE; the server's private
 memory (RssAnon, /proc/PID/status) per session at each count of --sessions (e.g. 1000,5000:
-sessions are added up to each count; one session opened first is the baseline), and the fan-out of one delivered message to all of them:
-from the LMTP ``250`` to the last session reading its ``EXISTS``.
+sessions are added up to each count; one session opened first is the baseline), and the
+fan-out of one delivered message to all of them: from the LMTP ``250`` to the last session
+reading its ``EXISTS``.
 
 It starts its own server (one worker) with the connection limits raised to the largest count,
 and raises this process's RLIMIT_NOFILE (inherited by the server) to its hard limit. Each
