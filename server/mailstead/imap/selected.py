@@ -38,6 +38,7 @@ from ..store.api import (
     ViewSnapshot,
 )
 from . import response
+from .client_map import ClientMap, Column
 from .stream_check import StreamChecker
 from .view_delta import Delta, Flags
 
@@ -79,10 +80,11 @@ class SelectedMailbox:
         # sync() and drain() of one view never interleave (the IDLE push and the command
         # path both take it), so a claim in flight is never overtaken by a drain.
         self.lock = asyncio.Lock()
-        # --- the client map
-        self.uids: list[int] = []
-        self.flags: dict[int, Flags] = {}
-        self.modseqs: dict[int, int] = {}
+        # --- the client map (the flag and modseq columns follow ``uids``: client_map.py)
+        self._map = ClientMap()
+        self.uids: list[int] = self._map.uids
+        self.flags: Column[Flags] = self._map.flags
+        self.modseqs: Column[int] = self._map.modseqs
         self.recent: set[int] = set()
         self.keywords: set[str] = set()  # announced in FLAGS
         self._top_uid = 0  # highest UID ever in the client map
@@ -100,9 +102,7 @@ class SelectedMailbox:
         events already in the snapshot are dropped by modseq when they are applied)."""
         self.mailbox = snap.mailbox
         for info in snap.messages:
-            self.uids.append(info.uid)
-            self.flags[info.uid] = info.flags
-            self.modseqs[info.uid] = info.modseq
+            self._map.append(info.uid, info.flags, info.modseq)
             self.keywords |= keywords_of(info.flags)
         self.recent = set(snap.recent_uids)
         self._reported_recent = len(self.recent)
@@ -120,8 +120,7 @@ class SelectedMailbox:
         lines = [*self._flags_lines(), exists, b"* %d RECENT" % len(self.recent)]
         self.checker.opened(exists, self.uids, self.keywords)
         self.checker.recent(lines[-1])
-        first_unseen = next((i for i, u in enumerate(self.uids, 1)
-                             if "\\Seen" not in self.flags[u]), None)
+        first_unseen = self._map.first_without("\\Seen")
         if first_unseen is not None:
             lines.append(b"* OK [UNSEEN %d] First unseen" % first_unseen)
         lines += [
@@ -236,9 +235,7 @@ class SelectedMailbox:
                 # Highest first: each number is valid as sent, clients renumber after each.
                 n = self.msn(uid)
                 assert n is not None
-                del self.uids[n - 1]
-                del self.flags[uid]
-                self.modseqs.pop(uid, None)
+                self._map.delete_at(n - 1)
                 self.recent.discard(uid)
                 line = b"* %d EXPUNGE" % n
                 self.checker.expunge(line, uid, allowed=True)
@@ -250,9 +247,7 @@ class SelectedMailbox:
         if new:
             added = [u for u, _ in new]
             for uid, (flags, modseq) in new:
-                self.uids.append(uid)
-                self.flags[uid] = flags
-                self.modseqs[uid] = modseq
+                self._map.append(uid, flags, modseq)
                 if uid in delta.recent:
                     self.recent.add(uid)
             self._top_uid = added[-1]
@@ -291,8 +286,9 @@ class SelectedMailbox:
         self._held = set()
         for uid in [u for u in held & changed.keys() if told(changed[u][0]) != changed[u][0]]:
             flags, modseq = changed.pop(uid)
-            self.flags[uid] = flags
-            self.modseqs[uid] = modseq
+            if uid in self.flags:  # a new message gets its flags when it is announced
+                self.flags[uid] = flags
+                self.modseqs[uid] = modseq
             self._stale.add(uid)
         return changed
 
