@@ -85,6 +85,11 @@ class ClientMap:
         self._flag_values.append(flags)
         self._modseq_values.append(modseq)
 
+    def entries(self) -> Iterator[tuple[int, int, frozenset[str], int]]:
+        """(UID, message number, flags, modseq) in UID order."""
+        return zip(self.uids, range(1, len(self.uids) + 1), self._flag_values,
+                   self._modseq_values, strict=True)
+
     def first_without(self, flag: str) -> int | None:
         """The message number of the first message without ``flag``, if any."""
         return next((n for n, flags in enumerate(self._flag_values, 1) if flag not in flags),

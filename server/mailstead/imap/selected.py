@@ -21,6 +21,7 @@ announced; ``drain()`` (sync) turns the delta into lines and moves the client ma
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -332,10 +333,7 @@ class SelectedMailbox:
         return self.fetch_line(uid, items)
 
     def format_flags(self, uid: int) -> bytes:
-        flags = sorted(self.flags.get(uid, frozenset()))
-        if uid in self.recent:
-            flags.append("\\Recent")
-        return _flag_list(flags)
+        return _formatted_flags(self.flags.get(uid, frozenset()), uid in self.recent)
 
     # --- sequence numbers ----------------------------------------------------------------
     @property
@@ -346,6 +344,12 @@ class SelectedMailbox:
         i = bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
+    def live_entries(self) -> list[tuple[int, int, Flags, int]]:
+        """(UID, message number, flags, modseq) of every message in the client map that
+        was not expunged behind its back: one pass, no lookup per UID."""
+        expunged = self.delta.expunged
+        return [e for e in self._map.entries() if e[0] not in expunged]
+
     def is_live(self, uid: int) -> bool:
         """In the client map and not expunged behind its back."""
         return uid in self.flags and uid not in self.delta.expunged
@@ -353,3 +357,13 @@ class SelectedMailbox:
 
 def _flag_list(flags: Iterable[str]) -> bytes:
     return response.plist(f.encode("utf-8") for f in flags)
+
+
+@functools.lru_cache(maxsize=4096)
+def _formatted_flags(flags: Flags, recent: bool) -> bytes:
+    """A message's flag list as sent: the store shares one set per distinct flags, so a
+    FETCH of 100,000 messages formats a handful (frozensets keep their hash)."""
+    ordered = sorted(flags)
+    if recent:
+        ordered.append("\\Recent")
+    return _flag_list(ordered)
