@@ -29,11 +29,11 @@ class Idler:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, port: int) -> Idler:
+    async def open(cls, port: int, verb: bytes = b"SELECT") -> Idler:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         idler = cls(reader, writer)
         await reader.readline()
-        for tag, line in ((b"l", b'LOGIN "bench" "bench"'), (b"s", b"SELECT INBOX")):
+        for tag, line in ((b"l", b'LOGIN "bench" "bench"'), (b"s", verb + b" INBOX")):
             writer.write(tag + b" " + line + b"\r\n")
             while not (answer := await reader.readline()).startswith(tag + b" "):
                 if not answer:
@@ -79,13 +79,14 @@ async def lmtp_one(port: int, data: bytes) -> float:
     return done
 
 
-async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int) -> dict[str, Any]:
+async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int,
+              verb: bytes) -> dict[str, Any]:
     import random
 
     rng = random.Random(1)
     # One session first: the first login's one-off costs (imports, the password hash's
     # memory, buffers) are not a session's.
-    idlers: list[Idler] = [await Idler.open(imap)]
+    idlers: list[Idler] = [await Idler.open(imap, verb)]
     steps: list[dict[str, Any]] = []
     await asyncio.sleep(1)
     base = prev = rss_anon_kib(pid)
@@ -94,7 +95,7 @@ async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int) ->
         t0 = time.perf_counter()
         while len(idlers) < count:
             todo = min(OPEN_AT_ONCE, count - len(idlers))
-            idlers += await asyncio.gather(*(Idler.open(imap) for _ in range(todo)))
+            idlers += await asyncio.gather(*(Idler.open(imap, verb) for _ in range(todo)))
         opened = time.perf_counter() - t0
         await asyncio.sleep(1)  # let the server settle (freed login buffers)
         rss = rss_anon_kib(pid)
@@ -124,6 +125,8 @@ def add_idle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sessions", default="1000,5000",
                    help="session counts to measure at, ascending, comma-separated")
     p.add_argument("--rounds", type=int, default=3, help="deliveries timed at each count")
+    p.add_argument("--examine", action="store_true",
+                   help="EXAMINE instead of SELECT: read-only sessions claim no \\Recent")
 
 
 def cmd_idle(args: argparse.Namespace, own_server: Any) -> dict[str, Any]:
@@ -142,5 +145,6 @@ def cmd_idle(args: argparse.Namespace, own_server: Any) -> dict[str, Any]:
     with own_server(extra_config=extra) as (ports, _, pid):
         result: dict[str, Any] = {"server": "mailstead", "benchmark": "idle"}
         result.update(asyncio.run(run(counts, args.rounds, ports[("imap", False)],
-                                      ports[("lmtp", False)], pid)))
+                                      ports[("lmtp", False)], pid,
+                                      b"EXAMINE" if args.examine else b"SELECT")))
     return result
