@@ -55,8 +55,6 @@ class SqliteBase(MailStore):
         self._all_readers: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
         self._maildrop_locks: set[int] = set()
-        # Mailbox id -> a \\Recent claim boundary known to be reached (claim_recent).
-        self._recent_claimed: dict[int, int] = {}
         # With several worker processes on this database (supervisor.py): the folder of
         # the per-user flock files that make the POP3 maildrop lock hold across them.
         self.maildrop_lock_dir: Path | None = None

@@ -233,15 +233,7 @@ class MailboxesMixin(SqliteBase):
 
     # --- \Recent claim and the snapshot SELECT reads (see MailStore.open_view) ----------
     async def claim_recent(self, mailbox_id: int, below: int | None = None) -> int:
-        # Every session idling on a mailbox claims each new message; one wins, and the
-        # others would each queue a write to learn that. The boundary only rises and
-        # mailbox ids are never reused (AUTOINCREMENT), so once this process has seen it
-        # at or above ``below`` the answer is known: nothing below it is the caller's.
-        known = self._recent_claimed.get(mailbox_id, 0)
-        if below is not None and below <= known:
-            return known
-
-        def job(conn: sqlite3.Connection) -> tuple[tuple[int, int], list[ChangeBatch]]:
+        def job(conn: sqlite3.Connection) -> tuple[int, list[ChangeBatch]]:
             # The writer is the only writer and runs inside BEGIN IMMEDIATE, so this read
             # and the UPDATE are one atomic step, for other processes too.
             row = conn.execute(
@@ -255,12 +247,9 @@ class MailboxesMixin(SqliteBase):
                 "UPDATE mailboxes SET first_recent_uid = ? WHERE id = ? AND first_recent_uid < ?",
                 (target, mailbox_id, target),
             )
-            return (was, max(was, target)), []
+            return was, []
 
-        was, now = await self._write(NotDurable(job))
-        if now > self._recent_claimed.get(mailbox_id, 0):
-            self._recent_claimed[mailbox_id] = now
-        return was
+        return await self._write(NotDurable(job))
 
     async def read_view(self, mailbox_id: int) -> ViewSnapshot:
         def q(conn: sqlite3.Connection) -> ViewSnapshot:
