@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -119,14 +119,19 @@ def wait_listeners(root: Path, proc: subprocess.Popen[bytes]) -> dict[tuple[str,
 
 @contextmanager
 def own_server(
-    users: Sequence[str] = ("bench",), workers: int = 1,
+    users: Sequence[str] = ("bench",), workers: int = 1, *, extra_config: str = "",
+    prepare: Callable[[Path], None] | None = None,
 ) -> Iterator[tuple[dict[tuple[str, bool], int], Path, int]]:
     """A fresh server in a temporary folder with ``users`` (password: bench) and
     ``[server] workers`` processes (the pid is the supervisor's; CPU time counts its
-    workers, as it counts every process below the one named)."""
+    workers, as it counts every process below the one named). ``extra_config`` is added
+    to the configuration (sections it does not have yet); ``prepare(config path)`` runs
+    after the users are created and before the server starts (e.g. to fill a mailbox
+    through the store directly)."""
     with tempfile.TemporaryDirectory(prefix="mailstead-bench-") as tmp:
         root = Path(tmp)
-        (root / "mailstead.toml").write_text(CONFIG.replace("{workers}", str(workers)))
+        (root / "mailstead.toml").write_text(CONFIG.replace("{workers}", str(workers))
+                                             + extra_config)
         env = dict(os.environ, PYTHONPATH=str(ROOT / "server"))
         cmd = [sys.executable, "-m", "mailstead"]
         for user in users:
@@ -139,6 +144,8 @@ def own_server(
                 env=env,
                 capture_output=True,
             )
+        if prepare is not None:
+            prepare(root / "mailstead.toml")
         proc = subprocess.Popen(
             [*cmd, "serve", "-c", str(root / "mailstead.toml")],
             env=env,
@@ -515,10 +522,22 @@ def main() -> None:
                                            process_cpu_seconds, compare))
     from bench_submit import add_submit_arguments, cmd_submit
 
-    p = sub.add_parser("submit", help="outbound queue: enqueue with DKIM, deliver over "
-                       "STARTTLS to a test MX")
+    p = sub.add_parser("submit", help="sending: through submission (or the queue alone), "
+                       "DKIM, delivery over STARTTLS to a test MX")
     add_submit_arguments(p)
     p.set_defaults(func=lambda a: cmd_submit(a, realistic_message, wait_listeners))
+    from bench_bigbox import add_bigbox_arguments, cmd_bigbox
+
+    p = sub.add_parser("bigbox", help="one large INBOX: SELECT, UID FETCH FLAGS, UID SEARCH "
+                       "UNSEEN, STATUS, POP3 STAT/UIDL, and the memory of a selected view")
+    add_bigbox_arguments(p)
+    p.set_defaults(func=lambda a: cmd_bigbox(a, own_server, lmtp_deliver))
+    from bench_idle import add_idle_arguments, cmd_idle
+
+    p = sub.add_parser("idle", help="N sessions idling on one INBOX: server memory per "
+                       "session, fan-out of one delivered message to all of them")
+    add_idle_arguments(p)
+    p.set_defaults(func=lambda a: cmd_idle(a, own_server))
     args = parser.parse_args()
     print(json.dumps(args.func(args)))
 

@@ -21,6 +21,7 @@ announced; ``drain()`` (sync) turns the delta into lines and moves the client ma
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -38,6 +39,7 @@ from ..store.api import (
     ViewSnapshot,
 )
 from . import response
+from .client_map import ClientMap, Column
 from .stream_check import StreamChecker
 from .view_delta import Delta, Flags
 
@@ -79,10 +81,11 @@ class SelectedMailbox:
         # sync() and drain() of one view never interleave (the IDLE push and the command
         # path both take it), so a claim in flight is never overtaken by a drain.
         self.lock = asyncio.Lock()
-        # --- the client map
-        self.uids: list[int] = []
-        self.flags: dict[int, Flags] = {}
-        self.modseqs: dict[int, int] = {}
+        # --- the client map (the flag and modseq columns follow ``uids``: client_map.py)
+        self._map = ClientMap()
+        self.uids: list[int] = self._map.uids
+        self.flags: Column[Flags] = self._map.flags
+        self.modseqs: Column[int] = self._map.modseqs
         self.recent: set[int] = set()
         self.keywords: set[str] = set()  # announced in FLAGS
         self._top_uid = 0  # highest UID ever in the client map
@@ -100,9 +103,7 @@ class SelectedMailbox:
         events already in the snapshot are dropped by modseq when they are applied)."""
         self.mailbox = snap.mailbox
         for info in snap.messages:
-            self.uids.append(info.uid)
-            self.flags[info.uid] = info.flags
-            self.modseqs[info.uid] = info.modseq
+            self._map.append(info.uid, info.flags, info.modseq)
             self.keywords |= keywords_of(info.flags)
         self.recent = set(snap.recent_uids)
         self._reported_recent = len(self.recent)
@@ -120,8 +121,7 @@ class SelectedMailbox:
         lines = [*self._flags_lines(), exists, b"* %d RECENT" % len(self.recent)]
         self.checker.opened(exists, self.uids, self.keywords)
         self.checker.recent(lines[-1])
-        first_unseen = next((i for i, u in enumerate(self.uids, 1)
-                             if "\\Seen" not in self.flags[u]), None)
+        first_unseen = self._map.first_without("\\Seen")
         if first_unseen is not None:
             lines.append(b"* OK [UNSEEN %d] First unseen" % first_unseen)
         lines += [
@@ -236,9 +236,7 @@ class SelectedMailbox:
                 # Highest first: each number is valid as sent, clients renumber after each.
                 n = self.msn(uid)
                 assert n is not None
-                del self.uids[n - 1]
-                del self.flags[uid]
-                self.modseqs.pop(uid, None)
+                self._map.delete_at(n - 1)
                 self.recent.discard(uid)
                 line = b"* %d EXPUNGE" % n
                 self.checker.expunge(line, uid, allowed=True)
@@ -250,9 +248,7 @@ class SelectedMailbox:
         if new:
             added = [u for u, _ in new]
             for uid, (flags, modseq) in new:
-                self.uids.append(uid)
-                self.flags[uid] = flags
-                self.modseqs[uid] = modseq
+                self._map.append(uid, flags, modseq)
                 if uid in delta.recent:
                     self.recent.add(uid)
             self._top_uid = added[-1]
@@ -291,8 +287,9 @@ class SelectedMailbox:
         self._held = set()
         for uid in [u for u in held & changed.keys() if told(changed[u][0]) != changed[u][0]]:
             flags, modseq = changed.pop(uid)
-            self.flags[uid] = flags
-            self.modseqs[uid] = modseq
+            if uid in self.flags:  # a new message gets its flags when it is announced
+                self.flags[uid] = flags
+                self.modseqs[uid] = modseq
             self._stale.add(uid)
         return changed
 
@@ -336,10 +333,7 @@ class SelectedMailbox:
         return self.fetch_line(uid, items)
 
     def format_flags(self, uid: int) -> bytes:
-        flags = sorted(self.flags.get(uid, frozenset()))
-        if uid in self.recent:
-            flags.append("\\Recent")
-        return _flag_list(flags)
+        return _formatted_flags(self.flags.get(uid, frozenset()), uid in self.recent)
 
     # --- sequence numbers ----------------------------------------------------------------
     @property
@@ -350,6 +344,12 @@ class SelectedMailbox:
         i = bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
 
+    def live_entries(self) -> list[tuple[int, int, Flags, int]]:
+        """(UID, message number, flags, modseq) of every message in the client map that
+        was not expunged behind its back: one pass, no lookup per UID."""
+        expunged = self.delta.expunged
+        return [e for e in self._map.entries() if e[0] not in expunged]
+
     def is_live(self, uid: int) -> bool:
         """In the client map and not expunged behind its back."""
         return uid in self.flags and uid not in self.delta.expunged
@@ -357,3 +357,13 @@ class SelectedMailbox:
 
 def _flag_list(flags: Iterable[str]) -> bytes:
     return response.plist(f.encode("utf-8") for f in flags)
+
+
+@functools.lru_cache(maxsize=4096)
+def _formatted_flags(flags: Flags, recent: bool) -> bytes:
+    """A message's flag list as sent: the store shares one set per distinct flags, so a
+    FETCH of 100,000 messages formats a handful (frozensets keep their hash)."""
+    ordered = sorted(flags)
+    if recent:
+        ordered.append("\\Recent")
+    return _flag_list(ordered)

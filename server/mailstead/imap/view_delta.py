@@ -11,7 +11,7 @@ to be rebuilt from a fresh read of the store (``needs_read``) instead of guessin
 from __future__ import annotations
 
 import logging
-from collections.abc import Container, Sequence
+from collections.abc import Container, Mapping, Sequence
 
 from ..store.api import Appended, ChangeEvent, Expunged, FlagsChanged, ViewSnapshot
 
@@ -96,7 +96,7 @@ class Delta:
         return False
 
     def rebuild(self, snap: ViewSnapshot, client_uids: Sequence[int],
-                client_modseqs: dict[int, int], top_uid: int) -> None:
+                client_modseqs: Mapping[int, int], top_uid: int) -> None:
         """The delta as the difference between the client's map and a fresh snapshot."""
         live = {info.uid: info for info in snap.messages}
         self.expunged = {u for u in client_uids if u not in live}

@@ -208,28 +208,27 @@ async def search(
     """UIDs of the messages in the view that match, ascending."""
     needs = _needs(key, _Needs())
     cost = key_cost(key)
-    candidates = [u for u in view.uids if view.is_live(u)]
+    candidates = view.live_entries()
     max_msn = view.exists
     max_uid = view.uids[-1] if view.uids else 0
     found: list[int] = []
     mbox = view.mailbox.id
     for start in range(0, len(candidates), CHUNK):
         chunk = candidates[start : start + CHUNK]
+        uids = [e[0] for e in chunk]
         infos: dict[int, MessageInfo] = {}
         headers: dict[int, HeaderText] = {}
         if needs.info:
-            infos = {i.uid: i for i in await store.get_messages(mbox, chunk)}
+            infos = {i.uid: i for i in await store.get_messages(mbox, uids)}
         if needs.headers:
-            headers = await store.read_header_texts(mbox, chunk)
+            headers = await store.read_header_texts(mbox, uids)
         msgs: list[_Message] = []
-        for uid in chunk:
+        recent = view.recent
+        for uid, msn, flags, modseq in chunk:
             if (needs.info and uid not in infos) or (needs.headers and uid not in headers):
                 continue  # expunged while we looked
-            msn = view.msn(uid)
-            assert msn is not None
-            msg = _Message(uid, msn, view.flags.get(uid, frozenset()), uid in view.recent,
-                           view.modseqs.get(uid, 0), infos.get(uid), headers.get(uid))
-            msgs.append(msg)
+            msgs.append(_Message(uid, msn, flags, uid in recent, modseq, infos.get(uid),
+                                 headers.get(uid)))
         if needs.text:
             for group in _body_groups(msgs):
                 bodies = await store.read_messages(mbox, [m.uid for m in group])

@@ -24,6 +24,7 @@ from ..api import (
     FlagsChanged,
     MailboxGone,
 )
+from .rows import flags_set
 
 
 @dataclass
@@ -122,7 +123,7 @@ class ExternalChanges:
             "ORDER BY uid",
             (mbox, mark.modseq),
         ):
-            flag_set = frozenset(flags.split()) if flags else frozenset()
+            flag_set = flags_set(flags)
             if uid >= mark.uidnext and uid not in own.appended:
                 events.append(Appended(uid, modseq, flag_set))
             elif modseq not in own.modseqs:

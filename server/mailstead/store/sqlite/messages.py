@@ -148,13 +148,13 @@ def insert_message(
         "UPDATE mailboxes SET uidnext = uidnext + 1 WHERE id = ? RETURNING uidnext - 1",
         (mailbox_id,),
     ).fetchone()[0]
-    fl = frozenset(flags)
+    text = flags_text(flags)
     conn.execute(
         "INSERT INTO messages (mailbox_id, uid, modseq, flags, internaldate, tzoffset, "
         "size, blob_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (mailbox_id, uid, modseq, flags_text(fl), *internaldate, size, blob_id),
+        (mailbox_id, uid, modseq, text, *internaldate, size, blob_id),
     )
-    return Appended(uid, modseq, fl)
+    return Appended(uid, modseq, flags_set(text))
 
 
 def expunge_rows(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int]) -> list[Expunged]:
@@ -314,8 +314,10 @@ class MessagesMixin(SqliteBase):
                         continue
                     if modseq is None:
                         modseq = bump(conn, mailbox_id)
-                    updates.append((flags_text(new), modseq, mailbox_id, uid))
-                    result.changed.append(FlagsChanged(uid, modseq, new))
+                    text = flags_text(new)
+                    updates.append((text, modseq, mailbox_id, uid))
+                    # The shared set: sessions keep it in their views (rows.flags_set).
+                    result.changed.append(FlagsChanged(uid, modseq, flags_set(text)))
             # One statement for all rows: a POP3 download marks thousands \Seen at once.
             conn.executemany(
                 "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",

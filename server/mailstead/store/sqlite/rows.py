@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,7 +18,16 @@ def flags_text(flags: Iterable[str]) -> str:
     return " ".join(sorted(set(flags)))
 
 
+# Distinct flag texts shared at once; a mailbox has few (most messages are "\\Seen" or
+# nothing), so a listing of 100,000 messages holds a handful of frozensets, not 100,000
+# (each costs 216 octets and would live as long as every view that selected it).
+FLAG_SETS_SHARED = 4096
+
+
+@functools.lru_cache(maxsize=FLAG_SETS_SHARED)
 def flags_set(text: str) -> frozenset[str]:
+    """The flags of a stored text: one shared frozenset per distinct text (thread-safe:
+    readers and the writer run on their own threads)."""
     return frozenset(text.split()) if text else frozenset()
 
 

@@ -1,0 +1,150 @@
+"""``scripts/bench idle``: many IMAP sessions that SELECT INBOX and IDLE; the server's private
+memory (RssAnon, /proc/PID/status) per session at each count of --sessions (e.g. 1000,5000:
+sessions are added up to each count; one session opened first is the baseline), and the
+fan-out of one delivered message to all of them: from the LMTP ``250`` to the last session
+reading its ``EXISTS``.
+
+It starts its own server (one worker) with the connection limits raised to the largest count,
+and raises this process's RLIMIT_NOFILE (inherited by the server) to its hard limit. Each
+session is one socket here: the client's own loop reading thousands of EXISTS lines is part
+of what the fan-out time measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import statistics
+import time
+from typing import Any
+
+from bench_bigbox import rss_anon_kib, small_message
+
+OPEN_AT_ONCE = 50  # sessions logging in at the same time
+
+
+class Idler:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int, verb: bytes = b"SELECT") -> Idler:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        idler = cls(reader, writer)
+        await reader.readline()
+        for tag, line in ((b"l", b'LOGIN "bench" "bench"'), (b"s", verb + b" INBOX")):
+            writer.write(tag + b" " + line + b"\r\n")
+            while not (answer := await reader.readline()).startswith(tag + b" "):
+                if not answer:
+                    raise ConnectionError("closed during " + line.decode())
+            if not answer.startswith(tag + b" OK"):
+                raise RuntimeError(f"{line!r}: {answer!r}")
+        writer.write(b"i IDLE\r\n")
+        while not (answer := await reader.readline()).startswith(b"+"):
+            if not answer:
+                raise ConnectionError("closed before IDLE")
+        return idler
+
+    async def next_exists(self) -> float:
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                raise ConnectionError("closed while idling")
+            if line.endswith(b" EXISTS\r\n"):
+                return time.perf_counter()
+
+
+async def lmtp_one(port: int, data: bytes) -> float:
+    """Deliver one message; returns the time its 250 arrived."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def reply() -> bytes:
+        while (line := await reader.readline())[3:4] == b"-":
+            pass
+        if not line.startswith((b"2", b"3")):
+            raise RuntimeError(f"LMTP: {line!r}")
+        return line
+
+    await reply()
+    for cmd in (b"LHLO bench", b"MAIL FROM:<x@example.net>", b"RCPT TO:<bench@bench.test>",
+                b"DATA"):
+        writer.write(cmd + b"\r\n")
+        await reply()
+    writer.write(data + b".\r\n")
+    await reply()
+    done = time.perf_counter()
+    writer.write(b"QUIT\r\n")
+    writer.close()
+    return done
+
+
+async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int,
+              verb: bytes) -> dict[str, Any]:
+    import random
+
+    rng = random.Random(1)
+    # One session first: the first login's one-off costs (imports, the password hash's
+    # memory, buffers) are not a session's.
+    idlers: list[Idler] = [await Idler.open(imap, verb)]
+    steps: list[dict[str, Any]] = []
+    await asyncio.sleep(1)
+    base = prev = rss_anon_kib(pid)
+    prev_count = 1
+    for count in counts:
+        t0 = time.perf_counter()
+        while len(idlers) < count:
+            todo = min(OPEN_AT_ONCE, count - len(idlers))
+            idlers += await asyncio.gather(*(Idler.open(imap, verb) for _ in range(todo)))
+        opened = time.perf_counter() - t0
+        await asyncio.sleep(1)  # let the server settle (freed login buffers)
+        rss = rss_anon_kib(pid)
+        step: dict[str, Any] = {
+            "sessions": count, "open_seconds": round(opened, 2), "rss_anon_kib": rss,
+            "kib_per_session": round((rss - base) / (count - 1), 1) if rss and base else None,
+            "kib_per_session_since_last_step":
+                round((rss - prev) / (count - prev_count), 1) if rss and prev else None,
+        }
+        prev, prev_count = rss, count
+        last, median = [], []
+        for i in range(rounds):
+            waits = [asyncio.ensure_future(x.next_exists()) for x in idlers]
+            delivered = await lmtp_one(lmtp, small_message(10**6 + count + i, rng))
+            arrivals = await asyncio.wait_for(asyncio.gather(*waits), 120)
+            last.append(round((max(arrivals) - delivered) * 1000, 2))
+            median.append(round((statistics.median(arrivals) - delivered) * 1000, 2))
+        step["fanout_last_ms"] = last
+        step["fanout_median_ms"] = median
+        steps.append(step)
+    for x in idlers:
+        x.writer.close()
+    return {"rss_anon_kib_one_session": base, "steps": steps}
+
+
+def add_idle_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sessions", default="1000,5000",
+                   help="session counts to measure at, ascending, comma-separated")
+    p.add_argument("--rounds", type=int, default=3, help="deliveries timed at each count")
+    p.add_argument("--examine", action="store_true",
+                   help="EXAMINE instead of SELECT: read-only sessions claim no \\Recent")
+
+
+def cmd_idle(args: argparse.Namespace, own_server: Any) -> dict[str, Any]:
+    counts = sorted(int(x) for x in args.sessions.split(","))
+    if counts[0] < 2:
+        raise SystemExit("--sessions: counts of 2 or more")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = counts[-1] + 200
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is below the {need} descriptors "
+                         "needed (raise it with ulimit -Hn or in the unit)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    limit = counts[-1] + 100
+    extra = (f"[limits]\nmax_connections = {limit}\nmax_connections_per_ip = {limit}\n"
+             f"max_sessions_per_user = {limit}\n")
+    with own_server(extra_config=extra) as (ports, _, pid):
+        result: dict[str, Any] = {"server": "mailstead", "benchmark": "idle"}
+        result.update(asyncio.run(run(counts, args.rounds, ports[("imap", False)],
+                                      ports[("lmtp", False)], pid,
+                                      b"EXAMINE" if args.examine else b"SELECT")))
+    return result
