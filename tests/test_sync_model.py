@@ -122,15 +122,15 @@ async def _check_program(program: Program, tmp_path: Path) -> None:
 @pytest.mark.parametrize("seed", [1, 3])
 async def test_the_model_catches_a_view_that_loses_flag_changes(
         seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test can fail: with a view that drops some other sessions' flag changes (which
-    the stream checker cannot see: every line it sends is well-formed), a CI seed fails."""
+    """The test can fail: with a view that drops other sessions' flag changes (which the
+    stream checker cannot see: every line it sends is well-formed), a CI seed fails."""
     from mailstead.imap import view_delta
     from mailstead.store.api import FlagsChanged
 
     real = view_delta.Delta._apply
 
     def lossy(self: view_delta.Delta, ev: object, announced: object) -> bool:
-        if isinstance(ev, FlagsChanged) and ev.uid in announced and ev.uid % 5 == 0:  # type: ignore[operator]
+        if isinstance(ev, FlagsChanged) and ev.uid in announced:  # type: ignore[operator]
             return True  # applied, as far as the delta says: the client never hears of it
         return real(self, ev, announced)  # type: ignore[arg-type]
 
