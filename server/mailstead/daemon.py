@@ -30,6 +30,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailstead")
 
 
+def _quiet_client_resets(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A client that reset its connection is no server error: one line, no traceback
+    (aiosmtpd can leave such a future unretrieved when a connection ends at a stop)."""
+    if isinstance(context.get("exception"), ConnectionError):
+        log.info("connection ended by the client: %s", context["exception"])
+        return
+    loop.default_exception_handler(context)
+
+
 def install_reactor(loop: asyncio.AbstractEventLoop) -> Any:
     """Install Twisted's asyncio reactor on ``loop`` (once per process) and return it."""
     import sys
@@ -348,6 +357,7 @@ def serve(config: Config) -> int:
         name_logs(worker.index)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    loop.set_exception_handler(_quiet_client_resets)
     reactor = install_reactor(loop)
     _route_twisted_logs()
     app = Mailstead(config, loop, worker)
