@@ -234,6 +234,26 @@ async def test_sender_must_be_the_users_own(tmp_path: Path) -> None:
         assert len(await sub.world.messages("bob")) == 2
 
 
+async def test_from_addresses_are_bounded_and_a_big_header_is_read_off_the_loop(
+        tmp_path: Path) -> None:
+    async with open_submission(tmp_path) as sub:
+        await users(sub, "alice", "bob")
+        many = ", ".join(["alice@example.org"] * 51)
+        with pytest.raises(smtplib.SMTPDataError) as err:
+            await sub.client(sub.send, "alice", "alice@example.org", ["bob@example.org"],
+                             message(many, "bob@example.org"))
+        assert err.value.smtp_code == 550 and b"More than 50 From: addresses" in (
+            err.value.smtp_error)
+        # Over INLINE_PARSE octets of header (a long folded field): parsed on a thread,
+        # the same answer as inline.
+        long_field = "X-Long: " + "\r\n ".join(["y" * 70] * 1200) + "\r\n"
+        await sub.client(sub.send, "alice", "alice@example.org", ["bob@example.org"],
+                         message("Alice <alice@example.org>", "bob@example.org",
+                                 extra=long_field))
+        [stored] = await sub.world.messages("bob")
+        assert b"X-Long: yyyy" in stored
+
+
 async def test_a_missing_from_is_the_envelope_sender(tmp_path: Path) -> None:
     async with open_submission(tmp_path) as sub:
         await users(sub, "alice", "bob")

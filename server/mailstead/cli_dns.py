@@ -18,19 +18,15 @@ import dns.resolver
 from .cli_common import CLIError, load
 from .config import Config
 from .dnsrecords import Record, dkim_keys, expected_records, zone_line
+from .dnsresolver import make_sync_resolver
 
 WithConfig = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 
 
 def _resolver(cfg: Config) -> dns.resolver.Resolver:
-    try:
-        resolver = dns.resolver.Resolver(configure=not cfg.dns.nameservers)
-    except dns.resolver.NoResolverConfiguration:
-        raise CLIError("no DNS resolver configured on this system: set [dns] nameservers"
-                       ) from None
-    if cfg.dns.nameservers:
-        resolver.nameservers = list(cfg.dns.nameservers)
-    resolver.port = cfg.dns.port
+    resolver = make_sync_resolver(cfg.dns)
+    if not resolver.nameservers:
+        raise CLIError("no DNS resolver configured on this system: set [dns] nameservers")
     resolver.lifetime = 5.0
     return resolver
 

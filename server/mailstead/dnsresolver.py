@@ -11,6 +11,7 @@ rather than a server that does not start.
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 import dns.asyncresolver
 import dns.resolver
@@ -23,36 +24,33 @@ log = logging.getLogger(__name__)
 LOOKUP_SECONDS = 10.0
 
 
-def make_resolver(cfg: DnsSection) -> dns.asyncresolver.Resolver:
-    """The system's resolver, or ``[dns] nameservers`` on ``[dns] port``."""
+R = TypeVar("R", bound=dns.resolver.BaseResolver)
+
+
+def _configured(cls: type[R], cfg: DnsSection) -> R:
+    """A ``cls`` resolver: the system's, or ``[dns] nameservers`` on ``[dns] port``."""
     if cfg.nameservers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver = cls(configure=False)
         resolver.nameservers = list(cfg.nameservers)
         resolver.port = cfg.port
     else:
         try:
-            resolver = dns.asyncresolver.Resolver()
+            resolver = cls()
         except dns.resolver.NoResolverConfiguration:
             _unconfigured()
-            resolver = dns.asyncresolver.Resolver(configure=False)
+            resolver = cls(configure=False)
     resolver.lifetime = LOOKUP_SECONDS
     return resolver
+
+
+def make_resolver(cfg: DnsSection) -> dns.asyncresolver.Resolver:
+    """For code on the loop."""
+    return _configured(dns.asyncresolver.Resolver, cfg)
 
 
 def make_sync_resolver(cfg: DnsSection) -> dns.resolver.Resolver:
     """The same, for code that runs on a thread."""
-    if cfg.nameservers:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = list(cfg.nameservers)
-        resolver.port = cfg.port
-    else:
-        try:
-            resolver = dns.resolver.Resolver()
-        except dns.resolver.NoResolverConfiguration:
-            _unconfigured()
-            resolver = dns.resolver.Resolver(configure=False)
-    resolver.lifetime = LOOKUP_SECONDS
-    return resolver
+    return _configured(dns.resolver.Resolver, cfg)
 
 
 def _unconfigured() -> None:

@@ -29,6 +29,7 @@ first byte (RFC 8314). What differs from the receiving listeners (``delivery``):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -61,6 +62,11 @@ log = logging.getLogger(__name__)
 # A remote address's domain: a host name, or an address literal in brackets.
 _DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
                      r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+# Messages up to this size have their header read on the loop (microseconds); bigger ones
+# may be all header, up to the size limit, and are read on a thread.
+INLINE_PARSE = 64 * 1024
+# Each From: address is looked up in the store; a message names a few authors at most.
+MAX_FROM_ADDRESSES = 50
 NEED_TLS = "538 5.7.11 Encryption required: use STARTTLS (or port 465) before AUTH"
 
 
@@ -271,7 +277,13 @@ class SubmissionHandler(DeliveryHandler):
         remote: list[str] = envelope.mailstead_remote  # type: ignore[attr-defined]
         async with self.memory.hold(spool.size):
             body = await spool.message()
-            facts = header_facts(body)
+            # A big message may be all header: parse it off the loop (pure, thread-safe).
+            facts = (header_facts(body) if len(body) <= INLINE_PARSE else
+                     await asyncio.to_thread(header_facts, body))
+            if len(facts.from_addresses) > MAX_FROM_ADDRESSES:
+                self.refused("from_not_owned")
+                return (f"550 5.7.1 More than {MAX_FROM_ADDRESSES} From: addresses; "
+                        "send as yourself")
             for address in facts.from_addresses:
                 try:
                     owned = await self.addresses.owns(user, address)
