@@ -188,7 +188,7 @@ class InboundAuth:
         jobs: list[asyncio.Future[Any]] = [spf_job, dkim_job, scan_job, policy_job]
         # The lookups end at the deadline themselves; the slack lets them say so.
         await asyncio.wait(jobs, timeout=self.seconds + 0.5)
-        for job in jobs:
+        for job in (spf_job, dkim_job, policy_job):
             job.cancel()  # a job still queued for the pool never starts
         spf_result: str = _result(spf_job, "temperror")
         dkim_results: list[DkimResult] = _result(dkim_job, [DkimResult("temperror")])
@@ -201,10 +201,11 @@ class InboundAuth:
                 else None if usable else "dmarc=permerror (no usable From domain)")
         outcome = self._outcome(mail_from, helo, spf_result, spf_domain, dkim_results,
                                 verdicts, note, ip)
-        # Forgeries go whatever happened: scan here if the pool could not in time.
-        fields = _result(scan_job, None)
-        head, replaces = head_edit(data, header_fields(data) if fields is None else fields,
-                                   outcome.header, self.authserv_id)
+        # Forgeries go whatever happened, so the scan (bounded: HEADER_SCAN_LIMIT octets)
+        # is waited for past the deadline; it and the edit stay off the loop.
+        fields = await scan_job
+        head, replaces = await loop.run_in_executor(
+            _POOL, head_edit, data, fields, outcome.header, self.authserv_id)
         return dataclasses.replace(outcome, head=head, replaces=replaces)
 
     async def _policies(self, data: bytes, scan: asyncio.Future[list[Field]],
