@@ -216,16 +216,9 @@ class SubmissionHandler(DeliveryHandler):
                      self.settings.max_messages_per_hour)
             return (f"451 4.7.1 You sent {self.settings.max_messages_per_hour} messages in "
                     "the last hour, the most allowed: try again later")
-        try:
-            owned = await self.addresses.owns(user, address)
-        except StoreError:
-            return "451 4.3.0 Mail store temporarily unavailable"
-        if not owned:
-            self.refused("sender_not_owned")
-            log.info("submission by %s refused: sender %s is not theirs", user.name,
-                     _safe(address))
-            return (f"550 5.7.1 Sender <{_safe(address)}> is not yours: send as your own "
-                    "address, a +tag form of it, or an alias you are in")
+        refusal = await self._not_theirs(user, address, "sender", "Sender")
+        if refusal:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.mailstead_local = {}  # type: ignore[attr-defined]  # user id -> User
@@ -264,6 +257,20 @@ class SubmissionHandler(DeliveryHandler):
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Recipient OK"
 
+    async def _not_theirs(self, user: User, address: str, what: str, shown: str) -> str:
+        """"" when ``address`` is ``user``'s own (``AddressBook.owns``), else the reply."""
+        try:
+            owned = await self.addresses.owns(user, address)
+        except StoreError:
+            return "451 4.3.0 Mail store temporarily unavailable"
+        if owned:
+            return ""
+        self.refused(f"{what}_not_owned")
+        log.info("submission by %s refused: %s %s is not theirs", user.name, what,
+                 _safe(address))
+        return (f"550 5.7.1 {shown} <{_safe(address)}> is not yours: use your own address, "
+                "a +tag form of it, or an alias you are in")
+
     def open_spool(self, session: Session, envelope: Envelope) -> Spool:
         folder = self.spool_dir or Path(tempfile.gettempdir())
         return Spool(make_spool_folder(folder), b"")
@@ -285,17 +292,9 @@ class SubmissionHandler(DeliveryHandler):
                 return (f"550 5.7.1 More than {MAX_FROM_ADDRESSES} From: addresses; "
                         "send as yourself")
             for address in facts.from_addresses:
-                try:
-                    owned = await self.addresses.owns(user, address)
-                except StoreError:
-                    return "451 4.3.0 Mail store temporarily unavailable"
-                if not owned:
-                    self.refused("from_not_owned")
-                    log.info("submission by %s refused: From: %s is not theirs", user.name,
-                             _safe(address))
-                    return (f"550 5.7.1 From: address <{_safe(address)}> is not yours: "
-                            "write your own address, a +tag form of it, or an alias you "
-                            "are in")
+                refusal = await self._not_theirs(user, address, "from", "From: address")
+                if refusal:
+                    return refusal
             queue_id = secrets.token_hex(6)
             client = None
             if self.settings.received_header:
