@@ -538,6 +538,12 @@ def main() -> None:
                        "session, fan-out of one delivered message to all of them")
     add_idle_arguments(p)
     p.set_defaults(func=lambda a: cmd_idle(a, own_server))
+    from bench_storm import add_storm_arguments, cmd_storm
+
+    p = sub.add_parser("storm", help="a reconnect storm: N clients LOGIN, SELECT and IDLE at "
+                       "once, refused ones retrying; the time until all are back")
+    add_storm_arguments(p)
+    p.set_defaults(func=lambda a: cmd_storm(a, own_server, process_cpu_seconds, compare))
     args = parser.parse_args()
     print(json.dumps(args.func(args)))
 

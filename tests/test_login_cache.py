@@ -296,7 +296,8 @@ async def _until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
 async def test_the_login_queue_is_bounded_in_length_and_time(store) -> None:
     hasher = GatedHasher()
     try:
-        await store.create_user("bob", hasher.hash("pw"))
+        for name in ("bob", "ann", "cid", "dan"):  # different users: no shared check
+            await store.create_user(name, hasher.hash("pw"))
         auth = authenticator(store, hasher, max_in_progress=1, login_queue_seconds=1.0,
                              max_logins_queued=2)
         # One at a time: each check reads the user on a store thread first, and those reads
@@ -304,11 +305,11 @@ async def test_the_login_queue_is_bounded_in_length_and_time(store) -> None:
         # others queue behind it.
         running = [asyncio.create_task(auth.check("bob", "pw"))]
         await _until(lambda: auth.slots.running == 1)
-        running += [asyncio.create_task(auth.check("bob", "pw")) for _ in range(2)]
+        running += [asyncio.create_task(auth.check(name, "pw")) for name in ("ann", "cid")]
         await _until(lambda: auth.slots.queued == 2)
         assert auth.slots.running == 1
         with pytest.raises(LoginRefused, match="Too many logins in progress"):
-            await auth.check("bob", "pw")  # the queue is full: refused at once
+            await auth.check("dan", "pw")  # the queue is full: refused at once
         loop = asyncio.get_running_loop()
         start = loop.time()
         queued = await asyncio.gather(*running[1:], return_exceptions=True)
@@ -330,14 +331,14 @@ async def test_a_queued_login_that_is_cancelled_leaves_no_slot_behind(store) -> 
     hasher = GatedHasher()
     try:
         await store.create_user("bob", hasher.hash("pw"))
+        await store.create_user("ann", hasher.hash("pw"))
         auth = authenticator(store, hasher, max_in_progress=1, login_queue_seconds=5)
         first = asyncio.create_task(auth.check("bob", "pw"))
-        queued = asyncio.create_task(auth.check("bob", "pw"))
+        queued = asyncio.create_task(auth.check("ann", "pw"))
         await asyncio.sleep(0.05)
         assert auth.slots.queued == 1
         queued.cancel()  # the client hung up while waiting
-        await asyncio.sleep(0)
-        assert auth.slots.queued == 0
+        await _until(lambda: auth.slots.queued == 0)  # its check (a task) is cancelled too
         hasher.gate.set()
         assert (await first) is not None
         assert auth.slots.running == 0
@@ -352,11 +353,12 @@ async def test_a_zero_queue_wait_refuses_at_once_as_before(store) -> None:
     hasher = GatedHasher()
     try:
         await store.create_user("bob", hasher.hash("pw"))
+        await store.create_user("ann", hasher.hash("pw"))
         auth = authenticator(store, hasher, max_in_progress=1, login_queue_seconds=0)
         first = asyncio.create_task(auth.check("bob", "pw"))
         await asyncio.sleep(0.05)
         with pytest.raises(LoginRefused):
-            await auth.check("bob", "pw")
+            await auth.check("ann", "pw")
         hasher.gate.set()
         assert await first is not None
     finally:
@@ -375,6 +377,50 @@ async def test_logins_waiting_for_a_slot_use_a_check_made_meanwhile(store) -> No
         await asyncio.sleep(0.05)
         hasher.gate.set()
         assert all(u is not None for u in await asyncio.gather(*tasks))
+        assert len(hasher.verified) == 1
+    finally:
+        hasher.gate.set()
+        hasher.close()
+
+
+async def test_logins_of_one_user_at_once_share_one_password_check(store) -> None:
+    """The reconnect storm: a user's logins that arrive while the first one's check runs
+    (with free slots, so none of them queues) join that check instead of hashing again."""
+    hasher = GatedHasher()
+    try:
+        await store.create_user("bob", hasher.hash("pw"))
+        await store.create_user("ann", hasher.hash("pw"))
+        auth = authenticator(store, hasher, max_in_progress=16)
+        bob = [asyncio.create_task(auth.check("bob", "pw")) for _ in range(10)]
+        wrong = [asyncio.create_task(auth.check("bob", "guess")) for _ in range(3)]
+        ann = asyncio.create_task(auth.check("ann", "pw"))
+        await _until(lambda: len(auth._checking) == 3)  # bob/pw, bob/guess, ann/pw
+        hasher.gate.set()
+        assert all(u is not None and u.name == "bob" for u in await asyncio.gather(*bob))
+        assert await asyncio.gather(*wrong) == [None, None, None]
+        assert (await ann) is not None
+        assert len(hasher.verified) == 3
+        assert auth._checking == {} and auth.slots.running == 0
+        # The shared check was cached: a later login of bob hashes nothing.
+        assert await auth.check("bob", "pw") is not None
+        assert len(hasher.verified) == 3
+    finally:
+        hasher.gate.set()
+        hasher.close()
+
+
+async def test_a_login_that_goes_away_does_not_cancel_the_shared_check(store) -> None:
+    hasher = GatedHasher()
+    try:
+        await store.create_user("bob", hasher.hash("pw"))
+        auth = authenticator(store, hasher, max_in_progress=4)
+        first = asyncio.create_task(auth.check("bob", "pw"))
+        await _until(lambda: len(auth._checking) == 1)
+        second = asyncio.create_task(auth.check("bob", "pw"))
+        await asyncio.sleep(0.01)
+        first.cancel()  # the first client hung up during its check
+        hasher.gate.set()
+        assert (await second) is not None
         assert len(hasher.verified) == 1
     finally:
         hasher.gate.set()

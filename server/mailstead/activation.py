@@ -117,7 +117,15 @@ class InheritedSockets:
         return len(self._sockets)
 
 
-def bind_ipv6(host: str, port: int, backlog: int = 128) -> socket.socket:
+# Connections the kernel may hold for us before we accept them (it caps this at
+# net.core.somaxconn, 4096 on current kernels). A restart with thousands of clients
+# reconnecting fills a short queue at once: SYNs are dropped (the client retries after
+# 1, 3, 7 ... s), and worse, a handshake the kernel completed but could not queue leaves a
+# client that waits for a greeting on a connection we never saw. Dovecot asks as much.
+LISTEN_BACKLOG = 4096
+
+
+def bind_ipv6(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
     """A listening IPv6 TCP socket on ``host``:``port`` with ``IPV6_V6ONLY`` set.
 
     Twisted's ``TCP6ServerEndpoint`` leaves ``IPV6_V6ONLY`` to the system default (off on

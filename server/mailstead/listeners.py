@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from .activation import bind_ipv6
+from .activation import LISTEN_BACKLOG, bind_ipv6
 from .config import Listen
 
 
@@ -65,7 +65,7 @@ class ListenerService:
             self._stop = port.stopListening
             return
         endpoint = endpoints.TCP4ServerEndpoint(
-            reactor, self.addr.port, interface=self.addr.host, backlog=128
+            reactor, self.addr.port, interface=self.addr.host, backlog=LISTEN_BACKLOG
         )
         loop = asyncio.get_running_loop()
         try:
@@ -84,7 +84,7 @@ class ListenerService:
         self.sock = None
         try:
             server = await loop.create_server(
-                protocol_factory, ssl=ssl_context, backlog=128, **where
+                protocol_factory, ssl=ssl_context, backlog=LISTEN_BACKLOG, **where
             )
         except OSError as exc:
             raise _bind_error(self.proto, self.addr, exc) from None
@@ -116,7 +116,7 @@ def bind_listener(addr: Listen, reuse_port: bool = False) -> socket.socket:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(where)
-        sock.listen(128)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise _bind_error("listener", addr, exc) from None

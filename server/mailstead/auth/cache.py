@@ -70,6 +70,11 @@ class LoginCache:
         message = b"%d\0" % user_id + password.encode("utf-8", "surrogatepass")
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
+    def password_key(self, user_id: int, password: str) -> bytes:
+        """The HMAC this cache would keep for ``password``: lets logins of one user with one
+        password be recognised as the same check without holding the password."""
+        return self._mac(user_id, password)
+
     def verified(self, user: User, password: str) -> bool:
         """True when ``password`` was verified for ``user`` against the hash the row
         still carries, within the TTL."""

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Collection
+from dataclasses import dataclass
 
 from ..config import is_loopback
 from ..shared import SharedThrottle
@@ -38,6 +39,9 @@ class LoginRefused(Exception):
 
 
 SATURATED = "Too many logins in progress; try again later"
+
+# A password check's outcome: (right, a replacement hash, whether a hash was verified).
+Verified = tuple[bool, "str | None", bool]
 
 
 class LoginSlots:
@@ -99,6 +103,15 @@ class LoginSlots:
         self.running -= 1
 
 
+@dataclass
+class SharedCheck:
+    """One password check that several logins wait for."""
+
+    task: asyncio.Task[Verified]
+    waiters: int = 0
+    claimed: bool = False  # the outcome's rehash and cache entry were taken by a login
+
+
 class Authenticator:
     """Checks a user name and password; throttles failures; upgrades old hashes; keeps
     verified logins in a ``LoginCache`` so a repeated login skips the password hash."""
@@ -129,6 +142,10 @@ class Authenticator:
         self.slots = LoginSlots(
             max_in_progress, wait=login_queue_seconds, queue_max=max_logins_queued
         )
+        # Password checks running now, by (user id, stored hash, password HMAC): a login
+        # that would run the same check joins it instead (a reconnect storm brings a
+        # phone's, a laptop's and a webmail's logins of one user at the same moment).
+        self._checking: dict[tuple[int, str, bytes], SharedCheck] = {}
 
     async def find_user(self, login: str) -> User | None:
         name = local_part(login, self.domains)
@@ -162,7 +179,7 @@ class Authenticator:
             user = await self.find_user(login) if len(login) <= 320 else None
             ok = user is not None and self.cache.verified(user, password)
             if not ok:
-                ok, new_hash, hashed = await self._verify(user, password)
+                ok, new_hash, hashed = await self._verify_once(user, password)
         if not ok or user is None:
             key = by_ip or f"unthrottled:{ip}"
             if self.shared_throttle is not None:  # counted over every worker process
@@ -187,9 +204,36 @@ class Authenticator:
             self.cache.remember(user, password, stored)
         return user
 
-    async def _verify(
-        self, user: User | None, password: str
-    ) -> tuple[bool, str | None, bool]:
+    async def _verify_once(self, user: User | None, password: str) -> Verified:
+        """``_verify``, shared by every login that asks the same check while it runs.
+
+        The check is a task of its own: a client that goes away while others wait for the
+        same check does not cancel it for them (the last one to go does). The first login
+        to receive the outcome writes the rehash and the cache entry; the rest only use it.
+        """
+        if user is None:
+            return await self._verify(user, password)
+        key = (user.id, user.password_hash, self.cache.password_key(user.id, password))
+        shared = self._checking.get(key)
+        if shared is None:
+            task = asyncio.get_running_loop().create_task(self._verify(user, password))
+            shared = self._checking[key] = SharedCheck(task)
+            task.add_done_callback(lambda _: self._checking.pop(key, None))
+        shared.waiters += 1
+        try:
+            outcome = await asyncio.shield(shared.task)
+        except asyncio.CancelledError:
+            if shared.waiters == 1 and not shared.task.done():
+                shared.task.cancel()  # nobody else wants this check any more
+            raise
+        finally:
+            shared.waiters -= 1
+        if shared.claimed:
+            return outcome[0], None, False
+        shared.claimed = True
+        return outcome
+
+    async def _verify(self, user: User | None, password: str) -> Verified:
         """(ok, replacement hash, whether a hash was verified) under a login slot."""
         await self.slots.acquire()
         try:
