@@ -200,9 +200,13 @@ class DeliveryHandler:
                 # itself; any other recipient gets their own in front of the data.
                 trace = None if index == 0 else self.trace_headers(session, envelope, rcpt)
                 size = spool.stored_size(trace)
-                async with self.memory.hold(self.store.delivery_memory(size)), \
-                        spool.message_file(trace) as message:
-                    await self.store.deliver_file([inbox.id], message)
+                async with self.memory.hold(self.store.delivery_memory(size)):
+                    data = spool.stored_bytes(trace)
+                    if data is not None:  # a small message, in memory
+                        await self.store.deliver([inbox.id], data)
+                    else:
+                        async with spool.message_file(trace) as message:
+                            await self.store.deliver_file([inbox.id], message)
             except StorageFull:
                 log.error("delivery to %s failed: store full", rcpt.user.name)
                 self.refused("store_full")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any, AnyStr, cast
 
 from aiosmtpd.lmtp import LMTP
@@ -40,6 +41,11 @@ LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 COMMAND_TOO_LONG = "500 Command line too long"  # aiosmtpd's, for a command line
 NO_SPOOL_ROOM = "452 4.3.1 Insufficient system storage"
 HARD_CAP_SLACK = 64 * 1024 * 1024
+# <dot-atom@dot-atom>: what nearly every MAIL FROM and RCPT TO names. The stdlib parser
+# aiosmtpd uses costs ~12% of a delivery's loop time; for this form it gives the same.
+_PLAIN_ADDRESS = re.compile(
+    r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
 _DATA_REFUSALS = {
     TOO_BIG: "552 5.3.4 Message too big for system",
     LINE_TOO_LONG: "500 5.5.2 Line too long",
@@ -92,6 +98,15 @@ class MailsteadProtocol(SMTP):
         await super().push(status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        plain = _PLAIN_ADDRESS.match(arg)
+        if plain is not None:
+            rest = arg[plain.end() :].lstrip(" \t")  # the stdlib parser eats that space
+            if not rest.startswith("("):  # a comment: the stdlib parser's business
+                address = plain.group(1)
+                limit = cast(int, getattr(self, "local_part_limit", 0))
+                if limit and len(address.rpartition("@")[0]) > limit:
+                    return None, None
+                return address, rest
         try:
             return super()._getaddr(arg)
         except (IndexError, ValueError):  # e.g. "<user@" trips the stdlib parser
