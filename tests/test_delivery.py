@@ -232,3 +232,27 @@ def test_acknowledged_message_survives_sigkill(fresh_server: ServerProcess) -> N
     [stored] = inbox_messages(fresh_server, "dora")
     assert body_of(stored) == msg.as_bytes()
     fresh_server.stop()
+
+
+@pytest.mark.parametrize("arg", [
+    "<bench@bench.test>", "<bench@bench.test> SIZE=100 BODY=8BITMIME", "<a.b+c@x.y>\tX",
+    "<a@b>SIZE=1", "<a@b> (a comment) SIZE=1", "<>", " <a@b>", '<"q q"@b>', "<a..b@c>",
+    "<.a@b>", "<a@[127.0.0.1]>", "<a@b", "a@b", "<@relay:a@b>", "<a@b.>", "<a@-b>",
+])
+def test_plain_address_shortcut_reads_mail_and_rcpt_as_the_stdlib_parser(arg: str) -> None:
+    import asyncio
+
+    from aiosmtpd.smtp import SMTP
+
+    from mailstead.smtp.protocol import MailsteadSMTP
+
+    loop = asyncio.new_event_loop()
+    try:
+        proto = MailsteadSMTP(object(), hostname="x", loop=loop)
+        try:
+            expected = SMTP._getaddr(proto, arg)
+        except (IndexError, ValueError):
+            expected = (None, None)
+        assert proto._getaddr(arg) == expected
+    finally:
+        loop.close()

@@ -38,6 +38,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from ..connection import ConnectionLimiter
+from ..shared import SharedCounters
 from ..store.api import Mailbox, MailStore, StorageFull, StoreError, User
 from .addresses import AddressBook, Unknown
 from .inbound_auth import AuthOutcome, InboundAuth
@@ -258,6 +259,7 @@ def smtp_factory(
     max_size: int,
     limiter: ConnectionLimiter | None = None,
     max_per_ip: int = 0,
+    shared: Callable[[], SharedCounters | None] | None = None,  # several workers' counts
     **kw: Any,
 ) -> Any:
     """A protocol factory for ``loop.create_server`` (hostname given: no DNS per connection)."""
@@ -276,6 +278,8 @@ def smtp_factory(
         )
         proto.limiter = limiter
         proto.max_per_ip = max_per_ip
+        if shared is not None:
+            proto.shared = shared
         return proto
 
     return make
