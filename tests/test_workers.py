@@ -316,6 +316,33 @@ def test_smtp_and_lmtp_connections_per_address_are_counted_across_workers(
         sock.close()
 
 
+def test_submitted_messages_per_hour_are_counted_across_workers(tmp_path: Path) -> None:
+    config = server_config(workers=2, fsync=False) + """
+[submission]
+listen = ["127.0.0.1:0"]
+listen_tls = []
+max_messages_per_hour = 3
+"""
+    srv = ServerProcess(tmp_path / "srv", config)
+    create_users(srv, "erin", "frank")
+    srv.start()
+    try:
+        answers = []
+        # A connection each, so the kernel spreads them over both workers: counted per
+        # worker, up to six would pass (unless all fourteen land on one: 1 in 8192).
+        for _ in range(14):
+            with smtplib.SMTP("127.0.0.1", srv.port("submission"), timeout=10) as conn:
+                conn.login("erin", "secret")
+                answers.append(conn.mail("erin@example.org")[0])
+                if answers[-1] == 250:
+                    conn.rcpt("frank@example.org")
+                    assert conn.data(b"Subject: hi\r\n\r\nhello\r\n")[0] == 250
+        assert answers.count(250) == 3, answers
+        assert set(answers) == {250, 451}, answers
+    finally:
+        srv.kill()
+
+
 def test_failed_logins_are_throttled_across_workers(tmp_path: Path) -> None:
     config = server_config(workers=2, fsync=False, auth={
         "throttle_loopback": True, "failure_burst": 3, "failure_delay": 0.01,

@@ -212,7 +212,7 @@ class SubmissionHandler(DeliveryHandler):
         user = _user(session)
         if user is None:
             return "530 5.7.0 Authentication required"
-        if not self.ctx.submission_rate.allowed(user.id):
+        if not await self.ctx.submission_rate.check(user.id):
             self.refused("rate_limited")
             log.info("submission from %s refused: %d messages in the last hour", user.name,
                      self.settings.max_messages_per_hour)
