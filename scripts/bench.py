@@ -160,8 +160,11 @@ def own_server(
 
 
 async def lmtp_deliver(
-    host: str, port: int, rcpt: str, messages: list[bytes], concurrency: int
+    host: str, port: int, rcpt: str, messages: list[bytes], concurrency: int,
+    *, hello: bytes = b"LHLO",
 ) -> float:
+    """Deliver ``messages`` over ``concurrency`` connections, one transaction at a time
+    per connection; the seconds it took. ``hello=b"EHLO"`` speaks SMTP instead."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for m in messages:
         queue.put_nowait(m)
@@ -177,7 +180,7 @@ async def lmtp_deliver(
     async def worker() -> None:
         reader, writer = await asyncio.open_connection(host, port)
         await reply(reader)
-        writer.write(b"LHLO bench\r\n")
+        writer.write(hello + b" bench\r\n")
         await reply(reader)
         while not queue.empty():
             data = queue.get_nowait()
@@ -275,19 +278,45 @@ def deliver_messages(target: Target, messages: list[bytes], concurrency: int) ->
 
 
 def cmd_deliver(args: argparse.Namespace) -> dict[str, Any]:
+    """Delivery throughput: ours over LMTP (or SMTP with ``--smtp``), the other server over
+    LMTP, each from a fresh start, with the server's CPU time per message."""
     rng = random.Random(args.seed)
     messages = [realistic_message(i, rng) for i in range(args.n)]
     total = sum(len(m) for m in messages)
     results = []
-    for target in targets(args, ""):
-        elapsed = deliver_messages(target, messages, args.concurrency)
-        results.append({
-            "server": target.label, "benchmark": "deliver", "messages": args.n,
-            "bytes": total, "concurrency": args.concurrency, "seconds": round(elapsed, 3),
+    for target in deliver_targets(args):
+        smtp = target.own and args.smtp
+        port = target.port if smtp else target.lmtp_port
+        assert port is not None
+        cpu_before = process_cpu_seconds(target.pid)
+        elapsed = asyncio.run(lmtp_deliver(target.host, port, target.rcpt, messages,
+                                           args.concurrency,
+                                           hello=b"EHLO" if smtp else b"LHLO"))
+        cpu_after = process_cpu_seconds(target.pid)
+        result: dict[str, Any] = {
+            "server": target.label, "benchmark": "deliver", "protocol":
+            "smtp" if smtp else "lmtp", "messages": args.n, "bytes": total,
+            "concurrency": args.concurrency, "seconds": round(elapsed, 3),
             "messages_per_second": round(args.n / elapsed, 1),
             "mb_per_second": round(total / elapsed / 1e6, 2),
-        })
+        }
+        if cpu_before is not None and cpu_after is not None:
+            # Every thread and process of the server (Dovecot: its lmtp processes too).
+            result["server_cpu_seconds"] = round(cpu_after - cpu_before, 2)
+            result["server_cpu_us_per_message"] = round(
+                (cpu_after - cpu_before) / args.n * 1e6, 1)
+        results.append(result)
     return compare(results, "messages_per_second", higher_is_better=True)
+
+
+def deliver_targets(args: argparse.Namespace) -> Iterator[Target]:
+    """Our own fresh server (``--workers``), then the one named by --host (LMTP)."""
+    with own_server(workers=args.workers) as (ports, _, pid):
+        yield Target("mailstead", "127.0.0.1", ports[("smtp", False)], ports[("lmtp", False)],
+                     "bench", "bench", "bench@bench.test", pid, own=True)
+    if args.host:
+        yield Target(args.label, args.host, args.port, args.lmtp_port or args.port, args.user,
+                     args.password, args.rcpt, args.pid)
 
 
 class ImapClient:
@@ -499,8 +528,13 @@ def add_target_options(p: argparse.ArgumentParser, port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
     sub = parser.add_subparsers(dest="bench", required=True)
-    p = sub.add_parser("deliver", help="LMTP delivery throughput")
+    p = sub.add_parser("deliver", help="LMTP (or SMTP) delivery throughput")
     add_target_options(p, 24)
+    p.add_argument("--smtp", action="store_true",
+                   help="deliver to our SMTP listener instead of LMTP (the other server "
+                        "still gets LMTP: Dovecot has no SMTP listener)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="our server's [server] workers")
     p.set_defaults(func=cmd_deliver)
     p = sub.add_parser("imap-sync", help="Thunderbird-like first sync and IDLE latency")
     add_target_options(p, 143)

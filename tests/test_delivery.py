@@ -232,3 +232,57 @@ def test_acknowledged_message_survives_sigkill(fresh_server: ServerProcess) -> N
     [stored] = inbox_messages(fresh_server, "dora")
     assert body_of(stored) == msg.as_bytes()
     fresh_server.stop()
+
+
+@pytest.mark.parametrize("arg", [
+    "<bench@bench.test>", "<bench@bench.test> SIZE=100 BODY=8BITMIME", "<a.b+c@x.y>\tX",
+    "<a@b>SIZE=1", "<a@b> (a comment) SIZE=1", "<>", " <a@b>", '<"q q"@b>', "<a..b@c>",
+    "<.a@b>", "<a@[127.0.0.1]>", "<a@b", "a@b", "<@relay:a@b>", "<a@b.>", "<a@-b>",
+])
+def test_plain_address_shortcut_reads_mail_and_rcpt_as_the_stdlib_parser(arg: str) -> None:
+    import asyncio
+
+    from aiosmtpd.smtp import SMTP
+
+    from mailstead.smtp.protocol import MailsteadSMTP
+
+    loop = asyncio.new_event_loop()
+    try:
+        proto = MailsteadSMTP(object(), hostname="x", loop=loop)
+        try:
+            expected = SMTP._getaddr(proto, arg)
+        except (IndexError, ValueError):
+            expected = (None, None)
+        assert proto._getaddr(arg) == expected
+    finally:
+        loop.close()
+
+
+def test_delivery_after_the_inbox_was_deleted_outside_makes_a_new_one(
+    server: ServerProcess, user: str
+) -> None:
+    """The listener remembers each user's INBOX id; one deleted by another process since
+    (through the store: no protocol lets INBOX go) is looked up again, not a 451."""
+    import asyncio
+
+    from mailstead.store.sqlite import SqliteStore
+
+    def send() -> None:
+        with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=10) as smtp:
+            assert smtp.sendmail("a@x.net", [f"{user}@example.org"],
+                                 make_message().as_bytes()) == {}
+
+    async def delete_inbox() -> None:
+        store = SqliteStore(server.data / "mailstead.sqlite3")
+        await store.open()
+        try:
+            u = await store.get_user(user)
+            assert u is not None
+            await store.delete_mailbox(u.id, "INBOX")
+        finally:
+            await store.close()
+
+    send()
+    asyncio.run(delete_inbox())
+    send()
+    assert len(inbox_messages(server, user)) == 1

@@ -278,6 +278,71 @@ def test_connections_per_address_are_counted_across_workers(
     assert RawImap(srv).greeting.startswith(b"* OK")
 
 
+def _smtp_greeting(srv: ServerProcess, protocol: str) -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", srv.port(protocol)), timeout=10)
+    return sock, sock.makefile("rb").readline()
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "lmtp"])
+@pytest.mark.parametrize("workers_server", [{"max_connections_per_ip": 3}], indirect=True)
+def test_smtp_and_lmtp_connections_per_address_are_counted_across_workers(
+        workers_server: ServerProcess, protocol: str) -> None:
+    srv = workers_server
+    # The kernel spreads connections over both workers by their source ports: counted per
+    # worker, ten would let in up to six (unless all ten land on one worker: 1 in 512).
+    tries = [_smtp_greeting(srv, protocol) for _ in range(10)]
+    admitted = [sock for sock, greeting in tries if greeting.startswith(b"220")]
+    refused = [greeting for _, greeting in tries if not greeting.startswith(b"220")]
+    assert len(admitted) == 3, [g for _, g in tries]
+    assert all(g.startswith(b"421 4.7.0") for g in refused), refused
+    for sock, greeting in tries:
+        if not greeting.startswith(b"220"):
+            sock.close()
+    admitted.pop().close()
+
+    def another_admitted() -> bool:  # once the release has reached the supervisor
+        sock, greeting = _smtp_greeting(srv, protocol)
+        if greeting.startswith(b"220"):
+            admitted.append(sock)
+            return True
+        sock.close()
+        return False
+
+    wait_for(another_admitted, "the closed connection to be counted out")
+    sock, greeting = _smtp_greeting(srv, protocol)  # and the limit holds again
+    assert greeting.startswith(b"421"), greeting
+    sock.close()
+    for sock in admitted:
+        sock.close()
+
+
+def test_submitted_messages_per_hour_are_counted_across_workers(tmp_path: Path) -> None:
+    config = server_config(workers=2, fsync=False) + """
+[submission]
+listen = ["127.0.0.1:0"]
+listen_tls = []
+max_messages_per_hour = 3
+"""
+    srv = ServerProcess(tmp_path / "srv", config)
+    create_users(srv, "erin", "frank")
+    srv.start()
+    try:
+        answers = []
+        # A connection each, so the kernel spreads them over both workers: counted per
+        # worker, up to six would pass (unless all fourteen land on one: 1 in 8192).
+        for _ in range(14):
+            with smtplib.SMTP("127.0.0.1", srv.port("submission"), timeout=10) as conn:
+                conn.login("erin", "secret")
+                answers.append(conn.mail("erin@example.org")[0])
+                if answers[-1] == 250:
+                    conn.rcpt("frank@example.org")
+                    assert conn.data(b"Subject: hi\r\n\r\nhello\r\n")[0] == 250
+        assert answers.count(250) == 3, answers
+        assert set(answers) == {250, 451}, answers
+    finally:
+        srv.kill()
+
+
 def test_failed_logins_are_throttled_across_workers(tmp_path: Path) -> None:
     config = server_config(workers=2, fsync=False, auth={
         "throttle_loopback": True, "failure_burst": 3, "failure_delay": 0.01,

@@ -16,6 +16,9 @@ commit with change events                           ``{"op": "block", "ip", "sec
 ``{"op": "success", "ip", "user"}``                 a ``mailstead who``/``kick`` request
 ``{"op": "queue"}`` outbound mail was queued         ``{"op": "queue"}`` another worker
                                                     queued outbound mail
+``{"op": "rate", "id", "user", "per_hour"}`` may
+this user submit one more message
+``{"op": "sent", "user"}`` a submission accepted
 ``{"op": "reply", "id", "answer"}`` to a control
 ==================================================  ======================================
 
@@ -147,6 +150,14 @@ class BusClient:
 
     def success(self, ip: str, user: str) -> None:
         self._send({"op": "success", "ip": ip, "user": user})
+
+    # --- shared.SharedRate ----------------------------------------------------------
+    async def rate_allowed(self, user_id: int, per_hour: int) -> bool:
+        reply = await self._ask({"op": "rate", "user": user_id, "per_hour": per_hour})
+        return reply is not None and bool(reply.get("allowed", False))
+
+    def rate_record(self, user_id: int) -> None:
+        self._send({"op": "sent", "user": user_id})
 
     # --- receiving ----------------------------------------------------------------
     async def _read(self, reader: asyncio.StreamReader) -> None:

@@ -226,6 +226,7 @@ class Mailstead:
                 tls_context=ctx.tls.stdlib if ctx.tls is not None and not tls else None,
                 limiter=ctx.smtp_per_ip if proto == "smtp" else ctx.lmtp_per_ip,
                 max_per_ip=self.config.limits.max_connections_per_ip,
+                shared=lambda: ctx.connections.shared,  # several workers: theirs
             )
             await listener.start_asyncio(factory, ctx.tls.stdlib if tls else None)
             return

@@ -27,6 +27,19 @@ class SharedCounters(Protocol):
         ...
 
 
+class SharedRate(Protocol):
+    """Submitted messages per user in the last hour, counted across every worker
+    (``smtp.ratelimit.SubmissionRate`` rules)."""
+
+    async def rate_allowed(self, user_id: int, per_hour: int) -> bool:
+        """Whether the user may submit one more message now."""
+        ...
+
+    def rate_record(self, user_id: int) -> None:
+        """One message of the user was accepted (no answer is awaited)."""
+        ...
+
+
 class SharedThrottle(Protocol):
     """Failed logins counted across every worker (``auth.throttle.LoginThrottle`` rules)."""
 

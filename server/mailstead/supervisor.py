@@ -40,6 +40,7 @@ from .control import ControlServer, socket_path
 from .coordinator import Holds, SharedThrottleState
 from .daemon import StartupError, _sd_notify
 from .listeners import bind_listener
+from .smtp.ratelimit import SubmissionRate
 
 log = logging.getLogger("mailstead.supervisor")
 
@@ -76,6 +77,8 @@ class Supervisor:
         self.throttle = SharedThrottleState(LoginThrottle(
             base_delay=auth.failure_delay, max_delay=auth.failure_delay_max,
             burst=auth.failure_burst, block=auth.failure_block_seconds))
+        # Submitted messages per user, for every worker (the limit comes with each ask).
+        self.submission_rate = SubmissionRate(config.submission.max_messages_per_hour)
         self.control: RelayControl | None = None
         self.stopping = False
         self._lock: Any = None
@@ -224,6 +227,12 @@ class Supervisor:
                     each.send({"op": "block", "ip": ip, "seconds": blocked})
         elif op == "success":
             self.throttle.success(str(msg.get("ip", "")), str(msg.get("user", "")))
+        elif op == "rate":
+            self.submission_rate.per_hour = int(msg.get("per_hour", 0))
+            worker.send({"op": "reply", "id": msg.get("id"),
+                         "allowed": self.submission_rate.allowed(int(msg.get("user", 0)))})
+        elif op == "sent":
+            self.submission_rate.record(int(msg.get("user", 0)))
         elif op == "ready":
             worker.ready = True
             if all(w.ready for w in self.workers):

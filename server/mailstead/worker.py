@@ -8,8 +8,9 @@ worker's bus (``bus.py``):
 * each commit's mailbox ids go out as a hint; a hint from another worker makes the store
   look at the database at once (``look_outside_soon``) instead of at its next poll;
 * POP3 maildrop locks become flocks under ``<data_dir>/run/maildrop`` as well;
-* connection caps, sessions per user and failed-login throttling are counted by the
-  supervisor (``shared.SharedCounters``, ``shared.SharedThrottle``);
+* connection caps (SMTP, LMTP and submission ones too), sessions per user, failed-login
+  throttling and submitted messages per hour are counted by the supervisor
+  (``shared.SharedCounters``, ``shared.SharedThrottle``, ``shared.SharedRate``);
 * only worker 0 runs the outbound queue (two runners would send a message twice); a
   worker that queues mail wakes it over the bus;
 * ``mailstead who``/``kick`` arrive over the bus and are answered from this worker's
@@ -62,6 +63,7 @@ async def attach(app: Mailstead, setup: WorkerSetup) -> BusClient:
     ctx.connections.shared = bus
     ctx.connections.logins.shared = bus
     ctx.auth.shared_throttle = bus
+    ctx.submission_rate.shared = bus
     bus.on_block = ctx.auth.throttle.block_ip
     bus.on_control = ControlServer(ctx.sessions, socket_path(app.config.data_dir)).answer
     bus.on_lost = lambda: app.request_stop("the supervisor is gone")

@@ -38,13 +38,16 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from ..connection import ConnectionLimiter
-from ..store.api import Mailbox, MailStore, StorageFull, StoreError, User
+from ..shared import SharedCounters
+from ..store.api import Mailbox, MailStore, NotFound, StorageFull, StoreError, User
 from .addresses import AddressBook, Unknown
 from .inbound_auth import AuthOutcome, InboundAuth
 from .protocol import MailsteadLMTP, MailsteadSMTP
 from .spool import DeliveryMemory, Spool, make_spool_folder
 
 log = logging.getLogger(__name__)
+
+INBOX_IDS_KEPT = 10_000  # users whose INBOX id a listener remembers
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,7 @@ class DeliveryHandler:
         self.memory = memory or DeliveryMemory.for_message_size(0)
         self.postmaster = postmaster
         self.inbound = None if lmtp else inbound
+        self._inbox_ids: dict[int, int] = {}  # user id -> INBOX id (see _inbox_id)
 
     @property
     def metric_protocol(self) -> str:
@@ -112,6 +116,34 @@ class DeliveryHandler:
         """The user's \\Junk mailbox (RFC 6154), for DMARC quarantine; None if none."""
         boxes = await self.store.list_mailboxes(user.id)
         return next((b for b in boxes if b.special_use == "\\Junk"), None)
+
+    async def _inbox_id(self, user: User) -> int:
+        """The id of ``user``'s INBOX, made if missing. Remembered per user id (ids are
+        never reused, and INBOX stays INBOX through a RENAME): a store read less per
+        delivery. A remembered one that was deleted since fails the delivery with
+        ``NotFound``, and the caller looks again."""
+        known = self._inbox_ids.get(user.id)
+        if known is not None:
+            return known
+        inbox = await self.store.get_mailbox(user.id, "INBOX")
+        if inbox is None:
+            inbox = await self.store.create_mailbox(user.id, "INBOX")
+        if len(self._inbox_ids) >= INBOX_IDS_KEPT:
+            self._inbox_ids.clear()
+        self._inbox_ids[user.id] = inbox.id
+        return inbox.id
+
+    async def _store_copy(
+        self, mailbox_id: int, spool: Spool, trace: bytes | None, size: int
+    ) -> None:
+        """One stored copy, committed: from memory for a small message, else its file."""
+        async with self.memory.hold(self.store.delivery_memory(size)):
+            data = spool.stored_bytes(trace)
+            if data is not None:
+                await self.store.deliver([mailbox_id], data)
+            else:
+                async with spool.message_file(trace) as message:
+                    await self.store.deliver_file([mailbox_id], message)
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
@@ -191,18 +223,22 @@ class DeliveryHandler:
         async def store_one(index: int, rcpt: Recipient) -> str:
             size = 0
             try:
-                inbox = await self.store.get_mailbox(rcpt.user.id, "INBOX")
-                if inbox is None:
-                    inbox = await self.store.create_mailbox(rcpt.user.id, "INBOX")
-                if auth is not None and auth.quarantine:
-                    inbox = await self._junk(rcpt.user) or inbox
                 # The spool starts with recipient 0's trace headers: theirs is the spool
                 # itself; any other recipient gets their own in front of the data.
                 trace = None if index == 0 else self.trace_headers(session, envelope, rcpt)
                 size = spool.stored_size(trace)
-                async with self.memory.hold(self.store.delivery_memory(size)), \
-                        spool.message_file(trace) as message:
-                    await self.store.deliver_file([inbox.id], message)
+                if auth is not None and auth.quarantine:
+                    junk = await self._junk(rcpt.user)
+                    target = junk.id if junk else await self._inbox_id(rcpt.user)
+                    await self._store_copy(target, spool, trace, size)
+                else:
+                    try:
+                        await self._store_copy(await self._inbox_id(rcpt.user), spool, trace,
+                                               size)
+                    except NotFound:  # the INBOX remembered is gone: look it up again
+                        self._inbox_ids.pop(rcpt.user.id, None)
+                        await self._store_copy(await self._inbox_id(rcpt.user), spool, trace,
+                                               size)
             except StorageFull:
                 log.error("delivery to %s failed: store full", rcpt.user.name)
                 self.refused("store_full")
@@ -254,6 +290,7 @@ def smtp_factory(
     max_size: int,
     limiter: ConnectionLimiter | None = None,
     max_per_ip: int = 0,
+    shared: Callable[[], SharedCounters | None] | None = None,  # several workers' counts
     **kw: Any,
 ) -> Any:
     """A protocol factory for ``loop.create_server`` (hostname given: no DNS per connection)."""
@@ -272,6 +309,8 @@ def smtp_factory(
         )
         proto.limiter = limiter
         proto.max_per_ip = max_per_ip
+        if shared is not None:
+            proto.shared = shared
         return proto
 
     return make

@@ -1,12 +1,15 @@
 """Where a message waits between the socket and the store.
 
-``Spool``: an unlinked temporary file in ``<data_dir>/spool`` (the kernel removes it when
-it is closed, even after a crash), written in pieces of ``FLUSH_AT`` octets on a small
-thread pool of its own, so disk I/O never runs on the loop nor waits behind SEARCH in the
-default executor. While a write is under way the DATA reader waits, so a client sending
-faster than the disk is held back by TCP, not by memory.
+``Spool``: a message of up to ``FLUSH_AT`` octets stays in memory, and the store takes
+it as bytes (``MailStore.deliver``: no file, no spool thread, and a small one is parsed
+without a thread hop). A bigger one goes to an unlinked temporary file in
+``<data_dir>/spool`` (the kernel removes it when it is closed, even after a crash),
+written in pieces of ``FLUSH_AT`` octets on a small thread pool of its own, so disk I/O
+never runs on the loop nor waits behind SEARCH in the default executor. While a write is
+under way the DATA reader waits, so a client sending faster than the disk is held back by
+TCP, not by memory.
 
-The store takes the message from the spool file itself (``MailStore.deliver_file``); a
+The store takes a big message from the spool file itself (``MailStore.deliver_file``); a
 recipient other than the first gets a file of their own (their trace headers, then the
 data, copied in pieces), so each delivery's file is exactly its stored form.
 
@@ -37,19 +40,32 @@ _IO = ThreadPoolExecutor(max_workers=4, thread_name_prefix="smtp-spool")
 
 class Spool:
     """One message being received: ``prefix`` (the first recipient's trace headers), then
-    the data as it arrives."""
+    the data as it arrives. Up to ``FLUSH_AT`` octets it stays in memory and has no file
+    at all (``in_memory``): most mail is a few KiB, and for it a file costs more system
+    calls and thread hops than the whole rest of the delivery."""
 
     def __init__(self, folder: Path, prefix: bytes) -> None:
-        # Closed by close(), which the DATA command always reaches (try/finally).
         self._folder = folder
-        self._file = tempfile.TemporaryFile(dir=folder, prefix="msg-")  # noqa: SIM115
+        # Made at the first flush, closed by close(), which the DATA command always
+        # reaches (try/finally).
+        self._file: IO[bytes] | None = None
         self._pending: list[bytes] = [prefix]
         self._pending_size = len(prefix)
         self.body_start = len(prefix)
-        self.size = 0  # octets written to the file so far
+        self._written = 0  # octets in the file
         self.error: OSError | None = None  # the first write error; later data is dropped
         self.discarded = False
         self._head: tuple[bytes, int] = (b"", 0)  # see edit_head
+
+    @property
+    def size(self) -> int:
+        """Octets kept so far (trace headers included), in the file or in memory."""
+        return self._written + self._pending_size
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the whole message is in memory (no file was needed)."""
+        return self._file is None
 
     async def write(self, data: bytes) -> None:
         if self.error is not None or self.discarded:
@@ -60,17 +76,23 @@ class Spool:
             await self.flush()
 
     async def flush(self) -> None:
+        """Write what is pending to the file, if the message has one or needs one now."""
         if not self._pending or self.error is not None or self.discarded:
             return
-        pieces, self._pending, self._pending_size = self._pending, [], 0
+        if self._file is None and self._pending_size < FLUSH_AT:
+            return  # small: it stays in memory
+        pieces = self._pending
         try:
             await asyncio.get_running_loop().run_in_executor(_IO, self._write, pieces)
         except OSError as exc:
             self.error = exc
             return
-        self.size += sum(map(len, pieces))
+        self._pending, self._pending_size = [], 0
+        self._written += sum(map(len, pieces))
 
     def _write(self, pieces: list[bytes]) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(dir=self._folder, prefix="msg-")  # noqa: SIM115
         self._file.writelines(pieces)
         self._file.flush()  # readers use os.pread, below the file object's buffer
 
@@ -80,15 +102,24 @@ class Spool:
         self._pending = []
         self._pending_size = 0
 
+    def _memory(self) -> bytes:
+        """The whole spool of an in-memory message, joined once."""
+        if len(self._pending) != 1:
+            self._pending = [b"".join(self._pending)]
+        return self._pending[0]
+
     async def message(self, *, data_only: bool = False) -> bytes:
         """The spool as written, whole: for submission, which completes the header and
         hands the message to the outbound queue (its size is bounded by the caller's
-        ``DeliveryMemory`` hold). Delivery reads it as a file (``message_file``).
-        ``data_only``: without the first recipient's trace headers (what was sent)."""
+        ``DeliveryMemory`` hold), and for the sender checks. Delivery reads a big one as
+        a file (``message_file``). ``data_only``: without the first recipient's trace
+        headers (what was sent)."""
         await self.flush()
         if self.error is not None:
             raise self.error
         start = self.body_start if data_only else 0
+        if self._file is None:
+            return self._memory()[start:]
         fileno, size = self._file.fileno(), self.size - start
         return await asyncio.get_running_loop().run_in_executor(
             _IO, pread_exact, fileno, size, start)
@@ -99,21 +130,33 @@ class Spool:
         self._head = (head, replaces)
 
     def stored_size(self, trace: bytes | None = None) -> int:
-        """The size of ``message_file(trace)``."""
+        """The size of ``message_file(trace)`` (or ``stored_bytes(trace)``)."""
         head, replaces = self._head
         first = self.body_start if trace is None else len(trace)
         return first + len(head) + self.size - self.body_start - replaces
+
+    def stored_bytes(self, trace: bytes | None = None) -> bytes | None:
+        """The stored form for one recipient (see ``message_file``) of an in-memory
+        message; None when the message is in a file (then use ``message_file``)."""
+        if self._file is not None or self.error is not None:
+            return None
+        data = self._memory()
+        head, replaces = self._head
+        if trace is None and not head and not replaces:
+            return data
+        first = data[: self.body_start] if trace is None else trace
+        return b"".join((first, head, data[self.body_start + replaces :]))
 
     @contextlib.asynccontextmanager
     async def message_file(self, trace: bytes | None = None) -> AsyncIterator[MessageFile]:
         """The stored form for one recipient, as a file open inside the ``async with``: the
         spool as written (``trace`` None, the first recipient's), else a copy of it with
         ``trace`` in place of the first recipient's trace headers (and a copy too when
-        ``edit_head`` changed the start of the data)."""
+        ``edit_head`` changed the start of the data, or the message was in memory)."""
         await self.flush()
         if self.error is not None:
             raise self.error
-        if trace is None and self._head == (b"", 0):
+        if self._file is not None and trace is None and self._head == (b"", 0):
             yield MessageFile(self._file.fileno(), self.size)
             return
         loop = asyncio.get_running_loop()
@@ -126,6 +169,12 @@ class Spool:
     def _copy_for(self, trace: bytes | None) -> IO[bytes]:
         copy = tempfile.TemporaryFile(dir=self._folder, prefix="msg-")  # noqa: SIM115
         try:
+            if self._file is None:
+                stored = self.stored_bytes(trace)
+                assert stored is not None
+                copy.write(stored)
+                copy.flush()
+                return copy
             fileno = self._file.fileno()
             head, replaces = self._head
             copy.write(pread_exact(fileno, self.body_start, 0) if trace is None else trace)
@@ -144,15 +193,22 @@ class Spool:
     @property
     def data_size(self) -> int:
         """Octets of data received and kept, trace headers excluded."""
-        return self.size + self._pending_size - self.body_start
+        return self.size - self.body_start
 
     def close(self) -> None:
         self._pending = []
-        self._file.close()
+        self._pending_size = 0
+        if self._file is not None:
+            self._file.close()
+
+
+_MADE: set[Path] = set()  # folders made already: a mkdir per message is a system call
 
 
 def make_spool_folder(folder: Path) -> Path:
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder not in _MADE:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _MADE.add(folder)
     return folder
 
 

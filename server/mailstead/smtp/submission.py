@@ -34,6 +34,7 @@ import logging
 import re
 import secrets
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from ..auth.sasl import (
 )
 from ..config import is_loopback
 from ..connection import ConnectionLimiter
+from ..shared import SharedCounters
 from ..store.api import StorageFull, StoreError, User
 from .addresses import Unknown
 from .delivery import DeliveryHandler
@@ -210,7 +212,7 @@ class SubmissionHandler(DeliveryHandler):
         user = _user(session)
         if user is None:
             return "530 5.7.0 Authentication required"
-        if not self.ctx.submission_rate.allowed(user.id):
+        if not await self.ctx.submission_rate.check(user.id):
             self.refused("rate_limited")
             log.info("submission from %s refused: %d messages in the last hour", user.name,
                      self.settings.max_messages_per_hour)
@@ -366,6 +368,7 @@ def submission_factory(
     tls_context: Any = None,
     limiter: ConnectionLimiter | None = None,
     max_per_ip: int = 0,
+    shared: Callable[[], SharedCounters | None] | None = None,  # several workers' counts
 ) -> Any:
     """A protocol factory for ``loop.create_server`` (hostname given: no DNS per connection).
 
@@ -387,6 +390,8 @@ def submission_factory(
         )
         proto.limiter = limiter
         proto.max_per_ip = max_per_ip
+        if shared is not None:
+            proto.shared = shared
         return proto
 
     return make
@@ -403,4 +408,5 @@ def listener_factory(ctx: Any, *, implicit_tls: bool) -> Any:
         tls_context=ctx.tls.stdlib if ctx.tls is not None and not implicit_tls else None,
         limiter=ctx.submission_per_ip,
         max_per_ip=cfg.limits.max_connections_per_ip,
+        shared=lambda: ctx.connections.shared,
     )
