@@ -38,7 +38,7 @@ def test_columns_follow_a_dict_model_through_random_changes() -> None:
         assert (probe in cmap.flags) == (probe in flags)
         assert cmap.flags.get(probe, None) == flags.get(probe)
         assert cmap.modseqs.get(probe, 0) == modseqs.get(probe, 0)
-    assert cmap.uids == sorted(flags)
+    assert list(cmap.uids) == sorted(flags)
     assert dict(cmap.flags) == flags and dict(cmap.modseqs) == modseqs
     assert len(cmap.flags) == len(flags)
 
@@ -54,3 +54,35 @@ def test_a_uid_outside_the_map_is_not_there() -> None:
     assert cmap.first_without("\\Seen") is None
     cmap.append(9, FLAGS[0], 4)
     assert cmap.first_without("\\Seen") == 2
+
+
+def test_bulk_load_equals_appends_and_columns_widen_when_values_outgrow_them() -> None:
+    many = [frozenset({f"$k{i}"}) for i in range(300)]  # past the 1-octet flag index
+    uids = list(range(1, 601, 2))
+    flags = [many[i % 300] for i in range(300)]
+    modseqs = [10 + i for i in range(300)]
+    loaded, appended = ClientMap(), ClientMap()
+    loaded.load(uids, flags, modseqs)
+    for entry in zip(uids, flags, modseqs, strict=True):
+        appended.append(*entry)
+    for cmap in (loaded, appended):
+        assert list(cmap.entries()) == [(u, n, f, m) for n, (u, f, m)
+                                        in enumerate(zip(uids, flags, modseqs), 1)]
+    big = 1 << 40  # a modseq beyond 32 bits
+    loaded.modseqs[3] = big
+    appended.append(1001, FLAGS[0], big + 1)
+    assert loaded.modseqs[3] == big and appended.modseqs[1001] == big + 1
+    assert loaded.modseqs[1] == 10 and appended.modseqs[599] == 309
+    wide = ClientMap()
+    wide.load([1, 2], [FLAGS[0], FLAGS[1]], [5, big])
+    assert dict(wide.modseqs) == {1: 5, 2: big}
+    assert loaded.first_without("$k7") == 1 and loaded.first_without("$k0") == 2
+
+
+def test_first_without_skips_flag_sets_no_message_holds_any_more() -> None:
+    cmap = ClientMap()
+    cmap.load([1, 2, 3], [FLAGS[0], FLAGS[1], FLAGS[1]], [1, 2, 3])
+    cmap.flags[1] = FLAGS[2]
+    assert cmap.first_without("\\Seen") is None
+    cmap.flags[3] = FLAGS[0]
+    assert cmap.first_without("\\Seen") == 3
