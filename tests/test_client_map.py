@@ -86,3 +86,42 @@ def test_first_without_skips_flag_sets_no_message_holds_any_more() -> None:
     assert cmap.first_without("\\Seen") is None
     cmap.flags[3] = FLAGS[0]
     assert cmap.first_without("\\Seen") == 3
+
+
+async def test_a_search_on_flags_alone_asks_each_flag_set_once_and_finds_what_a_scan_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """UID SEARCH UNSEEN and the like (imap/handlers/search_eval.py) on the view's flag
+    index: the same UIDs as matching message by message, one match per distinct set."""
+    from datetime import UTC, datetime
+
+    from mailstead.imap.handlers import search_eval
+    from mailstead.imap.selected import SelectedMailbox
+    from mailstead.imap.syntax.search import AllKey, AndKey, FlagKey, NotKey, OrKey
+    from mailstead.store.api import Mailbox, MessageInfo, ViewSnapshot
+
+    rng = random.Random(11)
+    sets = [*FLAGS, frozenset({"\\Flagged"}), frozenset({"\\Seen", "\\Flagged", "$x"})]
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    box = Mailbox(1, 1, "INBOX", 7, 2001, 3000, None)
+    infos = [MessageInfo(u, u, rng.choice(sets), when, 10) for u in range(1, 2001)]
+    view = SelectedMailbox(None, box, readonly=True)  # type: ignore[arg-type]
+    view.load(ViewSnapshot(box, infos, 2001))
+    view.delta.expunged = {5, 17, 1999}  # gone behind the client's back: never found
+
+    calls = [0]
+    real = search_eval.matches
+
+    def counted(*args: object) -> bool:
+        calls[0] += 1
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(search_eval, "matches", counted)
+    keys = [FlagKey("\\Seen", False), FlagKey("$x"), AllKey(), NotKey(FlagKey("\\Flagged")),
+            OrKey(FlagKey("\\Flagged"), AndKey((FlagKey("\\Seen"), FlagKey("$Label"))))]
+    for key in keys:
+        calls[0] = 0
+        found = await search_eval.search(None, view, key, run=None)  # type: ignore[arg-type]
+        assert calls[0] <= 2 * len(sets) * 3  # per distinct set (and key node), not message
+        scan = [u for u, f in ((i.uid, i.flags) for i in infos) if u not in view.delta.expunged
+                and real(key, search_eval._Message(u, 0, f, False, 0), 0, 0)]
+        assert found == scan and found, key

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import compress
 from typing import TypeVar, overload
 
 V = TypeVar("V")
@@ -189,6 +190,13 @@ class ClientMap:
                 continue
             first = i if first is None else min(first, i)
         return None if first is None else first + 1
+
+    def uids_where(self, wanted: Callable[[Flags], bool]) -> list[int]:
+        """UIDs, ascending, of the messages whose flags are ``wanted``: asked once per
+        distinct flag set, then one pass in C over the index array (``UID SEARCH UNSEEN``
+        of 100,000 messages makes no Python step per message)."""
+        table = bytes(1 if wanted(flags) else 0 for flags in self._flag_sets)
+        return list(compress(self.uids, map(table.__getitem__, self._flag_of)))
 
     def delete_at(self, index: int) -> None:
         del self.uids[index]

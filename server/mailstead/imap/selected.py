@@ -354,6 +354,13 @@ class SelectedMailbox:
         expunged = self.delta.expunged
         return [e for e in self._map.entries() if e[0] not in expunged]
 
+    def live_uids_where(self, wanted: Callable[[Flags], bool]) -> list[int]:
+        """UIDs, ascending, of the live messages whose flags are ``wanted`` (a search that
+        only looks at flags: ``ClientMap.uids_where``)."""
+        found = self._map.uids_where(wanted)
+        expunged = self.delta.expunged
+        return [u for u in found if u not in expunged] if expunged else found
+
     def is_live(self, uid: int) -> bool:
         """In the client map and not expunged behind its back."""
         return uid in self.flags and uid not in self.delta.expunged
