@@ -67,7 +67,7 @@ def test_bulk_load_equals_appends_and_columns_widen_when_values_outgrow_them() -
         appended.append(*entry)
     for cmap in (loaded, appended):
         assert list(cmap.entries()) == [(u, n, f, m) for n, (u, f, m)
-                                        in enumerate(zip(uids, flags, modseqs), 1)]
+                                        in enumerate(zip(uids, flags, modseqs, strict=True), 1)]
     big = 1 << 40  # a modseq beyond 32 bits
     loaded.modseqs[3] = big
     appended.append(1001, FLAGS[0], big + 1)
