@@ -56,11 +56,7 @@ class Column(Mapping[int, V]):
         self._map = cmap
 
     def _at(self, uid: object) -> int:
-        uids = self._map.uids
-        if not isinstance(uid, int):
-            return -1
-        i = bisect_left(uids, uid)
-        return i if i < len(uids) and uids[i] == uid else -1
+        return self._map.index(uid) if isinstance(uid, int) else -1
 
     def _value(self, i: int) -> V:
         raise NotImplementedError
@@ -129,8 +125,8 @@ class _ModseqColumn(Column[int]):
 class ClientMap:
     """The UID list and its flag and modseq columns, changed only together."""
 
-    __slots__ = ("_flag_ids", "_flag_of", "_flag_sets", "_modseqs", "flags", "modseqs",
-                 "uids")
+    __slots__ = ("_flag_ids", "_flag_of", "_flag_sets", "_hint", "_modseqs", "flags",
+                 "modseqs", "uids")
 
     def __init__(self) -> None:
         self.uids: array[int] = array("I")  # never replaced: views hold on to it
@@ -140,6 +136,28 @@ class ClientMap:
         self._flag_of: array[int] = array("B")  # per message, its index in the table
         self.flags: Column[Flags] = _FlagColumn(self)
         self.modseqs: Column[int] = _ModseqColumn(self)
+        self._hint = 0  # where the last UID looked up was (only a guess, always checked)
+
+    def index(self, uid: int) -> int:
+        """Where ``uid`` is in the UID array, or -1. A command asks about one message
+        several times (live? flags? number?) and about messages in UID order, so the
+        last place and the next are tried first: a binary search in an array makes an
+        int object per probe, several times the cost of one in a list."""
+        uids = self.uids
+        i = self._hint
+        try:
+            if uids[i] == uid:
+                return i
+            if uids[i + 1] == uid:
+                self._hint = i + 1
+                return i + 1
+        except IndexError:
+            pass
+        i = bisect_left(uids, uid)
+        if i < len(uids) and uids[i] == uid:
+            self._hint = i
+            return i
+        return -1
 
     def _flag_id(self, flags: Flags) -> int:
         fid = self._flag_ids.get(flags)

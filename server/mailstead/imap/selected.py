@@ -345,8 +345,8 @@ class SelectedMailbox:
         return len(self.uids)
 
     def msn(self, uid: int) -> int | None:
-        i = bisect_left(self.uids, uid)
-        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+        i = self._map.index(uid)
+        return i + 1 if i >= 0 else None
 
     def live_entries(self) -> list[tuple[int, int, Flags, int]]:
         """(UID, message number, flags, modseq) of every message in the client map that
