@@ -4,7 +4,8 @@ sessions are added up to each count; one session opened first is the baseline), 
 fan-out of one delivered message to all of them: from the LMTP ``250`` to the last session
 reading its ``EXISTS``. With --push-one the sessions idle on another mailbox instead and one
 more session idles on INBOX: the delivery's latency to that one session among all the others
-(``push_one_ms``, one figure per round, and their p50).
+(``push_one_ms``, one figure per round, and their p50). ``fanout_server_cpu_ms_per_round``:
+the server's CPU time (all its threads) per delivery and fan-out.
 
 It starts its own server (one worker) with the connection limits raised to the largest count,
 and raises this process's RLIMIT_NOFILE (inherited by the server) to its hard limit. Each
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import statistics
 import time
@@ -24,6 +26,13 @@ from typing import Any
 from bench_bigbox import rss_anon_kib, small_message
 
 OPEN_AT_ONCE = 50  # sessions logging in at the same time
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) a process has used, Linux /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Idler:
@@ -127,12 +136,17 @@ async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int,
             steps.append(step)
             continue
         last, median = [], []
+        cpu0 = cpu_seconds(pid)
         for i in range(rounds):
             waits = [asyncio.ensure_future(x.next_exists()) for x in idlers]
             delivered = await lmtp_one(lmtp, small_message(10**6 + count + i, rng))
             arrivals = await asyncio.wait_for(asyncio.gather(*waits), 120)
             last.append(round((max(arrivals) - delivered) * 1000, 2))
             median.append(round((statistics.median(arrivals) - delivered) * 1000, 2))
+        # The server's CPU per delivery (clock ticks: use 10 rounds or more), which other
+        # load on the machine disturbs far less than the times above.
+        step["fanout_server_cpu_ms_per_round"] = round((cpu_seconds(pid) - cpu0) * 1000
+                                                       / rounds, 1)
         step["fanout_last_ms"] = last
         step["fanout_median_ms"] = median
         steps.append(step)
