@@ -360,8 +360,8 @@ def raise_open_files_limit() -> int:
 
 def serve(config: Config) -> int:
     """Run the server in the foreground until SIGTERM/SIGINT; returns the exit status."""
-    # First: the supervisor's workers inherit it.
-    log.info("open-files limit: %d", raise_open_files_limit())
+    # First: the supervisor's workers inherit it. (Debug: a start that fails says one line.)
+    log.debug("open-files limit: %d", raise_open_files_limit())
     try:
         worker = WorkerSetup.from_environment()
     except ValueError as exc:
