@@ -2,7 +2,10 @@
 memory (RssAnon, /proc/PID/status) per session at each count of --sessions (e.g. 1000,5000:
 sessions are added up to each count; one session opened first is the baseline), and the
 fan-out of one delivered message to all of them: from the LMTP ``250`` to the last session
-reading its ``EXISTS``.
+reading its ``EXISTS``. With --push-one the sessions idle on another mailbox instead and one
+more session idles on INBOX: the delivery's latency to that one session among all the others
+(``push_one_ms``, one figure per round, and their p50). ``fanout_server_cpu_ms_per_round``:
+the server's CPU time (all its threads) per delivery and fan-out.
 
 It starts its own server (one worker) with the connection limits raised to the largest count,
 and raises this process's RLIMIT_NOFILE (inherited by the server) to its hard limit. Each
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import statistics
 import time
@@ -24,16 +28,27 @@ from bench_bigbox import rss_anon_kib, small_message
 OPEN_AT_ONCE = 50  # sessions logging in at the same time
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) a process has used, Linux /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Idler:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, port: int, verb: bytes = b"SELECT") -> Idler:
+    async def open(cls, port: int, verb: bytes = b"SELECT", box: bytes = b"INBOX",
+                   create: bool = False) -> Idler:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         idler = cls(reader, writer)
         await reader.readline()
-        for tag, line in ((b"l", b'LOGIN "bench" "bench"'), (b"s", verb + b" INBOX")):
+        steps = [(b"l", b'LOGIN "bench" "bench"'), (b"s", verb + b" " + box)]
+        if create:
+            steps.insert(1, (b"c", b"CREATE " + box))
+        for tag, line in steps:
             writer.write(tag + b" " + line + b"\r\n")
             while not (answer := await reader.readline()).startswith(tag + b" "):
                 if not answer:
@@ -80,13 +95,16 @@ async def lmtp_one(port: int, data: bytes) -> float:
 
 
 async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int,
-              verb: bytes) -> dict[str, Any]:
+              verb: bytes, push_one: bool = False) -> dict[str, Any]:
     import random
 
     rng = random.Random(1)
+    box = b"Idle" if push_one else b"INBOX"
     # One session first: the first login's one-off costs (imports, the password hash's
     # memory, buffers) are not a session's.
-    idlers: list[Idler] = [await Idler.open(imap, verb)]
+    idlers: list[Idler] = [await Idler.open(imap, verb, box, create=push_one)]
+    # With --push-one: the one session on INBOX, among all the others on "Idle".
+    watcher = await Idler.open(imap, verb) if push_one else None
     steps: list[dict[str, Any]] = []
     await asyncio.sleep(1)
     base = prev = rss_anon_kib(pid)
@@ -95,7 +113,8 @@ async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int,
         t0 = time.perf_counter()
         while len(idlers) < count:
             todo = min(OPEN_AT_ONCE, count - len(idlers))
-            idlers += await asyncio.gather(*(Idler.open(imap, verb) for _ in range(todo)))
+            idlers += await asyncio.gather(*(Idler.open(imap, verb, box)
+                                             for _ in range(todo)))
         opened = time.perf_counter() - t0
         await asyncio.sleep(1)  # let the server settle (freed login buffers)
         rss = rss_anon_kib(pid)
@@ -106,17 +125,32 @@ async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int,
                 round((rss - prev) / (count - prev_count), 1) if rss and prev else None,
         }
         prev, prev_count = rss, count
+        if watcher is not None:
+            one = []
+            for i in range(rounds):
+                wait = asyncio.ensure_future(watcher.next_exists())
+                delivered = await lmtp_one(lmtp, small_message(10**6 + count + i, rng))
+                one.append(round((await asyncio.wait_for(wait, 60) - delivered) * 1000, 2))
+            step["push_one_ms"] = one
+            step["push_one_p50_ms"] = statistics.median(one)
+            steps.append(step)
+            continue
         last, median = [], []
+        cpu0 = cpu_seconds(pid)
         for i in range(rounds):
             waits = [asyncio.ensure_future(x.next_exists()) for x in idlers]
             delivered = await lmtp_one(lmtp, small_message(10**6 + count + i, rng))
             arrivals = await asyncio.wait_for(asyncio.gather(*waits), 120)
             last.append(round((max(arrivals) - delivered) * 1000, 2))
             median.append(round((statistics.median(arrivals) - delivered) * 1000, 2))
+        # The server's CPU per delivery (clock ticks: use 10 rounds or more), which other
+        # load on the machine disturbs far less than the times above.
+        step["fanout_server_cpu_ms_per_round"] = round((cpu_seconds(pid) - cpu0) * 1000
+                                                       / rounds, 1)
         step["fanout_last_ms"] = last
         step["fanout_median_ms"] = median
         steps.append(step)
-    for x in idlers:
+    for x in idlers if watcher is None else [*idlers, watcher]:
         x.writer.close()
     return {"rss_anon_kib_one_session": base, "steps": steps}
 
@@ -127,6 +161,9 @@ def add_idle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=3, help="deliveries timed at each count")
     p.add_argument("--examine", action="store_true",
                    help="EXAMINE instead of SELECT: read-only sessions claim no \\Recent")
+    p.add_argument("--push-one", action="store_true",
+                   help="the sessions idle on another mailbox; time the push to one more "
+                   "session idling on INBOX (p50 over --rounds deliveries)")
 
 
 def cmd_idle(args: argparse.Namespace, own_server: Any) -> dict[str, Any]:
@@ -146,5 +183,6 @@ def cmd_idle(args: argparse.Namespace, own_server: Any) -> dict[str, Any]:
         result: dict[str, Any] = {"server": "mailstead", "benchmark": "idle"}
         result.update(asyncio.run(run(counts, args.rounds, ports[("imap", False)],
                                       ports[("lmtp", False)], pid,
-                                      b"EXAMINE" if args.examine else b"SELECT")))
+                                      b"EXAMINE" if args.examine else b"SELECT",
+                                      args.push_one)))
     return result

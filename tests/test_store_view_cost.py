@@ -46,3 +46,36 @@ async def test_listings_events_and_flag_updates_share_equal_flag_sets(
     again = await store.read_view(inbox.id)
     assert {id(m.flags) for m in again.messages} == {id(c.flags) for c in res.changed}
 
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_view_of_100k_messages_costs_under_a_megabyte(strict: bool) -> None:
+    """The client map (imap/client_map.py) and the stream checker's copy of the UIDs
+    (imap/stream_check.py: kept in tests, not for big views outside them) in compact
+    arrays: well under 1 MB outside tests, where lists cost about 6 MB."""
+    import tracemalloc
+    from datetime import UTC, datetime
+
+    from mailstead.imap.selected import SelectedMailbox
+    from mailstead.imap.stream_check import StreamChecker
+    from mailstead.store.api import Mailbox, MessageInfo, ViewSnapshot
+
+    n = 100_000
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    box = Mailbox(id=1, user_id=1, name="INBOX", uidvalidity=7, uidnext=n + 1,
+                  highestmodseq=n + 5, special_use=None)
+    # Modseqs and UIDs as a store hands them out: int objects of their own.
+    snap = ViewSnapshot(box, [MessageInfo(int(str(u)), int(str(u + 5)), KINDS[u % 3], when,
+                                          600) for u in range(1, n + 1)], n + 1)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        view = SelectedMailbox(None, box, readonly=True)  # type: ignore[arg-type]
+        view.checker = StreamChecker(strict=strict)
+        view.load(snap)
+        view.opening_lines()
+        cost = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert view.exists == n and view.checker.violations == 0
+    assert cost < (1_500_000 if strict else 1_000_000), cost

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 from typing import TYPE_CHECKING, Any
@@ -341,8 +342,27 @@ def _sd_notify(message: str) -> None:
         log.warning("sd_notify failed: %s", exc)
 
 
+def raise_open_files_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard one and return it: every connection is a
+    descriptor, and the usual soft default (1024) would refuse the 1,000th idle session
+    with EMFILE. The hard limit is the operator's (LimitNOFILE= in the systemd unit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit still stops at the kernel's fs.nr_open.
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s",
+                        soft, target, exc)
+    return soft
+
+
 def serve(config: Config) -> int:
     """Run the server in the foreground until SIGTERM/SIGINT; returns the exit status."""
+    # First: the supervisor's workers inherit it. (Debug: a start that fails says one line.)
+    log.debug("open-files limit: %d", raise_open_files_limit())
     try:
         worker = WorkerSetup.from_environment()
     except ValueError as exc:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -83,7 +84,7 @@ class SelectedMailbox:
         self.lock = asyncio.Lock()
         # --- the client map (the flag and modseq columns follow ``uids``: client_map.py)
         self._map = ClientMap()
-        self.uids: list[int] = self._map.uids
+        self.uids: array[int] = self._map.uids
         self.flags: Column[Flags] = self._map.flags
         self.modseqs: Column[int] = self._map.modseqs
         self.recent: set[int] = set()
@@ -102,10 +103,13 @@ class SelectedMailbox:
         """Fill the client map from the snapshot SELECT/EXAMINE read (after subscribing:
         events already in the snapshot are dropped by modseq when they are applied)."""
         self.mailbox = snap.mailbox
-        for info in snap.messages:
-            self._map.append(info.uid, info.flags, info.modseq)
-            self.keywords |= keywords_of(info.flags)
-        self.recent = set(snap.recent_uids)
+        messages = snap.messages
+        self._map.load([m.uid for m in messages], [m.flags for m in messages],
+                       [m.modseq for m in messages])
+        for flags in self._map.flag_sets():  # a handful of distinct sets, not one a message
+            self.keywords |= keywords_of(flags)
+        # The recent ones are the UIDs from the boundary up: a tail of the ascending list.
+        self.recent = set(self.uids[bisect_left(self.uids, snap.first_recent_uid):])
         self._reported_recent = len(self.recent)
         self._top_uid = self.uids[-1] if self.uids else 0
         # Keep the inbox: changes that arrived while the snapshot was read are in it.
@@ -341,14 +345,21 @@ class SelectedMailbox:
         return len(self.uids)
 
     def msn(self, uid: int) -> int | None:
-        i = bisect_left(self.uids, uid)
-        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+        i = self._map.index(uid)
+        return i + 1 if i >= 0 else None
 
     def live_entries(self) -> list[tuple[int, int, Flags, int]]:
         """(UID, message number, flags, modseq) of every message in the client map that
         was not expunged behind its back: one pass, no lookup per UID."""
         expunged = self.delta.expunged
         return [e for e in self._map.entries() if e[0] not in expunged]
+
+    def live_uids_where(self, wanted: Callable[[Flags], bool]) -> list[int]:
+        """UIDs, ascending, of the live messages whose flags are ``wanted`` (a search that
+        only looks at flags: ``ClientMap.uids_where``)."""
+        found = self._map.uids_where(wanted)
+        expunged = self.delta.expunged
+        return [u for u in found if u not in expunged] if expunged else found
 
     def is_live(self, uid: int) -> bool:
         """In the client map and not expunged behind its back."""

@@ -8,6 +8,11 @@ ascending), each EXPUNGE names a message the client knows and takes one off, FET
 message the client knows and shows only keywords announced by FLAGS, no EXPUNGE where the
 command forbids it, and after each update the client's map equals the view's.
 
+The copy is 4 octets a message (``array('I')``). Outside tests it is kept only for views of
+up to ``COPY_UP_TO`` messages; a larger view is checked on counts alone (every number within
+the count, EXISTS and EXPUNGE counting right, new UIDs ascending above the last one), so a
+view of 100,000 messages does not pay 400 KB for a second copy of its UID list.
+
 A violation is a server bug. With ``MAILSTEAD_CHECK_INVARIANTS`` set (the test suite sets
 it) it raises ``StreamViolation``, an ``AssertionError``; otherwise it is logged and the
 checker adopts the view's map so one bug is reported once, not on every later line.
@@ -17,12 +22,14 @@ from __future__ import annotations
 
 import logging
 import os
+from array import array
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
 
 log = logging.getLogger("mailstead.imap.stream")
 
 CHECK_ENV = "MAILSTEAD_CHECK_INVARIANTS"
+COPY_UP_TO = 20_000  # messages: a larger view outside tests is checked on counts alone
 
 
 def invariants_strict() -> bool:
@@ -58,10 +65,15 @@ def _flag_atoms(line: bytes) -> list[bytes]:
 class StreamChecker:
     """A client's view of one selected mailbox, rebuilt from the lines it is sent."""
 
-    def __init__(self, *, strict: bool | None = None, label: str = "") -> None:
+    def __init__(self, *, strict: bool | None = None, label: str = "",
+                 copy_up_to: int | None = None) -> None:
         self.strict = invariants_strict() if strict is None else strict
         self.label = label
-        self.client_uids: list[int] = []
+        # Strict checking (tests) always keeps the copy of the client's UIDs.
+        self.copy_up_to = (copy_up_to if copy_up_to is not None
+                           else None if self.strict else COPY_UP_TO)
+        self.client_uids: array[int] | None = None  # None: counts only (see the docstring)
+        self.count = 0  # messages the client was told of
         self.top_uid = 0  # highest UID ever announced: new messages must be above it
         self.keywords: set[bytes] = set()
         self.violations = 0
@@ -71,10 +83,14 @@ class StreamChecker:
         """SELECT/EXAMINE told the client ``* N EXISTS`` and the keyword list."""
         n = _number(exists_line, b"EXISTS")
         self._require(n == len(uids), f"SELECT says {exists_line!r} for {len(uids)} messages")
-        self._require(_ascending(uids), "SELECT's UIDs are not ascending")
-        self.client_uids = list(uids)
+        self.count = len(uids)
         self.top_uid = uids[-1] if uids else 0
         self.keywords = {k.encode("utf-8") for k in keywords}
+        if self.copy_up_to is None or len(uids) <= self.copy_up_to:
+            self.client_uids = array("I", uids)
+            self._require(_ascending(self.client_uids), "SELECT's UIDs are not ascending")
+        else:
+            self.client_uids = None
 
     def flags(self, keywords: Iterable[str]) -> None:
         """A ``* FLAGS`` update: the keywords the client may now see."""
@@ -84,49 +100,61 @@ class StreamChecker:
 
     def exists(self, line: bytes, new_uids: Sequence[int]) -> None:
         n = _number(line, b"EXISTS")
-        count = len(self.client_uids)
+        count = self.count
         self._require(n >= count, f"{line!r} shrinks the count {count}")
         self._require(n == count + len(new_uids),
                       f"{line!r} after {count} does not cover exactly {len(new_uids)} new")
         self._require((not new_uids or new_uids[0] > self.top_uid) and _ascending(new_uids),
                       f"{line!r} announces UIDs {list(new_uids)[:5]} not above {self.top_uid}")
-        self.client_uids.extend(new_uids)
+        self.count += len(new_uids)
+        if self.client_uids is not None:
+            self.client_uids.extend(new_uids)
         if new_uids:
             self.top_uid = max(self.top_uid, new_uids[-1])
 
     def recent(self, line: bytes) -> None:
         n = _number(line, b"RECENT")
-        self._require(0 <= n <= len(self.client_uids),
-                      f"{line!r} above the count {len(self.client_uids)}")
+        self._require(0 <= n <= self.count, f"{line!r} above the count {self.count}")
 
     def expunge(self, line: bytes, uid: int, *, allowed: bool) -> None:
         n = _number(line, b"EXPUNGE")
         self._require(allowed, f"{line!r} where EXPUNGE is not allowed")
-        if self._require(1 <= n <= len(self.client_uids),
-                         f"{line!r} outside 1..{len(self.client_uids)}"):
-            self._require(self.client_uids[n - 1] == uid,
-                          f"{line!r} is UID {self.client_uids[n - 1]} to the client, not {uid}")
-            del self.client_uids[n - 1]
+        if self._require(1 <= n <= self.count, f"{line!r} outside 1..{self.count}"):
+            self._is_uid(line, n, uid)
+            if self.client_uids is not None:
+                del self.client_uids[n - 1]
+            self.count -= 1
 
     def fetch(self, line: bytes, uid: int) -> None:
         n = _number(line, b"FETCH")
-        if self._require(1 <= n <= len(self.client_uids),
-                         f"{line!r} outside 1..{len(self.client_uids)}"):
-            self._require(self.client_uids[n - 1] == uid,
-                          f"{line!r} is UID {self.client_uids[n - 1]} to the client, not {uid}")
+        if self._require(1 <= n <= self.count, f"{line!r} outside 1..{self.count}"):
+            self._is_uid(line, n, uid)
         unknown = [f for f in _flag_atoms(line)
                    if not f.startswith(b"\\") and f not in self.keywords]
         self._require(not unknown, f"{line!r} shows keywords {unknown} before FLAGS")
 
+    def _is_uid(self, line: bytes, n: int, uid: int) -> None:
+        """Message ``n`` is ``uid`` to the client (when the copy is kept)."""
+        if self.client_uids is not None:
+            self._require(self.client_uids[n - 1] == uid,
+                          f"{line!r} is UID {self.client_uids[n - 1]} to the client, not {uid}")
+
     def settled(self, view_uids: Sequence[int]) -> None:
         """End of an update: the client's map must be the view's."""
-        # No copy of a list: this runs after every command, on views of 100,000 UIDs.
-        same = self.client_uids == (view_uids if isinstance(view_uids, list)
-                                    else list(view_uids))
-        if not self._require(same,
-                             f"client has {len(self.client_uids)} messages, view "
-                             f"{len(view_uids)}"):
-            self.client_uids = list(view_uids)  # report once, then follow the view
+        # Compared in C when both are arrays: this runs after every command, on views of
+        # 100,000 UIDs.
+        mine = self.client_uids
+        if mine is None:
+            same = self.count == len(view_uids)
+        else:
+            same = mine == (view_uids if isinstance(view_uids, array)
+                            else array("I", view_uids))
+        if not self._require(same, f"client has {self.count} messages, view "
+                                   f"{len(view_uids)}"):
+            # Report once, then follow the view.
+            self.count = len(view_uids)
+            if mine is not None:
+                self.client_uids = array("I", view_uids)
 
     # --- failing -----------------------------------------------------------------------
     def _require(self, ok: bool, what: str) -> bool:

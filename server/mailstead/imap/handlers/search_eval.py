@@ -202,10 +202,29 @@ def is_expensive(key: SearchKey) -> bool:
     return needs.headers or needs.text
 
 
+def _on_flags_only(key: SearchKey) -> bool:
+    """Whether the key looks at nothing but a message's flag set (not \\Recent)."""
+    if isinstance(key, FlagKey):
+        return key.flag != "\\Recent"
+    if isinstance(key, AllKey):
+        return True
+    if isinstance(key, NotKey):
+        return _on_flags_only(key.key)
+    if isinstance(key, OrKey):
+        return _on_flags_only(key.left) and _on_flags_only(key.right)
+    if isinstance(key, AndKey):
+        return all(_on_flags_only(k) for k in key.keys)
+    return False
+
+
 async def search(
     store: MailStore, view: SelectedMailbox, key: SearchKey, *, run: Runner
 ) -> list[int]:
     """UIDs of the messages in the view that match, ascending."""
+    if _on_flags_only(key):
+        # Matched once per distinct flag set, not once per message.
+        return view.live_uids_where(
+            lambda flags: matches(key, _Message(0, 0, flags, False, 0), 0, 0))
     needs = _needs(key, _Needs())
     cost = key_cost(key)
     candidates = view.live_entries()

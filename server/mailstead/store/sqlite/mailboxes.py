@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
+from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 from ..api import (
     AlreadyExists,
@@ -75,6 +78,26 @@ def move_all(conn: sqlite3.Connection, src_id: int, dst_id: int) -> list[ChangeB
     if dst_events:
         out.append(ChangeBatch(dst_id, tuple(dst_events)))
     return out
+
+
+@dataclass(slots=True)
+class _PendingClaim:
+    """A \\Recent claim being written: up to ``below``; ``write`` gives (was, now)."""
+
+    below: int
+    write: asyncio.Future[tuple[int, int]]
+
+
+_claims_of: WeakKeyDictionary[SqliteBase, dict[int, _PendingClaim]] = WeakKeyDictionary()
+
+
+def _pending_claims(store: SqliteBase) -> dict[int, _PendingClaim]:
+    """The claims in flight of one store, by mailbox (kept beside it: base.py builds the
+    store's state, this module only needs it for ``claim_recent``)."""
+    claims = _claims_of.get(store)
+    if claims is None:
+        claims = _claims_of[store] = {}
+    return claims
 
 
 class MailboxesMixin(SqliteBase):
@@ -233,7 +256,37 @@ class MailboxesMixin(SqliteBase):
 
     # --- \Recent claim and the snapshot SELECT reads (see MailStore.open_view) ----------
     async def claim_recent(self, mailbox_id: int, below: int | None = None) -> int:
-        def job(conn: sqlite3.Connection) -> tuple[int, list[ChangeBatch]]:
+        # A delivery to a mailbox that 1,000 sessions have selected makes each claim the
+        # new message at once: the claims that a write in flight already covers join it
+        # instead of queueing 1,000 writes. The caller that started the write gets where
+        # the boundary was; one that joined gets where the write left it, as if its own
+        # claim had run right after (nothing below it is left to claim). So each UID
+        # still goes to exactly one caller, and across processes the write is atomic.
+        claims = _pending_claims(self)
+        pending = claims.get(mailbox_id)
+        if below is not None and pending is not None and below <= pending.below:
+            _, target = await asyncio.shield(pending.write)
+            if below <= target:
+                return target
+        write = asyncio.get_running_loop().create_task(self._claim_write(mailbox_id, below))
+        if below is not None and (pending is None or below > pending.below):
+            mine = claims[mailbox_id] = _PendingClaim(below, write)
+
+            def done(task: asyncio.Future[tuple[int, int]]) -> None:
+                if claims.get(mailbox_id) is mine:
+                    del claims[mailbox_id]
+                if not task.cancelled():
+                    task.exception()  # retrieved: whoever awaits it sees it
+
+            write.add_done_callback(done)
+        # Shielded: a session closing while its claim is written must not cancel the write
+        # that others joined (its own UIDs then go to nobody, never to two sessions).
+        was, _ = await asyncio.shield(write)
+        return was
+
+    async def _claim_write(self, mailbox_id: int, below: int | None) -> tuple[int, int]:
+        """The claim itself: (the boundary as it was, where it is now)."""
+        def job(conn: sqlite3.Connection) -> tuple[tuple[int, int], list[ChangeBatch]]:
             # The writer is the only writer and runs inside BEGIN IMMEDIATE, so this read
             # and the UPDATE are one atomic step, for other processes too.
             row = conn.execute(
@@ -247,9 +300,10 @@ class MailboxesMixin(SqliteBase):
                 "UPDATE mailboxes SET first_recent_uid = ? WHERE id = ? AND first_recent_uid < ?",
                 (target, mailbox_id, target),
             )
-            return was, []
+            return (was, max(was, target)), []
 
-        return await self._write(NotDurable(job))
+        result: tuple[int, int] = await self._write(NotDurable(job))
+        return result
 
     async def read_view(self, mailbox_id: int) -> ViewSnapshot:
         def q(conn: sqlite3.Connection) -> ViewSnapshot:
