@@ -57,6 +57,19 @@ def message_info(row: Sequence[Any]) -> MessageInfo:
     return MessageInfo(uid, modseq, flags_set(flags), from_row_date(ts, tz), size)
 
 
+# Lengths of the ``IN (...)`` lists the store builds: a list is padded (with its last
+# value repeated) to the next of these, so that a handful of distinct statements stay in
+# sqlite3's statement cache instead of one compiled per length.
+IN_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 500)
+_MARKS = {n: ",".join("?" * n) for n in IN_SIZES}
+
+
+def in_list(chunk: list[int]) -> tuple[str, list[int]]:
+    """``?`` marks and parameters for ``IN (...)`` of a chunk (at most 500 values)."""
+    n = next(size for size in IN_SIZES if size >= len(chunk))
+    return _MARKS[n], chunk + chunk[-1:] * (n - len(chunk))
+
+
 def chunks(uids: Iterable[int], size: int = 500) -> Iterable[list[int]]:
     """Sorted, distinct UIDs in lists short enough for one ``IN (...)``."""
     it = iter(sorted(set(uids)))
