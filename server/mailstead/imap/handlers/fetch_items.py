@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ...mime.parse import BodyPart, ParsedMessage, header_fields, part_by_number
-from ...store.api import FetchWants, MailStore, MessageInfo, small_run
+from ...store.api import FetchData, FetchWants, MailStore, MessageInfo, small_run
 from .. import response
 from ..dates import format_internaldate
 from ..selected import SelectedMailbox
@@ -124,6 +124,10 @@ class FetchNeeds:
                     structure = True
         # The sizes decide how the octets are read (whole or in pieces).
         return cls(info or full, structure, headers, full)
+
+    @property
+    def any(self) -> bool:
+        return self.info or self.structure or self.headers or self.full
 
 
 def _section_spec(section: FetchSection) -> bytes:
@@ -308,7 +312,8 @@ async def fetch_responses(
         chunk = uids[start : start + CHUNK]
         # One store call per round: listing, structures, headers and the first small
         # bodies together.
-        data = await store.read_for_fetch(mbox, chunk, wants)
+        # FLAGS, UID and MODSEQ come from the view: nothing to read.
+        data = await store.read_for_fetch(mbox, chunk, wants) if needs.any else FetchData()
         infos, structures, headers = data.infos, data.structures, data.headers
         bodies = data.bodies
         for i, uid in enumerate(chunk):
