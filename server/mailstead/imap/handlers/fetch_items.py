@@ -275,17 +275,22 @@ async def _item(
 
 
 def _joined(items: list[list[Piece]], msn: int) -> list[Piece]:
-    """``* msn FETCH (item item ...)`` CRLF, consecutive bytes merged into one."""
-    out: list[Piece] = [b"* %d FETCH (" % msn]
+    """``* msn FETCH (item item ...)`` CRLF, consecutive bytes joined into one."""
+    out: list[Piece] = []
+    run: list[bytes] = [b"* %d FETCH (" % msn]  # bytes since the last span
     for i, item in enumerate(items):
         if i:
-            item = [b" ", *item]
+            run.append(b" ")
         for piece in item:
-            if isinstance(piece, bytes) and isinstance(out[-1], bytes):
-                out[-1] += piece
+            if isinstance(piece, bytes):
+                run.append(piece)
             else:
+                if run:
+                    out.append(b"".join(run))
                 out.append(piece)
-    out.append(b")\r\n")
+                run = []
+    run.append(b")\r\n")
+    out.append(b"".join(run))
     return out
 
 
