@@ -26,6 +26,7 @@ from .writer import WriteJob, Writer, map_error
 T = TypeVar("T")
 
 READER_MMAP_BYTES = 1 << 30
+STATEMENT_CACHE = 256  # sqlite3's default is 128; the store has ~100 distinct statements
 # A read on the loop's own connection waits this long for a lock at most, then goes to a
 # reader thread (which waits up to busy_timeout). WAL readers take no lock SQLite waits
 # on, short of recovering a crashed writer's WAL or a connection in exclusive mode.
@@ -85,8 +86,11 @@ class SqliteBase(MailStore):
 
     # --- connections ---------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
+        # Statements are reused from sqlite3's cache (keyed by the SQL text; the store
+        # pads IN lists to a few lengths, rows.in_list): room for all of them.
         conn = sqlite3.connect(
-            self.path, timeout=30, isolation_level=None, check_same_thread=False
+            self.path, timeout=30, isolation_level=None, check_same_thread=False,
+            cached_statements=STATEMENT_CACHE,
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
