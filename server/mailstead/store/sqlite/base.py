@@ -26,7 +26,7 @@ from .writer import WriteJob, Writer, map_error
 T = TypeVar("T")
 
 READER_MMAP_BYTES = 1 << 30
-STATEMENT_CACHE = 256  # sqlite3's default is 128; the store has ~100 distinct statements
+STATEMENT_CACHE = 256  # twice sqlite3's default: each padded IN list is up to ten statements
 # A read on the loop's own connection waits this long for a lock at most, then goes to a
 # reader thread (which waits up to busy_timeout). WAL readers take no lock SQLite waits
 # on, short of recovering a crashed writer's WAL or a connection in exclusive mode.
