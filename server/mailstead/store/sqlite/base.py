@@ -160,7 +160,8 @@ class SqliteBase(MailStore):
 
     # --- plumbing ------------------------------------------------------------------
     async def _read(self, fn: Callable[[sqlite3.Connection], T], *,
-                    bounded: Callable[[sqlite3.Connection], T] | None = None) -> T:
+                    bounded: Callable[[sqlite3.Connection], T] | None = None,
+                    one_statement: bool = False) -> T:
         """``fn(conn)`` in one read transaction, on a reader thread.
 
         ``bounded``: a read whose work is bounded whatever the client asks (at most
@@ -169,6 +170,9 @@ class SqliteBase(MailStore):
         on a thread. A thread hop costs the loop more than such a read does: the
         executor's futures, the wake-up and the GIL handover each way
         (docs/architecture.md, "Store reads").
+
+        ``one_statement``: ``fn`` runs a single SELECT, which is a consistent read on its
+        own; the BEGIN and COMMIT around it would only cost two more statements.
         """
         if self._readers is None or self._loop is None:
             raise StoreUnavailable("the mail store is closed")
@@ -176,7 +180,7 @@ class SqliteBase(MailStore):
         try:
             if bounded is not None:
                 try:
-                    return self._run_read(self._inline_conn(), bounded)
+                    return self._run_read(self._inline_conn(), bounded, one_statement)
                 except Offload:
                     pass
                 except sqlite3.OperationalError as exc:
@@ -184,7 +188,7 @@ class SqliteBase(MailStore):
                                                           sqlite3.SQLITE_LOCKED):
                         raise
             return await self._loop.run_in_executor(
-                self._readers, lambda: self._run_read(self._reader(), fn))
+                self._readers, lambda: self._run_read(self._reader(), fn, one_statement))
         except sqlite3.Error as exc:
             raise map_error(exc) from None
         finally:
@@ -192,7 +196,10 @@ class SqliteBase(MailStore):
                 self.on_latency("read", time.perf_counter() - started)
 
     @staticmethod
-    def _run_read(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _run_read(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T],
+                  one_statement: bool = False) -> T:
+        if one_statement:
+            return fn(conn)
         conn.execute("BEGIN")
         try:
             return fn(conn)

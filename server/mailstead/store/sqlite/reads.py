@@ -12,7 +12,7 @@ from ...mime.model import ParsedMessage
 from ...mime.parse import parse_message
 from ..api import ChangeBatch, FetchData, FetchWants, MessageInfo, Octets, StoreError, small_run
 from .base import INLINE_BYTES, INLINE_ROWS, Offload, SqliteBase
-from .rows import INFO_COLS, chunks, in_list, message_info, octets
+from .rows import CHUNK_ROWS, INFO_COLS, chunks, in_list, message_info, octets
 from .writer import NotDurable
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ class ReadsMixin(SqliteBase):
                 out.extend(message_info(r) for r in rows)
             return out
 
-        return await self._read(q, bounded=q if len(wanted) <= INLINE_ROWS else None)
+        return await self._read(q, bounded=q if len(wanted) <= INLINE_ROWS else None,
+                                one_statement=len(wanted) <= CHUNK_ROWS)
 
     async def read_message(self, mailbox_id: int, uid: int) -> bytes | None:
         def q(conn: sqlite3.Connection) -> bytes | None:

@@ -76,7 +76,10 @@ def in_list(chunk: list[int]) -> tuple[str, list[int]]:
     return _MARKS[n], chunk + chunk[-1:] * (n - len(chunk))
 
 
-def chunks(uids: Iterable[int], size: int = 500) -> Iterable[list[int]]:
+CHUNK_ROWS = 500  # values of one IN list at most
+
+
+def chunks(uids: Iterable[int], size: int = CHUNK_ROWS) -> Iterable[list[int]]:
     """Sorted, distinct UIDs in lists short enough for one ``IN (...)``."""
     it = iter(sorted(set(uids)))
     while chunk := list(itertools.islice(it, size)):
