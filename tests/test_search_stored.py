@@ -185,6 +185,22 @@ async def test_a_delivery_stores_the_decoded_text(tmp_path: Path) -> None:
     assert HeaderText.from_json(text).values("subject") == ["café crème"]
 
 
+@pytest.mark.parametrize("junk", [
+    '[1,[["from","From",3,null]],[[],[],[],[]],null]',  # a number where text belongs
+    '[1,[["from","From"]],[[],[],[],[]],null]',  # a field of two parts
+    '[1,[],[[1],[],[],[]],null]',  # an address form that is no text
+    '[1,[],[[],[],[],[]],7]',  # a whole header that is no text
+    '[1,[],[[],[],[]],null]',  # three address fields
+    '[2,[],[[],[],[],[]],null]',  # a later version
+    '{"fields": []}',
+])
+def test_stored_header_text_of_the_wrong_shape_is_refused(junk: str) -> None:
+    """A damaged row is decoded again from the header (reads.read_header_texts) rather
+    than matched as if it were text: from_json refuses every shape it did not write."""
+    with pytest.raises(ValueError):
+        HeaderText.from_json(junk)
+
+
 async def test_a_small_message_full_of_encoded_words_is_decoded_off_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

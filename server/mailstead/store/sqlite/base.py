@@ -26,6 +26,20 @@ from .writer import WriteJob, Writer, map_error
 T = TypeVar("T")
 
 READER_MMAP_BYTES = 1 << 30
+STATEMENT_CACHE = 256  # twice sqlite3's default: each padded IN list is up to ten statements
+# A read on the loop's own connection waits this long for a lock at most, then goes to a
+# reader thread (which waits up to busy_timeout). WAL readers take no lock SQLite waits
+# on, short of recovering a crashed writer's WAL or a connection in exclusive mode.
+INLINE_BUSY_MS = 5
+# The bound of a read on the loop thread: rows found by key, and octets of blobs copied.
+# Measured: 64 rows of the listing cost ~0.15 ms, 256 KB of blob a memcpy.
+INLINE_ROWS = 64
+INLINE_BYTES = 256 * 1024
+
+
+class Offload(Exception):
+    """Raised by a read function running inline when what it found is over its bound:
+    the read is run again on a reader thread."""
 
 
 class SqliteBase(MailStore):
@@ -52,6 +66,7 @@ class SqliteBase(MailStore):
         self._readers: ThreadPoolExecutor | None = None
         self._parsers: ThreadPoolExecutor | None = None  # MIME parses of big new messages
         self._local = threading.local()
+        self._loop_conn: sqlite3.Connection | None = None  # inline reads (see _read)
         self._all_readers: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
         self._maildrop_locks: set[int] = set()
@@ -71,8 +86,11 @@ class SqliteBase(MailStore):
 
     # --- connections ---------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
+        # Statements are reused from sqlite3's cache (keyed by the SQL text; the store
+        # pads IN lists to a few lengths, rows.in_list): room for all of them.
         conn = sqlite3.connect(
-            self.path, timeout=30, isolation_level=None, check_same_thread=False
+            self.path, timeout=30, isolation_level=None, check_same_thread=False,
+            cached_statements=STATEMENT_CACHE,
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self._fsync else 'NORMAL'}")
@@ -87,15 +105,19 @@ class SqliteBase(MailStore):
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
-            conn.execute("PRAGMA query_only=ON")
-            # Read message octets straight from the page cache instead of page by page
-            # through read(2): the blobs span overflow pages. Readers only: SQLite maps
-            # for reading, and the writer keeps plain I/O with its SQLITE_FULL handling.
-            conn.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
+            conn = self._reader_connection()
             self._local.conn = conn
-            with self._reader_lock:
-                self._all_readers.append(conn)
+        return conn
+
+    def _reader_connection(self) -> sqlite3.Connection:
+        conn = self._connect()
+        conn.execute("PRAGMA query_only=ON")
+        # Read message octets straight from the page cache instead of page by page
+        # through read(2): the blobs span overflow pages. Readers only: SQLite maps
+        # for reading, and the writer keeps plain I/O with its SQLITE_FULL handling.
+        conn.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
+        with self._reader_lock:
+            self._all_readers.append(conn)
         return conn
 
     async def open(self) -> None:
@@ -126,6 +148,7 @@ class SqliteBase(MailStore):
             if pool is not None:
                 pool.shutdown(wait=True)
         self._parsers = self._readers = None
+        self._loop_conn = None
         with self._reader_lock:
             for conn in self._all_readers:
                 conn.close()
@@ -136,26 +159,59 @@ class SqliteBase(MailStore):
         return self._writer.commits if self._writer else 0
 
     # --- plumbing ------------------------------------------------------------------
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _read(self, fn: Callable[[sqlite3.Connection], T], *,
+                    bounded: Callable[[sqlite3.Connection], T] | None = None,
+                    one_statement: bool = False) -> T:
+        """``fn(conn)`` in one read transaction, on a reader thread.
+
+        ``bounded``: a read whose work is bounded whatever the client asks (at most
+        INLINE_ROWS rows by their key, INLINE_BYTES of blobs), run first on the loop
+        thread itself; it raises :class:`Offload` past its bound, and then ``fn`` runs
+        on a thread. A thread hop costs the loop more than such a read does: the
+        executor's futures, the wake-up and the GIL handover each way
+        (docs/architecture.md, "Store reads").
+
+        ``one_statement``: ``fn`` runs a single SELECT, which is a consistent read on its
+        own; the BEGIN and COMMIT around it would only cost two more statements.
+        """
         if self._readers is None or self._loop is None:
             raise StoreUnavailable("the mail store is closed")
-
-        def run() -> T:
-            conn = self._reader()
-            conn.execute("BEGIN")
-            try:
-                return fn(conn)
-            finally:
-                conn.execute("COMMIT")
-
         started = time.perf_counter()
         try:
-            return await self._loop.run_in_executor(self._readers, run)
+            if bounded is not None:
+                try:
+                    return self._run_read(self._inline_conn(), bounded, one_statement)
+                except Offload:
+                    pass
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY,
+                                                          sqlite3.SQLITE_LOCKED):
+                        raise
+            return await self._loop.run_in_executor(
+                self._readers, lambda: self._run_read(self._reader(), fn, one_statement))
         except sqlite3.Error as exc:
             raise map_error(exc) from None
         finally:
             if self.on_latency is not None:
                 self.on_latency("read", time.perf_counter() - started)
+
+    @staticmethod
+    def _run_read(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T],
+                  one_statement: bool = False) -> T:
+        if one_statement:
+            return fn(conn)
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    def _inline_conn(self) -> sqlite3.Connection:
+        conn = self._loop_conn
+        if conn is None:
+            conn = self._loop_conn = self._reader_connection()
+            conn.execute(f"PRAGMA busy_timeout={INLINE_BUSY_MS}")
+        return conn
 
     async def _write(self, job: WriteJob) -> Any:
         if self._writer is None or self._loop is None:

@@ -119,7 +119,7 @@ class MailboxesMixin(SqliteBase):
             ).fetchone()
             return mailbox_row(row) if row else None
 
-        return await self._read(q)
+        return await self._read(q, bounded=q, one_statement=True)  # one row by its key
 
     async def create_mailbox(
         self, user_id: int, name: str, special_use: str | None = None

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ...mime.header_text import HeaderText, header_text
 from ...mime.model import ParsedMessage
 from ...mime.parse import parse_message
-from ..api import ChangeBatch, MessageInfo, Octets, StoreError
-from .base import SqliteBase
-from .rows import INFO_COLS, chunks, message_info, octets
+from ..api import ChangeBatch, FetchData, FetchWants, MessageInfo, Octets, StoreError, small_run
+from .base import INLINE_BYTES, INLINE_ROWS, Offload, SqliteBase
+from .rows import CHUNK_ROWS, INFO_COLS, chunks, in_list, message_info, octets
 from .writer import NotDurable
 
 log = logging.getLogger(__name__)
@@ -35,16 +35,17 @@ class ReadsMixin(SqliteBase):
         def q(conn: sqlite3.Connection) -> list[MessageInfo]:
             out: list[MessageInfo] = []
             for chunk in chunks(wanted):
-                marks = ",".join("?" * len(chunk))
+                marks, params = in_list(chunk)
                 rows = conn.execute(
                     f"SELECT {INFO_COLS} FROM messages WHERE mailbox_id = ? "
                     f"AND uid IN ({marks}) ORDER BY uid",
-                    (mailbox_id, *chunk),
+                    (mailbox_id, *params),
                 )
                 out.extend(message_info(r) for r in rows)
             return out
 
-        return await self._read(q)
+        return await self._read(q, bounded=q if len(wanted) <= INLINE_ROWS else None,
+                                one_statement=len(wanted) <= CHUNK_ROWS)
 
     async def read_message(self, mailbox_id: int, uid: int) -> bytes | None:
         def q(conn: sqlite3.Connection) -> bytes | None:
@@ -90,11 +91,11 @@ class ReadsMixin(SqliteBase):
         def q(conn: sqlite3.Connection) -> dict[int, Any]:
             out: dict[int, Any] = {}
             for chunk in chunks(wanted):
-                marks = ",".join("?" * len(chunk))
+                marks, params = in_list(chunk)
                 rows = conn.execute(
                     f"SELECT m.uid, {select} FROM messages m JOIN blobs b ON b.id = m.blob_id "
                     f"WHERE m.mailbox_id = ? AND m.uid IN ({marks})",
-                    (mailbox_id, *chunk),
+                    (mailbox_id, *params),
                 )
                 if combine is None:
                     out.update(rows)
@@ -123,17 +124,64 @@ class ReadsMixin(SqliteBase):
             # Decoded here, on a reader thread, so the loop only formats the result.
             out: dict[int, ParsedMessage] = {}
             for chunk in chunks(wanted):
-                marks = ",".join("?" * len(chunk))
+                marks, params = in_list(chunk)
                 rows = conn.execute(
                     "SELECT m.uid, b.structure, b.id FROM messages m JOIN blobs b "
                     f"ON b.id = m.blob_id WHERE m.mailbox_id = ? AND m.uid IN ({marks})",
-                    (mailbox_id, *chunk),
+                    (mailbox_id, *params),
                 )
                 for uid, text, blob_id in rows:
                     out[uid] = _decode_structure(conn, text, blob_id)
             return out
 
         return await self._read(q)
+
+    async def read_for_fetch(
+        self, mailbox_id: int, uids: Sequence[int], wants: FetchWants
+    ) -> FetchData:
+        order = list(uids)
+
+        def q(conn: sqlite3.Connection, bound: bool) -> FetchData:
+            if bound and len(order) > INLINE_ROWS:
+                raise Offload
+            out = FetchData()
+            blob_of: dict[int, list[int]] = {}  # blob id -> UIDs (copies share a blob)
+            heavy = 0  # blob octets the structure and header reads copy
+            join = wants.headers or wants.structure
+            sql = (_FETCH_LISTING_JOINED if join else _FETCH_LISTING)
+            for chunk in chunks(order):
+                marks, params = in_list(chunk)
+                for row in conn.execute(sql % marks, (mailbox_id, *params)):
+                    info = message_info(row[:6])
+                    out.infos[info.uid] = info
+                    blob_of.setdefault(row[6], []).append(info.uid)
+                    if join:
+                        heavy += (row[7] if wants.headers else 0) + (
+                            row[8] if wants.structure else 0)
+            run = small_run(order, out.infos, wants) if wants.bodies else []
+            run = [u for u in run if u in out.infos]
+            heavy += sum(out.infos[u].size for u in run)
+            if bound and heavy > INLINE_BYTES:
+                raise Offload
+            if join:
+                column = ("header, structure" if wants.headers and wants.structure
+                          else "header, NULL" if wants.headers else "NULL, structure")
+                for blob_id, header, structure in _blobs(conn, column, blob_of):
+                    for uid in blob_of[blob_id]:
+                        if header is not None:
+                            out.headers[uid] = header
+                        if structure is not None:
+                            out.structures[uid] = _decode_structure(conn, structure, blob_id)
+            if run:
+                in_run = set(run)
+                for blob_id, data, _ in _blobs(conn, "data, NULL", {
+                        b for b, us in blob_of.items() if in_run.intersection(us)}):
+                    for uid in blob_of[blob_id]:
+                        if uid in in_run:
+                            out.bodies[uid] = data
+            return out
+
+        return await self._read(lambda c: q(c, False), bounded=lambda c: q(c, True))
 
     async def read_header_texts(
         self, mailbox_id: int, uids: Iterable[int]
@@ -144,11 +192,11 @@ class ReadsMixin(SqliteBase):
         def q(conn: sqlite3.Connection) -> dict[int, HeaderText]:
             out: dict[int, HeaderText] = {}
             for chunk in chunks(wanted):
-                marks = ",".join("?" * len(chunk))
+                marks, params = in_list(chunk)
                 rows = conn.execute(
                     "SELECT m.uid, s.text, m.blob_id FROM messages m LEFT JOIN blob_search s "
                     f"ON s.blob_id = m.blob_id WHERE m.mailbox_id = ? AND m.uid IN ({marks})",
-                    (mailbox_id, *chunk),
+                    (mailbox_id, *params),
                 ).fetchall()
                 for uid, text, blob_id in rows:
                     if text is not None:
@@ -185,6 +233,26 @@ class ReadsMixin(SqliteBase):
             await self._write(NotDurable(job))
         except StoreError as exc:
             log.warning("store: could not keep decoded header texts: %s", exc)
+
+
+_FETCH_LISTING = (
+    "SELECT uid, modseq, flags, internaldate, tzoffset, size, blob_id FROM messages "
+    "WHERE mailbox_id = ? AND uid IN (%s)"
+)
+# length() of a blob reads its size from the record header, not its octets.
+_FETCH_LISTING_JOINED = (
+    "SELECT m.uid, m.modseq, m.flags, m.internaldate, m.tzoffset, m.size, m.blob_id, "
+    "length(b.header), length(b.structure) FROM messages m JOIN blobs b ON b.id = m.blob_id "
+    "WHERE m.mailbox_id = ? AND m.uid IN (%s)"
+)
+
+
+def _blobs(conn: sqlite3.Connection, columns: str, ids: Iterable[int]) -> Iterable[Any]:
+    """(id, first, second) of the given blob columns, per distinct blob."""
+    for chunk in chunks(ids):
+        marks, params = in_list(chunk)
+        yield from conn.execute(f"SELECT id, {columns} FROM blobs WHERE id IN ({marks})",
+                                params)
 
 
 def _decode_header_text(conn: sqlite3.Connection, blob_id: int) -> HeaderText:
