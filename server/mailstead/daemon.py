@@ -3,7 +3,7 @@
 Order matters: the reactor is installed on our loop before anything imports
 ``twisted.internet.reactor``. asyncio owns the loop, so the reactor is only
 ``startRunning``-ed (thread pool, ``callWhenRunning``) and stopped at the end.
-Listeners form one ``MultiService`` tree: Twisted endpoints for IMAP/POP3/HTTP and
+Listeners form one ``MultiService`` tree: Twisted ports for IMAP/POP3/HTTP and
 asyncio servers for aiosmtpd's SMTP/LMTP.
 """
 
@@ -40,13 +40,16 @@ def _quiet_client_resets(loop: asyncio.AbstractEventLoop, context: dict[str, Any
 
 
 def install_reactor(loop: asyncio.AbstractEventLoop) -> Any:
-    """Install Twisted's asyncio reactor on ``loop`` (once per process) and return it."""
+    """Install Twisted's asyncio reactor on ``loop`` (once per process) and return it:
+    the lean one (``connection.reactor``), without a log context per socket event."""
     import sys
 
     if "twisted.internet.reactor" not in sys.modules:
-        from twisted.internet import asyncioreactor
+        from twisted.internet.main import installReactor
 
-        asyncioreactor.install(loop)
+        from .connection.reactor import make_reactor
+
+        installReactor(make_reactor(loop))
     from twisted.internet import reactor
 
     if not reactor.running:

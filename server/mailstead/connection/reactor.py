@@ -1,0 +1,60 @@
+"""Twisted's asyncio reactor without the legacy log context around every socket event.
+
+``AsyncioSelectorReactor`` registers each reader and writer with the asyncio loop as
+``callWithLogger(selectable, _readOrWrite, ...)``: every read or write event then pushes
+and pops a ``twisted.python.context`` dictionary (the ``system`` field of Twisted's
+legacy log) before ``doRead``/``doWrite`` runs, about a tenth of the loop thread under
+load. Mailstead logs with ``logging``, so that context is never read: ``LeanAsyncioReactor``
+registers ``_readOrWrite`` itself, which still catches and logs what ``doRead`` or
+``doWrite`` raise and disconnects the selectable as before. A registration the loop
+refuses (a file epoll cannot watch) is left to Twisted's own ``addReader``/``addWriter``,
+which fall back to polling.
+
+The internals used (``_asyncioEventloop``, ``_readers``, ``_writers``,
+``_continuousPolling``, ``_readOrWrite``, ``_unregisterFDInAsyncio``) are checked on the
+instance; without them ``make_reactor`` returns Twisted's reactor unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+_INTERNALS = ("_asyncioEventloop", "_readers", "_writers", "_continuousPolling",
+              "_readOrWrite", "_unregisterFDInAsyncio")
+
+
+class LeanAsyncioReactor(AsyncioSelectorReactor):
+    def addReader(self, reader: Any) -> None:
+        if reader in self._readers or self._continuousPolling.isReading(reader):
+            return
+        fd = reader.fileno()
+        try:
+            self._asyncioEventloop.add_reader(fd, self._readOrWrite, reader, True)
+        except BaseException:
+            self._unregisterFDInAsyncio(fd)
+            super().addReader(reader)  # its own handling: polling, or the error
+            return
+        self._readers[reader] = fd
+
+    def addWriter(self, writer: Any) -> None:
+        if writer in self._writers or self._continuousPolling.isWriting(writer):
+            return
+        fd = writer.fileno()
+        try:
+            self._asyncioEventloop.add_writer(fd, self._readOrWrite, writer, False)
+        except BaseException:
+            self._unregisterFDInAsyncio(fd)
+            super().addWriter(writer)
+            return
+        self._writers[writer] = fd
+
+
+def make_reactor(loop: asyncio.AbstractEventLoop) -> AsyncioSelectorReactor:
+    """The reactor to install on ``loop``: the lean one if this Twisted has its internals."""
+    reactor = LeanAsyncioReactor(loop)
+    if all(hasattr(reactor, name) for name in _INTERNALS):
+        return reactor
+    return AsyncioSelectorReactor(loop)  # pragma: no cover - another Twisted version
