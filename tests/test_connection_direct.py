@@ -21,7 +21,7 @@ from twisted.internet.protocol import Factory, Protocol
 from imap_harness import PASSWORD, ImapWorld, open_world
 from mailstead.connection import transport as direct
 from mailstead.connection.output import TRANSPORT_BUFFER, TransportOutput
-from mailstead.daemon import install_reactor
+from mailstead.connection.reactor import install_reactor
 
 pytestmark = pytest.mark.skipif(not direct.DIRECT_WRITES, reason="Twisted internals differ")
 

@@ -18,9 +18,13 @@ instance; without them ``make_reactor`` returns Twisted's reactor unchanged.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from typing import Any
 
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+log = logging.getLogger("mailstead")
 
 _INTERNALS = ("_asyncioEventloop", "_readers", "_writers", "_continuousPolling",
               "_readOrWrite", "_unregisterFDInAsyncio")
@@ -58,3 +62,37 @@ def make_reactor(loop: asyncio.AbstractEventLoop) -> AsyncioSelectorReactor:
     if all(hasattr(reactor, name) for name in _INTERNALS):
         return reactor
     return AsyncioSelectorReactor(loop)  # pragma: no cover - another Twisted version
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The serving loop: asyncio's; uvloop's with ``MAILSTEAD_EVENT_LOOP=uvloop`` (and uvloop
+    installed). Under Twisted's reactor uvloop measured no better than asyncio's loop with
+    the lean reactor and direct writes (server CPU per command, docs/architecture.md), so
+    it is there to measure again, not the default."""
+    if os.environ.get("MAILSTEAD_EVENT_LOOP", "") == "uvloop":
+        import importlib
+
+        try:  # not a dependency: imported by name, so type checks need not have it
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            log.warning("MAILSTEAD_EVENT_LOOP=uvloop, but uvloop is not installed")
+        else:
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+    return asyncio.new_event_loop()
+
+
+def install_reactor(loop: asyncio.AbstractEventLoop) -> Any:
+    """Install Twisted's asyncio reactor on ``loop`` (once per process) and return it:
+    the lean one (``connection.reactor``), without a log context per socket event."""
+    import sys
+
+    if "twisted.internet.reactor" not in sys.modules:
+        from twisted.internet.main import installReactor
+
+        installReactor(make_reactor(loop))
+    from twisted.internet import reactor
+
+    if not reactor.running:
+        reactor.startRunning(installSignalHandlers=False)
+    return reactor

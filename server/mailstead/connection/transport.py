@@ -15,7 +15,7 @@ through ``DirectServer.write`` and gets the same path; STARTTLS goes through
 
 Every Twisted internal this relies on (``dataBuffer``, ``_tempDataLen``,
 ``_writeDisconnected``, ``_writeDisconnecting``, ``connected``, ``disconnecting``,
-``socket``) is checked once at import; if one is missing (another Twisted version),
+``_aborting``, ``socket``) is checked once at import; if one is missing (another Twisted version),
 ``DIRECT_WRITES`` is False and the listeners use Twisted's own ``tcp.Port``.
 """
 
@@ -48,6 +48,7 @@ def _has_twisted_internals() -> bool:
         and isinstance(probe.dataBuffer, bytes)
         and isinstance(probe._tempDataLen, int)
         and hasattr(tcp.Connection, "_dataReceived")
+        and hasattr(tcp.Connection, "_aborting")
         and getattr(tcp.Port, "transport", None) is tcp.Server
     )
 
@@ -59,12 +60,14 @@ def direct_write(fd: Any, data: bytes) -> None:
     """Send ``data`` now if Twisted holds nothing for ``fd``; queue the rest with Twisted.
 
     ``fd`` is a ``tcp.Connection``. Twisted's buffers are looked at first: octets
-    queued there must go out before these, so then the write is Twisted's. A closing
-    connection and a non-bytes argument are Twisted's too (it drops or rejects them).
+    queued there must go out before these, so then the write is Twisted's. A closing or
+    aborted connection and a non-bytes argument are Twisted's too (it drops, holds or
+    rejects them as it always did).
     """
     if (
         fd.dataBuffer or fd._tempDataLen or not fd.connected or fd.disconnecting
-        or fd._writeDisconnecting or fd._writeDisconnected or type(data) is not bytes
+        or fd._aborting or fd._writeDisconnecting or fd._writeDisconnected
+        or type(data) is not bytes
     ):
         FileDescriptor.write(fd, data)
         return
