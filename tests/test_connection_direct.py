@@ -21,7 +21,7 @@ from twisted.internet.protocol import Factory, Protocol
 from imap_harness import PASSWORD, ImapWorld, open_world
 from mailstead.connection import transport as direct
 from mailstead.connection.output import TRANSPORT_BUFFER, TransportOutput
-from mailstead.connection.reactor import install_reactor
+from mailstead.connection.reactor import make_reactor
 
 pytestmark = pytest.mark.skipif(not direct.DIRECT_WRITES, reason="Twisted internals differ")
 
@@ -30,7 +30,9 @@ MESSAGE = b"From: a@example.test\r\nSubject: hello\r\n\r\n" + b"body line\r\n" *
 
 @pytest.fixture
 async def reactor() -> Any:
-    return install_reactor(asyncio.get_running_loop())
+    """A reactor of its own on the test loop, not installed: other tests in this process
+    may have installed Twisted's default one (nothing here uses the global reactor)."""
+    return make_reactor(asyncio.get_running_loop())
 
 
 @pytest.fixture
@@ -89,7 +91,7 @@ async def test_imap_responses_go_out_without_a_writability_registration(
     port, number = await _listen(reactor, world.factory)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", number)
-        assert (await reader.readline()).startswith(b"* OK")
+        assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"* OK")
         commands = [
             b"a LOGIN " + user.encode() + b" " + PASSWORD.encode(),
             b"b SELECT INBOX",
