@@ -3,7 +3,7 @@
 Order matters: the reactor is installed on our loop before anything imports
 ``twisted.internet.reactor``. asyncio owns the loop, so the reactor is only
 ``startRunning``-ed (thread pool, ``callWhenRunning``) and stopped at the end.
-Listeners form one ``MultiService`` tree: Twisted endpoints for IMAP/POP3/HTTP and
+Listeners form one ``MultiService`` tree: Twisted ports for IMAP/POP3/HTTP and
 asyncio servers for aiosmtpd's SMTP/LMTP.
 """
 
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .activation import InheritedSockets, listener_name
 from .bus import WorkerSetup
 from .config import Config
+from .connection.reactor import install_reactor, new_event_loop
 from .listeners import ListenerService, StartupError, _bind_error
 
 __all__ = ["ListenerService", "Mailstead", "StartupError", "_bind_error", "serve"]
@@ -38,21 +39,6 @@ def _quiet_client_resets(loop: asyncio.AbstractEventLoop, context: dict[str, Any
         log.info("connection ended by the client: %s", context["exception"])
         return
     loop.default_exception_handler(context)
-
-
-def install_reactor(loop: asyncio.AbstractEventLoop) -> Any:
-    """Install Twisted's asyncio reactor on ``loop`` (once per process) and return it."""
-    import sys
-
-    if "twisted.internet.reactor" not in sys.modules:
-        from twisted.internet import asyncioreactor
-
-        asyncioreactor.install(loop)
-    from twisted.internet import reactor
-
-    if not reactor.running:
-        reactor.startRunning(installSignalHandlers=False)
-    return reactor
 
 
 class Mailstead:
@@ -376,7 +362,7 @@ def serve(config: Config) -> int:
         from .worker import name_logs
 
         name_logs(worker.index)
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop()
     asyncio.set_event_loop(loop)
     loop.set_exception_handler(_quiet_client_resets)
     reactor = install_reactor(loop)

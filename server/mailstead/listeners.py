@@ -1,7 +1,8 @@
 """The listening sockets of one server process, whichever framework serves them.
 
-IMAP, POP3 and HTTP are Twisted ports (bound through endpoints, or adopted from an
-inherited socket); SMTP and LMTP are asyncio servers. ``ListenerService`` hides which.
+IMAP, POP3 and HTTP are Twisted ports (bound here, or adopted from an inherited socket)
+whose connections write straight to the socket when they can (``connection.transport``);
+SMTP and LMTP are asyncio servers. ``ListenerService`` hides which.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class ListenerService:
         self._stop: Callable[[], Any] | None = None
 
     async def start_twisted(self, reactor: Any, factory: Any, tls_creator: Any = None) -> None:
-        from twisted.internet import endpoints
         from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from .connection.transport import adopt_port, listen_tcp
 
         if tls_creator is not None:
             factory = TLSMemoryBIOFactory(tls_creator, False, factory)
@@ -56,7 +58,7 @@ class ListenerService:
         if self.sock is not None:
             sock, self.sock = self.sock, None
             try:
-                port = reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+                port = adopt_port(reactor, sock.fileno(), sock.family, factory)
             except Exception as exc:
                 raise _bind_error(self.proto, self.addr, exc) from None
             finally:
@@ -64,12 +66,8 @@ class ListenerService:
             self.bound = Listen(self.addr.host, port.getHost().port)
             self._stop = port.stopListening
             return
-        endpoint = endpoints.TCP4ServerEndpoint(
-            reactor, self.addr.port, interface=self.addr.host, backlog=LISTEN_BACKLOG
-        )
-        loop = asyncio.get_running_loop()
         try:
-            port = await endpoint.listen(factory).asFuture(loop)
+            port = listen_tcp(reactor, self.addr.port, factory, LISTEN_BACKLOG, self.addr.host)
         except Exception as exc:
             raise _bind_error(self.proto, self.addr, exc) from None
         self.bound = Listen(self.addr.host, port.getHost().port)
