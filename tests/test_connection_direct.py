@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet.protocol import Factory, Protocol
 
-from imap_harness import PASSWORD, ImapWorld, open_world
+from imap_harness import PASSWORD, ImapWorld
 from mailstead.connection import transport as direct
 from mailstead.connection.output import TRANSPORT_BUFFER, TransportOutput
 from mailstead.connection.reactor import make_reactor
@@ -49,14 +48,6 @@ async def writer_registrations(
 
     monkeypatch.setattr(reactor, "addWriter", recording)
     yield seen
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[ImapWorld]:
-    w = await open_world(tmp_path)
-    yield w
-    await w.close()
-    await w.store.close()
 
 
 async def _listen(reactor: Any, factory: Any) -> tuple[Any, int]:
