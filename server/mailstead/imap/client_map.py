@@ -58,11 +58,13 @@ class Column(Mapping[int, V]):
     def _at(self, uid: object) -> int:
         return self._map.index(uid) if isinstance(uid, int) else -1
 
+    # The two hooks of a column: how it reads and writes its array at position ``i``.
+    # ``_FlagColumn`` and ``_ModseqColumn`` below are the only columns, and both define them.
     def _value(self, i: int) -> V:
-        raise NotImplementedError
+        raise NotImplementedError("a Column subclass reads its own array")
 
     def _store(self, i: int, value: V) -> None:
-        raise NotImplementedError
+        raise NotImplementedError("a Column subclass writes its own array")
 
     def __contains__(self, uid: object) -> bool:
         return self._at(uid) >= 0
