@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import resource
 
-from mailstead.daemon import raise_open_files_limit
+from mailstead.process import raise_open_files_limit
 
 
 def test_the_soft_open_files_limit_is_raised_to_the_hard_one() -> None:

@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import resource
 import signal
-import socket
 from typing import TYPE_CHECKING, Any
 
 from .activation import InheritedSockets, listener_name
@@ -23,6 +20,13 @@ from .bus import WorkerSetup
 from .config import Config
 from .connection.reactor import install_reactor, new_event_loop
 from .listeners import ListenerService, StartupError, _bind_error
+from .process import (
+    quiet_client_resets,
+    raise_open_files_limit,
+    route_twisted_logs,
+    sd_notify,
+    shutdown_loop,
+)
 
 __all__ = ["ListenerService", "Mailstead", "StartupError", "_bind_error", "serve"]
 
@@ -30,15 +34,6 @@ if TYPE_CHECKING:
     from .datalock import DataFolderLock
 
 log = logging.getLogger("mailstead")
-
-
-def _quiet_client_resets(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """A client that reset its connection is no server error: one line, no traceback
-    (aiosmtpd can leave such a future unretrieved when a connection ends at a stop)."""
-    if isinstance(context.get("exception"), ConnectionError):
-        log.info("connection ended by the client: %s", context["exception"])
-        return
-    loop.default_exception_handler(context)
 
 
 class Mailstead:
@@ -160,7 +155,7 @@ class Mailstead:
             log.info("worker %d ready (%d listeners)", self.worker.index, len(self.listeners))
         else:
             self._write_listeners_file()
-            _sd_notify("READY=1")
+            sd_notify("READY=1")
             log.info("Mailstead ready (%d listeners)", len(self.listeners))
         if self._stop_pending is not None:
             self.request_stop(self._stop_pending)
@@ -263,7 +258,7 @@ class Mailstead:
 
     async def _graceful_stop(self, reason: str) -> None:
         log.info("stopping: %s", reason)
-        _sd_notify("STOPPING=1")
+        sd_notify("STOPPING=1")
         await self._stop_listeners()
         if self.control is not None:
             await self.control.stop()
@@ -313,38 +308,6 @@ def _twisted_factory(proto: str, ctx: Any, tls: bool) -> Any:
     raise StartupError(f"unknown protocol {proto}")
 
 
-def _sd_notify(message: str) -> None:
-    """Tell systemd (Type=notify) about our state, when it is listening."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(addr)
-            sock.sendall(message.encode())
-    except OSError as exc:
-        log.warning("sd_notify failed: %s", exc)
-
-
-def raise_open_files_limit() -> int:
-    """Lift the soft RLIMIT_NOFILE to the hard one and return it: every connection is a
-    descriptor, and the usual soft default (1024) would refuse the 1,000th idle session
-    with EMFILE. The hard limit is the operator's (LimitNOFILE= in the systemd unit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # An unlimited hard limit still stops at the kernel's fs.nr_open.
-    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError) as exc:
-            log.warning("cannot raise the open-files limit from %d to %d: %s",
-                        soft, target, exc)
-    return soft
-
-
 def serve(config: Config) -> int:
     """Run the server in the foreground until SIGTERM/SIGINT; returns the exit status."""
     # First: the supervisor's workers inherit it. (Debug: a start that fails says one line.)
@@ -364,9 +327,9 @@ def serve(config: Config) -> int:
         name_logs(worker.index)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.set_exception_handler(_quiet_client_resets)
+    loop.set_exception_handler(quiet_client_resets)
     reactor = install_reactor(loop)
-    _route_twisted_logs()
+    route_twisted_logs()
     app = Mailstead(config, loop, worker)
     # Before ``start``, so a signal sent the moment READY=1 (or listeners.json) appears,
     # as systemd may, is handled rather than killing the process.
@@ -377,36 +340,11 @@ def serve(config: Config) -> int:
         loop.run_until_complete(app.start())
     except StartupError as exc:
         log.error("%s", exc)
-        _shutdown_loop(loop, reactor)
+        shutdown_loop(loop, reactor)
         return 1
     try:
         loop.run_until_complete(app.wait_stopped())
     finally:
-        _shutdown_loop(loop, reactor)
+        shutdown_loop(loop, reactor)
     log.info("stopped")
     return 0
-
-
-def _shutdown_loop(loop: asyncio.AbstractEventLoop, reactor: Any) -> None:
-    try:
-        if reactor.running:
-            reactor.stop()
-            # Run the reactor's shutdown triggers (thread pool stop) on our loop.
-            loop.run_until_complete(asyncio.sleep(0.05))
-    except Exception:
-        pass
-    try:
-        loop.run_until_complete(loop.shutdown_default_executor())
-    except Exception:
-        pass
-    loop.close()
-
-
-def _route_twisted_logs() -> None:
-    """Send Twisted's log events to stdlib logging, so there is one log stream."""
-    from twisted.logger import STDLibLogObserver, globalLogBeginner
-
-    # STDLibLogObserver provides ILogObserver through zope's @implementer, which mypy
-    # cannot see (it is not a subclass of the interface).
-    observer = STDLibLogObserver()
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)  # type: ignore[list-item]

@@ -38,8 +38,9 @@ from .bus import ENV_WORKER, MAX_LINE, WorkerSetup, encode
 from .config import Config, Listen
 from .control import ControlServer, socket_path
 from .coordinator import Holds, SharedThrottleState
-from .daemon import StartupError, _sd_notify
+from .daemon import StartupError
 from .listeners import bind_listener
+from .process import sd_notify
 from .smtp.ratelimit import SubmissionRate
 
 log = logging.getLogger("mailstead.supervisor")
@@ -117,7 +118,7 @@ class Supervisor:
         self.control = RelayControl(self, socket_path(cfg.data_dir))
         await self.control.start()
         self._write_listeners_file()
-        _sd_notify("READY=1")
+        sd_notify("READY=1")
         log.info("Mailstead ready (%d workers, %d listeners)", len(self.workers),
                  len(self.sockets))
 
@@ -315,7 +316,7 @@ class Supervisor:
             return
         self.stopping = True
         log.info("stopping: %s", reason)
-        _sd_notify("STOPPING=1")
+        sd_notify("STOPPING=1")
         self.signal_workers(signal.SIGTERM)
         self._all_ready.set()  # a start still waiting for its workers gives up
         self._reap()
