@@ -38,25 +38,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from ..auth.policy import ConnectionLogins, Outcome
-from ..auth.sasl import (
-    LOGIN_PASSWORD_PROMPT,
-    LOGIN_USER_PROMPT,
-    SaslError,
-    decode_initial_response,
-    decode_login_field,
-    decode_plain,
-)
-from ..config import is_loopback
 from ..connection import ConnectionLimiter
 from ..shared import SharedCounters
 from ..store.api import StorageFull, StoreError, User
 from .addresses import Unknown
 from .delivery import DeliveryHandler
-from .protocol import MailsteadProtocol
 from .spool import Spool, make_spool_folder
+from .submission_auth import MailsteadSubmission, SubmissionAuth, is_tls, peer_ip, safe_text
 from .submitted import completion_headers, header_facts, received_header
 
 log = logging.getLogger(__name__)
@@ -69,44 +59,9 @@ _DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
 INLINE_PARSE = 64 * 1024
 # Each From: address is looked up in the store; a message names a few authors at most.
 MAX_FROM_ADDRESSES = 50
-NEED_TLS = "538 5.7.11 Encryption required: use STARTTLS (or port 465) before AUTH"
 
 
-def _safe(text: str) -> str:
-    """Client text fit for one log line or reply."""
-    return repr(text[:100])[1:-1]
-
-
-class MailsteadSubmission(MailsteadProtocol, SMTP):
-    """aiosmtpd's SMTP with our DATA reading (``protocol``) and AUTH allowed."""
-
-    mailstead_logins: ConnectionLogins | None = None
-
-    async def smtp_AUTH(self, arg: str) -> None:
-        handler: SubmissionHandler = self.event_handler
-        if self.session is not None and self.session.host_name and not handler.may_authenticate(
-            self
-        ):
-            await self.push(NEED_TLS)
-            return
-        await SMTP.smtp_AUTH(self, arg)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        if self.mailstead_logins is not None:
-            self.mailstead_logins.connection_closed()
-        super().connection_lost(error)
-
-
-def is_tls(server: Any) -> bool:
-    transport = server.transport
-    return transport is not None and transport.get_extra_info("ssl_object") is not None
-
-
-def peer_ip(session: Session) -> str:
-    return session.peer[0] if isinstance(session.peer, tuple) else str(session.peer or "")
-
-
-class SubmissionHandler(DeliveryHandler):
+class SubmissionHandler(SubmissionAuth, DeliveryHandler):
     """The hooks of the submission listeners; local delivery as ``DeliveryHandler``.
 
     (No method name may start with ``auth_`` but the mechanisms: aiosmtpd offers every
@@ -126,83 +81,6 @@ class SubmissionHandler(DeliveryHandler):
         self.ctx = ctx
         self.settings = cfg.submission
         self.plaintext_on_loopback = cfg.auth.plaintext_on_loopback
-
-    def may_authenticate(self, server: Any) -> bool:
-        if is_tls(server):
-            return True
-        return self.plaintext_on_loopback and is_loopback(peer_ip(server.session))
-
-    # --- EHLO and AUTH -----------------------------------------------------------------
-    async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        """aiosmtpd's EHLO lines, with AUTH only where a password may be sent."""
-        session.host_name = hostname
-        if self.may_authenticate(server):
-            return responses
-        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
-
-    async def auth_PLAIN(self, server: Any, args: list[str]) -> AuthResult:
-        try:
-            if len(args) == 1:
-                blob = await server.challenge_auth("")
-                if blob is MISSING:  # "*" or bad base64: aiosmtpd has answered
-                    return AuthResult(success=False, handled=True)
-            else:
-                blob = decode_initial_response(args[1])
-            authzid, authcid, password = decode_plain(blob)
-        except SaslError as exc:
-            await server.push(f"501 5.5.2 {exc}")
-            return AuthResult(success=False, handled=True)
-        return await self._login(server, authcid, password, authzid)
-
-    async def auth_LOGIN(self, server: Any, args: list[str]) -> AuthResult:
-        try:
-            if len(args) == 1:
-                blob = await server.challenge_auth(LOGIN_USER_PROMPT)
-                if blob is MISSING:
-                    return AuthResult(success=False, handled=True)
-            else:
-                blob = decode_initial_response(args[1])
-            login = decode_login_field(blob, "user name")
-            blob = await server.challenge_auth(LOGIN_PASSWORD_PROMPT)
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-            password = decode_login_field(blob, "password")
-        except SaslError as exc:
-            await server.push(f"501 5.5.2 {exc}")
-            return AuthResult(success=False, handled=True)
-        return await self._login(server, login, password, "")
-
-    async def _login(self, server: Any, login: str, password: str, authzid: str) -> AuthResult:
-        ip = peer_ip(server.session)
-        if server.mailstead_logins is None:
-            server.mailstead_logins = self.ctx.connections.logins.connection(ip)
-        logins: ConnectionLogins = server.mailstead_logins
-        result = await logins.attempt(login, password, authzid)
-        if result.outcome is Outcome.GONE:
-            return AuthResult(success=False, handled=True)
-        if result.outcome is Outcome.REFUSED:
-            log.warning("submission login for %s from %s refused: %s", _safe(login), ip,
-                        result.reason)
-            return AuthResult(success=False, handled=False,
-                              message=f"454 4.7.0 {result.reason}")
-        if result.failed or result.user is None:
-            self.count("logins", protocol="submission", result="failed")
-            log.warning("submission login failed for %s from %s (failure %d)", _safe(login),
-                        ip, logins.failures)
-            if result.disconnect:
-                await server.push("421 4.7.0 Too many failed logins, closing connection")
-                server.transport.close()
-                return AuthResult(success=False, handled=True)
-            return AuthResult(success=False, handled=False)  # aiosmtpd's 535 5.7.8
-        # Submission is no IMAP/POP3 session: [limits] max_sessions_per_user does not
-        # apply, and the slot the policy took goes back at once.
-        logins.release()
-        self.count("logins", protocol="submission", result="ok")
-        log.info("submission login ok for %s from %s", result.user.name, ip)
-        return AuthResult(success=True, auth_data=result.user)
 
     # --- the envelope ------------------------------------------------------------------
     async def handle_MAIL(
@@ -250,7 +128,7 @@ class SubmissionHandler(DeliveryHandler):
         else:
             _, at, domain = address.rpartition("@")
             if not at or not _DOMAIN.fullmatch(domain) or len(address) > 254:
-                return f"553 5.1.3 <{_safe(address)}> is not a valid address"
+                return f"553 5.1.3 <{safe_text(address)}> is not a valid address"
             if self.ctx.outbound is None:
                 self.refused("no_outbound")
                 return ("451 4.3.0 This server cannot send to other domains right now (no "
@@ -269,8 +147,8 @@ class SubmissionHandler(DeliveryHandler):
             return ""
         self.refused(f"{what}_not_owned")
         log.info("submission by %s refused: %s %s is not theirs", user.name, what,
-                 _safe(address))
-        return (f"550 5.7.1 {shown} <{_safe(address)}> is not yours: use your own address, "
+                 safe_text(address))
+        return (f"550 5.7.1 {shown} <{safe_text(address)}> is not yours: use your own address, "
                 "a +tag form of it, or an alias you are in")
 
     def open_spool(self, session: Session, envelope: Envelope) -> Spool:
@@ -334,7 +212,7 @@ class SubmissionHandler(DeliveryHandler):
 
     async def _store_local(self, mail_from: str, users: list[User], data: bytes) -> str:
         """One copy per local user, one store call (one commit); "" or the failure reply."""
-        trace = f"Return-Path: <{_safe(mail_from)}>\r\n".encode()
+        trace = f"Return-Path: <{safe_text(mail_from)}>\r\n".encode()
         try:
             inboxes = []
             for user in users:
