@@ -27,12 +27,12 @@ from conftest import ServerProcess
 from mailstead.auth.passwords import PasswordHasher
 from mailstead.migrate import MailboxImporter, check_message
 from mailstead.migrate.maildir import (
-    export_maildir,
     folder_dirname,
     folder_name,
     import_maildir,
     parse_info,
 )
+from mailstead.migrate.maildir_export import export_maildir
 from mailstead.migrate.mbox import (
     export_mbox,
     import_mbox,

@@ -127,7 +127,7 @@ def cmd_import_mbox(args: argparse.Namespace) -> int:
 
 
 def cmd_export_maildir(args: argparse.Namespace) -> int:
-    from .maildir import export_maildir
+    from .maildir_export import export_maildir
 
     async def work(store: Any, cfg: Any, reporter: Any) -> int:
         return await export_maildir(store, args.user, Path(args.path), reporter, eol=args.eol)
