@@ -36,7 +36,7 @@ domains = ["bench.test"]
 workers = {workers}
 [imap]
 listen = ["127.0.0.1:0"]
-listen_tls = []
+listen_tls = {imap_tls}
 [pop3]
 listen = ["127.0.0.1:0"]
 listen_tls = []
@@ -120,18 +120,20 @@ def wait_listeners(root: Path, proc: subprocess.Popen[bytes]) -> dict[tuple[str,
 @contextmanager
 def own_server(
     users: Sequence[str] = ("bench",), workers: int = 1, *, extra_config: str = "",
-    prepare: Callable[[Path], None] | None = None,
+    prepare: Callable[[Path], None] | None = None, tls: bool = False,
 ) -> Iterator[tuple[dict[tuple[str, bool], int], Path, int]]:
     """A fresh server in a temporary folder with ``users`` (password: bench) and
     ``[server] workers`` processes (the pid is the supervisor's; CPU time counts its
     workers, as it counts every process below the one named). ``extra_config`` is added
     to the configuration (sections it does not have yet); ``prepare(config path)`` runs
     after the users are created and before the server starts (e.g. to fill a mailbox
-    through the store directly)."""
+    through the store directly). ``tls`` adds an IMAPS listener, with the certificate the
+    server generates for itself."""
     with tempfile.TemporaryDirectory(prefix="mailstead-bench-") as tmp:
         root = Path(tmp)
-        (root / "mailstead.toml").write_text(CONFIG.replace("{workers}", str(workers))
-                                             + extra_config)
+        config = CONFIG.replace("{workers}", str(workers)).replace(
+            "{imap_tls}", '["127.0.0.1:0"]' if tls else "[]")
+        (root / "mailstead.toml").write_text(config + extra_config)
         env = dict(os.environ, PYTHONPATH=str(ROOT / "server"))
         cmd = [sys.executable, "-m", "mailstead"]
         for user in users:

@@ -36,6 +36,7 @@ class LoadTarget:
     users: list[str]
     password: str
     pid: int | None  # the server's process, to read its CPU time
+    tls: bool = False
 
 
 def user_names(pattern: str, count: int) -> list[str]:
@@ -56,7 +57,8 @@ async def seed_user(target: LoadTarget, user: str, n: int, make: MessageMaker,
     """Create Archive and top INBOX up to ``n`` messages (some read, flagged or labelled);
     returns how many there are."""
     checker = SessionChecker(f"seed/{user}", user, RecentRegistry(), ViolationLog())
-    conn = await Connection.open(target.host, target.port, checker, Stats(), timeout)
+    conn = await Connection.open(target.host, target.port, checker, Stats(), timeout,
+                                 tls=target.tls)
     try:
         await conn.login(user, target.password)
         await conn.command("create", f"CREATE {ARCHIVE}")  # NO if it exists: fine
@@ -119,7 +121,8 @@ def measure(target: LoadTarget, args: argparse.Namespace, make: MessageMaker,
             cpu_seconds: Callable[[int | None], float | None]) -> dict[str, Any]:
     rng = random.Random(args.seed)
     options = LoadOptions(target.host, target.port, target.password, args.n,
-                          timeout=args.timeout, logins=args.logins, idle_max=args.idle_max)
+                          timeout=args.timeout, logins=args.logins, idle_max=args.idle_max,
+                          tls=target.tls)
     shared = Shared(options, [make(10_000 + i, rng) for i in range(POOL_SIZE)])
     shared.log.max_examples = args.examples
 
@@ -136,7 +139,8 @@ def measure(target: LoadTarget, args: argparse.Namespace, make: MessageMaker,
     cpu_after, client_after = cpu_seconds(target.pid), time.process_time()
     result: dict[str, Any] = {
         "server": target.label, "benchmark": "load", "clients": args.clients,
-        "users": len(target.users), "logins_mode": args.logins, "seconds": round(elapsed, 2),
+        "users": len(target.users), "logins_mode": args.logins, "tls": target.tls,
+        "seconds": round(elapsed, 2),
         "seeded_messages_per_user": dict(zip(target.users, seeded, strict=True)),
         "seed_seconds": round(seed_seconds, 2),
     }
@@ -164,6 +168,9 @@ def add_load_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--examples", type=int, default=5, help="violation examples to print")
     p.add_argument("--workers", type=int, default=1,
                    help="[server] workers of the server the benchmark starts")
+    p.add_argument("--tls", action="store_true",
+                   help="implicit TLS (IMAPS): ours on its listen_tls port, the other server "
+                        "on --port (scripts/dovecot-for-bench: 10993)")
     p.add_argument("--host", help="also measure this server (e.g. Dovecot)")
     p.add_argument("--port", type=int, default=143)
     p.add_argument("--user", default="bench%d", help="user name, %%d: 1..--users")
@@ -189,12 +196,13 @@ def cmd_load(args: argparse.Namespace, own_server: OwnServer, make: MessageMaker
     def targets() -> Iterator[LoadTarget]:
         if not args.skip_own:
             users = user_names("bench%d", args.users)
-            with own_server(users, workers=args.workers) as (ports, _, pid):
-                yield LoadTarget("mailstead", "127.0.0.1", ports[("imap", False)], users,
-                                 "bench", pid)
+            with own_server(users, workers=args.workers, tls=args.tls) as (ports, _, pid):
+                yield LoadTarget("mailstead", "127.0.0.1", ports[("imap", args.tls)], users,
+                                 "bench", pid, args.tls)
         if args.host:
             yield LoadTarget(args.label, args.host, args.port,
-                             user_names(args.user, args.users), args.password, args.pid)
+                             user_names(args.user, args.users), args.password, args.pid,
+                             args.tls)
 
     results = [measure(t, args, make, cpu_seconds) for t in targets()]
     return compare(results, "ops_per_second", True)

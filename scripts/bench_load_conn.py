@@ -4,6 +4,7 @@ fed to the session's state checker, every command timed into ``Stats``."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,14 @@ def command_name(text: str) -> str:
     return " ".join(words[:2]).upper() if words[0].upper() == "UID" else words[0].upper()
 
 
+
+def _unchecked_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  checker: SessionChecker, stats: Stats, timeout: float) -> None:
@@ -81,9 +90,12 @@ class Connection:
 
     @classmethod
     async def open(cls, host: str, port: int, checker: SessionChecker, stats: Stats,
-                   timeout: float) -> Connection:
+                   timeout: float, *, tls: bool = False) -> Connection:
+        """``tls``: implicit TLS (IMAPS), the certificate not checked: a benchmark on
+        loopback measures the cost of the encryption, not the trust in a name."""
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=READ_LIMIT), timeout)
+            asyncio.open_connection(host, port, limit=READ_LIMIT,
+                                    ssl=_unchecked_tls() if tls else None), timeout)
         conn = cls(reader, writer, checker, stats, timeout)
         greeting = await asyncio.wait_for(conn.read(), timeout)
         if not isinstance(greeting, Untagged) or greeting.kind != "OK":

@@ -32,6 +32,7 @@ class LoadOptions:
     timeout: float = 30.0
     logins: bool = False
     idle_max: float = 0.5
+    tls: bool = False
 
 
 @dataclass
@@ -75,7 +76,8 @@ class OfficeClient:
                                           self.shared.registry, self.shared.log)
             try:
                 self.conn = await Connection.open(self.opts.host, self.opts.port, self.checker,
-                                                  self.shared.stats, self.opts.timeout)
+                                                  self.shared.stats, self.opts.timeout,
+                                                  tls=self.opts.tls)
                 await self.session(deadline)
             except TimeoutError:
                 self.shared.stats.timeouts += 1
