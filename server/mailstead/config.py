@@ -1,7 +1,8 @@
 """Configuration: a TOML file, validated against a schema, with MAILSTEAD_* overrides.
 
-Every key is declared once in ``SCHEMA`` with its type and default; unknown keys and wrong
-types are errors naming the key, so a typo never silently falls back to a default.
+Every key is declared once in ``SCHEMA`` (``config_schema``) with its type and default;
+unknown keys and wrong types are errors naming the key, so a typo never silently falls back
+to a default.
 Relative paths resolve against the folder of the config file.
 """
 
@@ -16,207 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from .config_rules import VALUE_CHECKS
+from .config_schema import (
+    CHOICES,
+    LISTEN_LIST,
+    MAX_WORKERS,
+    PATH_VALUE,
+    POSITIVE,
+    RANGES,
+    SCHEMA,
+    WORKERS_VALUE,
+)
 from .config_sections import SECTIONS, Config
 
 
 class ConfigError(Exception):
     """A configuration problem, worded for the person who wrote the file."""
-
-
-_ListOfAddr = "listen"  # marker type: list of "host:port" strings
-_Path = "path"
-_Workers = "workers"  # marker type: a positive integer or "auto"
-MAX_WORKERS = 256
-
-# section -> key -> (type, default). Types: bool, int, str, list (of str), _ListOfAddr, _Path.
-SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
-    "server": {
-        "hostname": (str, "localhost"),
-        # Absolute, the FHS place for a service's state (the systemd unit's StateDirectory,
-        # the image's volume): a relative default would follow the config file, and
-        # /etc/mailstead/mailstead.toml would put mail in /etc. The repository's example
-        # sets "../data" for scripts/run.
-        "data_dir": (_Path, "/var/lib/mailstead"),
-        "domains": (list, ["localhost"]),
-        "shutdown_grace": (int, 10),
-        # Worker processes (N, or "auto" = one per core); above 1 a supervisor owns the
-        # listeners and restarts workers (supervisor.py).
-        "workers": (_Workers, 1),
-    },
-    "store": {
-        "backend": (str, "sqlite"),
-        "fsync": (bool, True),
-    },
-    "imap": {
-        "listen": (_ListOfAddr, ["127.0.0.1:1143"]),
-        "listen_tls": (_ListOfAddr, []),
-        "autologout_minutes": (int, 30),
-    },
-    "pop3": {
-        "listen": (_ListOfAddr, ["127.0.0.1:1110"]),
-        "listen_tls": (_ListOfAddr, []),
-        "idle_timeout_minutes": (int, 10),
-        "retr_sets_seen": (bool, True),
-        "expire": (str, "NEVER"),
-        "login_delay": (int, 0),
-    },
-    "smtp": {
-        "listen": (_ListOfAddr, ["127.0.0.1:1025"]),
-        "listen_tls": (_ListOfAddr, []),
-        "postmaster": (str, ""),
-        # Inbound SPF/DKIM/DMARC on this listener (smtp/inbound_auth.py).
-        "inbound_auth": (bool, True),
-        "dmarc_reject": (bool, True),  # refuse a DMARC p=reject failure with 550 5.7.1
-        "dmarc_quarantine": (str, "junk"),  # p=quarantine failure: "junk" or "inbox"
-        "trusted_networks": (list, ["127.0.0.0/8", "::1"]),  # not evaluated
-        "inbound_auth_seconds": (float, 10.0),  # DNS and checks per message, then temperror
-    },
-    "lmtp": {
-        "listen": (_ListOfAddr, ["127.0.0.1:1024"]),
-    },
-    # Mail submission (RFC 6409) for the server's own users: AUTH required, STARTTLS on
-    # listen (587), implicit TLS on listen_tls (465, RFC 8314). None by default: a
-    # server that only receives opens no submission port unless asked to.
-    "submission": {
-        "listen": (_ListOfAddr, []),
-        "listen_tls": (_ListOfAddr, []),
-        "max_recipients": (int, 100),
-        "max_messages_per_hour": (int, 200),
-        "received_header": (bool, False),
-    },
-    # Where `mailstead dns --check`, outbound delivery and inbound SPF/DKIM/DMARC ask:
-    # [] = the system's resolver.
-    "dns": {
-        "nameservers": (list, []),
-        "port": (int, 53),
-    },
-    "http": {
-        "listen": (_ListOfAddr, []),
-        "listen_tls": (_ListOfAddr, []),
-        # Who may read /metrics (addresses or networks); [] = nobody.
-        "metrics_allow": (list, ["127.0.0.0/8", "::1"]),
-        # What autoconfig, Autodiscover and the Apple profile advertise, when clients
-        # reach the server under another name or other ports (NAT, Docker): "" and []
-        # = [server] hostname and the listeners' own ports. Ports as "imaps:993".
-        "public_hostname": (str, ""),
-        "public_ports": (list, []),
-    },
-    "tls": {
-        "cert": (_Path, ""),
-        "key": (_Path, ""),
-    },
-    "auth": {
-        "plaintext_on_loopback": (bool, True),
-        "default_scheme": (str, "argon2"),
-        "failure_delay": (float, 0.5),
-        "failure_delay_max": (float, 8.0),
-        "failure_burst": (int, 10),
-        "failure_block_seconds": (int, 300),
-        "throttle_loopback": (bool, False),
-        "cache_ttl": (int, 300),
-        "cache_size": (int, 10000),
-        "argon2_memory_kib": (int, 19456),
-        "argon2_time_cost": (int, 2),
-        "argon2_parallelism": (int, 1),
-        "login_queue_seconds": (float, 5.0),
-        "max_failures_per_connection": (int, 3),
-    },
-    "limits": {
-        "max_message_size": (int, 50 * 1024 * 1024),
-        "max_line_length": (int, 65536),
-        "max_connections": (int, 2000),
-        "max_connections_per_ip": (int, 50),
-        "max_sessions_per_user": (int, 50),
-        "login_timeout_seconds": (float, 60.0),
-        "tls_handshake_timeout_seconds": (float, 20.0),
-        "max_queued_input_bytes": (int, 1024 * 1024),
-        "max_logins_in_progress": (int, 16),
-        "max_logins_queued": (int, 1000),
-        "max_mailboxes_per_user": (int, 1000),
-        "max_mailbox_depth": (int, 16),
-        "max_store_bytes": (int, 0),
-        "max_expensive_commands_per_user": (int, 2),
-    },
-    # Outbound mail (outbound/): retries, remote MX port, smarthost, resolver.
-    "queue": {
-        "retry_first": (float, 300.0),  # seconds before the 2nd attempt; doubles after
-        "retry_max": (float, 14400.0),
-        "queue_lifetime": (float, 5 * 86400.0),
-        "poll_seconds": (float, 5.0),  # how often due entries are reread (CLI retry)
-        "concurrency": (int, 10),  # destination domains delivered to at once
-        "connect_timeout": (float, 30.0),
-        "command_timeout": (float, 300.0),
-        "mx_port": (int, 25),  # for tests only: the port of every remote MX
-    },
-    "relay": {
-        "host": (str, ""),  # "" = deliver to each domain's MX
-        "port": (int, 587),
-        "tls": (str, "starttls"),
-        "tls_verify": (bool, True),
-        "ca_file": (_Path, ""),  # "" = the system's trusted CAs
-        "username": (str, ""),
-        "password": (str, ""),
-    },
-    "log": {
-        "level": (str, "info"),
-        "format": (str, "text"),
-    },
-}
-
-_CHOICES = {
-    ("store", "backend"): ("sqlite",),
-    ("auth", "default_scheme"): ("argon2", "bcrypt", "sha512_crypt"),
-    ("log", "level"): ("debug", "info", "warn", "error"),
-    ("log", "format"): ("text", "json"),
-    ("relay", "tls"): ("starttls", "implicit", "none"),
-    ("smtp", "dmarc_quarantine"): ("junk", "inbox"),
-}
-# Bounds (inclusive) beyond "positive" for keys where an absurd value breaks the server.
-# max_line_length: below 1,000 octets ordinary commands (an IMAP UID set, a LOGIN with
-# a long password) stop fitting; above 1 MiB one unanswered line pins that much memory
-# per connection.
-_RANGES: dict[tuple[str, str], tuple[int, int]] = {
-    ("limits", "max_line_length"): (1000, 1024 * 1024),
-    # argon2 below 1 MiB protects little; above 4 GiB or t = 100 one login would stall
-    # the server. Parallelism beyond 64 lanes buys nothing.
-    ("auth", "argon2_memory_kib"): (1024, 4 * 1024 * 1024),
-    ("auth", "argon2_time_cost"): (1, 100),
-    ("auth", "argon2_parallelism"): (1, 64),
-    # A login waiting longer than a minute for a slot is better told to retry.
-    ("auth", "login_queue_seconds"): (0, 60),
-    ("dns", "port"): (1, 65535),
-    ("queue", "mx_port"): (1, 65535),
-    ("relay", "port"): (1, 65535),
-    # Past a minute a sender's MTA has given up on the DATA reply.
-    ("smtp", "inbound_auth_seconds"): (1, 60),
-}
-_POSITIVE = {
-    ("auth", "failure_burst"),
-    ("auth", "max_failures_per_connection"),
-    ("limits", "max_logins_in_progress"),
-    ("limits", "max_mailboxes_per_user"),
-    ("limits", "max_mailbox_depth"),
-    ("limits", "max_message_size"),
-    ("limits", "max_line_length"),
-    ("limits", "max_connections"),
-    ("limits", "max_connections_per_ip"),
-    ("limits", "login_timeout_seconds"),
-    ("limits", "tls_handshake_timeout_seconds"),
-    ("limits", "max_queued_input_bytes"),
-    ("limits", "max_sessions_per_user"),
-    ("limits", "max_expensive_commands_per_user"),
-    ("imap", "autologout_minutes"),
-    ("submission", "max_recipients"),
-    ("submission", "max_messages_per_hour"),
-    ("pop3", "idle_timeout_minutes"),
-    ("queue", "retry_first"),
-    ("queue", "retry_max"),
-    ("queue", "queue_lifetime"),
-    ("queue", "poll_seconds"),
-    ("queue", "concurrency"),
-    ("queue", "connect_timeout"),
-    ("queue", "command_timeout"),
-}
 
 
 @dataclass(frozen=True)
@@ -296,12 +111,12 @@ def _coerce_type(section: str, key: str, kind: Any, value: Any, base: Path) -> A
         ):
             what = "an integer" if kind is int else "a number"
             raise ConfigError(f"{where}: expected {what}, got {value!r}")
-        bounds = _RANGES.get((section, key))
+        bounds = RANGES.get((section, key))
         if bounds and not bounds[0] <= value <= bounds[1]:
             raise ConfigError(
                 f"{where}: must be between {bounds[0]:,} and {bounds[1]:,}, got {value:,}"
             )
-        if (section, key) in _POSITIVE and value <= 0:
+        if (section, key) in POSITIVE and value <= 0:
             raise ConfigError(f"{where}: must be greater than 0, got {value}")
         if value < 0:
             raise ConfigError(f"{where}: must not be negative, got {value}")
@@ -309,7 +124,7 @@ def _coerce_type(section: str, key: str, kind: Any, value: Any, base: Path) -> A
     if kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
-        choices = _CHOICES.get((section, key))
+        choices = CHOICES.get((section, key))
         if choices and value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
         return value
@@ -317,13 +132,13 @@ def _coerce_type(section: str, key: str, kind: Any, value: Any, base: Path) -> A
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
         return tuple(v.lower() for v in value) if key == "domains" else tuple(value)
-    if kind == _ListOfAddr:
+    if kind == LISTEN_LIST:
         if not isinstance(value, list):
             raise ConfigError(f'{where}: expected a list of "host:port" strings, got {value!r}')
         return tuple(parse_listen(v, where) for v in value)
-    if kind == _Workers:
+    if kind == WORKERS_VALUE:
         return _workers(value, where)
-    if kind == _Path:
+    if kind == PATH_VALUE:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a path string, got {value!r}")
         if not value:
@@ -346,12 +161,12 @@ def _workers(value: Any, where: str) -> int:
 
 def _env_value(raw: str, kind: Any) -> Any:
     """Environment overrides are strings; read them as TOML values where that makes sense."""
-    if kind in (str, _Path):
+    if kind in (str, PATH_VALUE):
         return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        if kind == _ListOfAddr or kind is list:
+        if kind == LISTEN_LIST or kind is list:
             return [part.strip() for part in raw.split(",") if part.strip()]
         return raw
 
