@@ -121,6 +121,21 @@ def test_big_data_is_handed_over_in_big_pieces() -> None:
     assert len(pieces) < 100  # not one piece per line
 
 
+@pytest.mark.parametrize("long_line", [999, 1000, 1001, 1002, 1003, 2100])
+@pytest.mark.parametrize("where", [0, 1, 7, 39])
+def test_one_long_line_among_short_ones_in_one_piece(long_line: int, where: int) -> None:
+    # A piece of many lines is checked window by window, not line by line: the one line
+    # over the limit (1001 octets with CRLF) is still found wherever it sits.
+    lines = [b"s" * 74 + b"\r\n"] * 40
+    lines[where] = b"L" * (long_line - 2) + b"\r\n"
+    data = b"".join(lines)
+    end, got, _ = asyncio.run(run_reader([data + b".\r\n"], 1001, max_size=None))
+    if long_line <= 1001:
+        assert (end, got) == (DataEnd.COMPLETE, data)
+    else:
+        assert end is DataEnd.LINE_TOO_LONG
+
+
 def test_too_big_drops_the_data_and_the_hard_cap_stops_reading() -> None:
     line = b"z" * 98 + b"\r\n"
     end, got, rest = asyncio.run(run_reader([line * 50, b".\r\nNOOP\r\n"], 1001,

@@ -68,16 +68,29 @@ def _held_back(piece: bytes) -> int:
     return 0
 
 
+def _no_long_line_between(raw: bytes, first: int, last: int, line_limit: int) -> bool:
+    """Whether every line between the CRLFs at ``first`` and ``last`` is surely within
+    ``line_limit``: a CRLF starts in each window of ``(line_limit + 1) // 2`` octets, so
+    two CRLFs in a row are less than twice that apart. One short search per window (a
+    line of mail is ~80 octets), where splitting the piece into lines would cost a bytes
+    object per line; False only means "look at each line"."""
+    window = (line_limit + 1) // 2
+    find = raw.find
+    return all(find(b"\r\n", i, i + window + 1) >= 0 for i in range(first, last, window))
+
+
 def _longest_line(raw: bytes, state: _State) -> int:
-    """Length (CRLF included) of the longest line finished in ``raw``; updates the
-    length of the unfinished line. ``raw`` never ends between CR and LF."""
+    """Length (CRLF included) of the longest line finished in ``raw``, or of its first
+    one when no later one can pass ``line_limit``; updates the length of the unfinished
+    line. ``raw`` never ends between CR and LF."""
     last = raw.rfind(b"\r\n")
     if last < 0:
         state.line_len += len(raw)
         return 0
     first = raw.find(b"\r\n")
     longest = state.line_len + first + 2
-    if state.line_len + len(raw) > state.line_limit and last > first:
+    if (state.line_len + len(raw) > state.line_limit and last > first
+            and not _no_long_line_between(raw, first, last, state.line_limit)):
         longest = max(longest, max(map(len, raw[first + 2 : last].split(b"\r\n"))) + 2)
     state.line_len = len(raw) - last - 2
     return longest

@@ -30,6 +30,7 @@ import email.utils
 import logging
 import secrets
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +185,7 @@ class DeliveryHandler:
         if session.ssl is not None:
             proto += "S"
         queue_id = secrets.token_hex(6)
-        date = email.utils.formatdate(localtime=True)
+        date = _received_date()
         mail_from = (envelope.mail_from or "").replace("\r", "").replace("\n", "")
         lines = [
             f"Return-Path: <{mail_from}>",
@@ -273,6 +274,19 @@ class DeliveryHandler:
             return "\r\n".join(per_rcpt[i] for i in range(len(envelope.rcpt_tos)))
         failures = [res for res in results if not res.startswith("250")]
         return failures[0] if failures else "250 2.0.0 Message accepted for delivery"
+
+
+_date_cache: tuple[int, str] = (-1, "")
+
+
+def _received_date() -> str:
+    """The Received: date, in local time: made once per second (``formatdate`` with the
+    local zone costs ~4 % of a small delivery's loop time)."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.formatdate(now, localtime=True))
+    return _date_cache[1]
 
 
 def _recipients(envelope: Envelope) -> list[Recipient]:

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from ..api import Alias, ChangeBatch, NotFound, User
-from .base import SqliteBase
+from .base import INLINE_ROWS, Offload, SqliteBase
 
 
 class AliasesMixin(SqliteBase):
@@ -46,15 +46,20 @@ class AliasesMixin(SqliteBase):
         return await self._read(q)
 
     async def alias_users(self, address: str) -> list[User]:
-        def q(conn: sqlite3.Connection) -> list[User]:
+        def q(conn: sqlite3.Connection, bound: int | None = None) -> list[User]:
             rows = conn.execute(
                 "SELECT u.id, u.name, u.password_hash FROM aliases a "
-                "JOIN users u ON u.id = a.user_id WHERE a.address = ? ORDER BY u.id",
-                (address,),
-            )
+                "JOIN users u ON u.id = a.user_id WHERE a.address = ? ORDER BY u.id "
+                "LIMIT ?", (address, -1 if bound is None else bound + 1),
+            ).fetchall()
+            if bound is not None and len(rows) > bound:
+                raise Offload  # an alias of very many users: read on a thread
             return [User(*row) for row in rows]
 
-        return await self._read(q)
+        # Rows by their key, at most INLINE_ROWS on the loop: an RCPT of no user name
+        # asks this twice (the address, the catch-all) without a thread hop, and reads
+        # fresh each time, so alias changes count at the next lookup.
+        return await self._read(q, bounded=lambda c: q(c, INLINE_ROWS), one_statement=True)
 
 
 def _alias(conn: sqlite3.Connection, address: str) -> Alias:

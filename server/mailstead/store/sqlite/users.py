@@ -43,7 +43,9 @@ class UsersMixin(SqliteBase):
             ).fetchone()
             return User(*row) if row else None
 
-        return await self._read(q)
+        # One row by its key: on the loop (no thread hop per RCPT or login), and read
+        # fresh each time, so a `user del` or a new user counts at the next lookup.
+        return await self._read(q, bounded=q, one_statement=True)
 
     async def list_users(self) -> list[User]:
         def q(conn: sqlite3.Connection) -> list[User]:

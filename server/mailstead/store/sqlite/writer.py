@@ -10,13 +10,19 @@ thread also publishes what other processes committed (``external.ExternalChanges
 and at once when asked (``look_soon``: another worker process hinted that it committed).
 With several writer processes on one database, ``BEGIN IMMEDIATE`` may find the write lock
 taken for longer than SQLite's busy timeout: the batch then waits and tries again for
-``BUSY_RETRY_SECONDS`` before its jobs fail.
+``BUSY_RETRY_SECONDS`` before its jobs fail. Between this server's own worker processes
+the write lock is taken in turn through a flock (``WRITER_LOCK``) before ``BEGIN
+IMMEDIATE``: SQLite's busy handler polls with sleeps of 1 ms growing to 100 ms, a flock
+waiter is woken the moment the other writer commits, and what queued meanwhile joins the
+batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -38,6 +44,8 @@ EXTERNAL_POLL_SECONDS = 0.5
 # How long a batch keeps trying to take the write lock from other processes.
 BUSY_RETRY_SECONDS = 120.0
 _LOOK = object()  # queued by look_soon: look at other processes' commits now
+# In the folder above the maildrop locks (several workers): our writers take turns on it.
+WRITER_LOCK = "store-writer.lock"
 
 
 def map_error(exc: BaseException) -> BaseException:
@@ -80,6 +88,7 @@ class Writer:
         self._store = store
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # jobs, _LOOK, None
         self._look_queued = False
+        self._turn_fd: int | None = None  # the WRITER_LOCK file, once there are workers
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self.commits = 0
 
@@ -116,6 +125,7 @@ class Writer:
                     self._look_queued = False
                     self._look_outside(conn, external)
                     continue
+                turn = self._take_turn()
                 batch = [first]
                 stop = False
                 while len(batch) < _WRITE_BATCH:
@@ -135,11 +145,33 @@ class Writer:
                 except BaseException as exc:  # the writer must outlive any one batch
                     log.exception("store writer: batch failed")
                     self._abandon(conn, batch, exc)
+                finally:
+                    if turn is not None:
+                        fcntl.flock(turn, fcntl.LOCK_UN)
                 self._look_outside(conn, external)
                 if stop:
                     return
         finally:
             conn.close()
+            if self._turn_fd is not None:
+                os.close(self._turn_fd)
+
+    def _take_turn(self) -> int | None:
+        """With several worker processes, wait for this writer's turn (an exclusive flock
+        on WRITER_LOCK, given back after the batch); None with one process. Taken before
+        the batch is gathered: the jobs that queue while another worker commits join it."""
+        folder = self._store.maildrop_lock_dir  # set once the worker joined its bus
+        if folder is None:
+            return None
+        if self._turn_fd is None:
+            try:
+                self._turn_fd = os.open(folder.parent / WRITER_LOCK,
+                                        os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:  # SQLite's own locking still holds: only slower
+                log.warning("store writer: cannot open %s: %s", WRITER_LOCK, exc)
+                return None
+        fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
+        return self._turn_fd
 
     def _look_outside(self, conn: sqlite3.Connection, external: ExternalChanges) -> None:
         try:
