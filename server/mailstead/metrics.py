@@ -22,7 +22,9 @@ anything else (no labels), e.g. ``"imap_appends"``  ``mailstead_events_total{eve
 Durations (``observe(...)``): ``"command", protocol=, command=`` →
 ``mailstead_command_seconds{protocol,command}``, ``"store", op=`` →
 ``mailstead_store_seconds{op}``, anything else → ``mailstead_duration_seconds{name,label}``.
-Command labels are upper-cased, as on the wire. Gauges are read at scrape time.
+Command labels are upper-cased, as on the wire. Gauges are read at scrape time, and so are
+the counted and timed families: each thread adds to plain numbers of its own, without a lock
+per call, and a scrape sums them (``metrics_counters.py``).
 
 Besides: the process (``process_*``: CPU, memory, open files, start time) and Python
 (``python_info``), ``mailstead_build_info{version,python}``, and, when the metrics belong to
@@ -42,9 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
     Gauge,
-    Histogram,
     Info,
     PlatformCollector,
     ProcessCollector,
@@ -54,6 +54,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import __version__
+from .metrics_counters import Family, PlainCounters, Series
 
 if TYPE_CHECKING:
     from .context import ServerContext
@@ -73,13 +74,50 @@ _COUNT_LABELS: dict[str, tuple[str, ...]] = {
     "outbound_deferred": (),
     "outbound_bounces": ("reason",),
 }
-_OUTBOUND = {
-    "outbound_attempts": "outbound_attempts",
-    "outbound_delivered": "outbound_deliveries",
-    "outbound_deferred": "outbound_deferrals",
-}
 # Commands take well under a millisecond when cached, seconds when a big mailbox is searched.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+# The families counted with ``count`` and timed with ``observe``: plain numbers per thread
+# (metrics_counters.py), read at scrape time, under the names prometheus_client gave them.
+_CONNECTIONS = Family("mailstead_connections", "Client connections accepted", ("protocol",))
+_LOGINS = Family("mailstead_logins", "Login attempts", ("protocol", "result"))
+_COMMANDS = Family("mailstead_commands", "Commands executed", ("protocol", "command"))
+_DELIVERIES = Family("mailstead_deliveries", "Messages delivered into mailboxes")
+_DELIVERED_BYTES = Family("mailstead_delivered_bytes", "Bytes of messages delivered")
+_REJECTIONS = Family("mailstead_rejections",
+                     "Connections, recipients and messages refused, by reason",
+                     ("protocol", "reason"))
+# Outbound, per recipient and attempt (outbound/queue.py); bounce reasons:
+# rejected (5xx), expired (queue_lifetime), null_mx, no_domain, no_address.
+_OUTBOUND_ATTEMPTS = Family("mailstead_outbound_attempts",
+                            "Delivery attempts of queued recipients")
+_OUTBOUND_DELIVERIES = Family("mailstead_outbound_deliveries",
+                              "Queued recipients the remote accepted")
+_OUTBOUND_DEFERRALS = Family("mailstead_outbound_deferrals",
+                             "Attempts that failed temporarily (retried)")
+_OUTBOUND_BOUNCES = Family("mailstead_outbound_bounces",
+                           "Queued recipients given up on, by reason", ("reason",))
+_EVENTS = Family("mailstead_events", "Other counted events", ("event",))
+_COMMAND_SECONDS = Family("mailstead_command_seconds", "Time to execute a command",
+                          ("protocol", "command"), _BUCKETS)
+_STORE_SECONDS = Family("mailstead_store_seconds",
+                        "Time of a store operation, queueing included", ("op",), _BUCKETS)
+_DURATIONS = Family("mailstead_duration_seconds", "Other measured durations",
+                    ("name", "label"), _BUCKETS)
+_FAMILIES = (
+    _CONNECTIONS, _LOGINS, _COMMANDS, _DELIVERIES, _DELIVERED_BYTES, _REJECTIONS,
+    _OUTBOUND_ATTEMPTS, _OUTBOUND_DELIVERIES, _OUTBOUND_DEFERRALS, _OUTBOUND_BOUNCES,
+    _EVENTS, _COMMAND_SECONDS, _STORE_SECONDS, _DURATIONS,
+)
+# Families without labels, exported at 0 from the start (as prometheus_client does).
+_UNLABELLED = {
+    "delivered": _DELIVERIES,
+    "delivered_bytes": _DELIVERED_BYTES,
+    "outbound_attempts": _OUTBOUND_ATTEMPTS,
+    "outbound_delivered": _OUTBOUND_DELIVERIES,
+    "outbound_deferred": _OUTBOUND_DEFERRALS,
+}
 
 
 class Metrics:
@@ -87,7 +125,8 @@ class Metrics:
 
     ``open_sessions`` is called at each scrape for the ``mailstead_open_sessions`` gauge
     (the daemon passes ``lambda: len(ctx.sessions)``); leave it None to omit the gauge.
-    Methods are cheap and thread-safe (the store may report latencies from its threads).
+    ``count`` and ``observe`` are cheap and thread-safe (the store reports latencies from
+    its threads): each thread adds to numbers of its own, summed at scrape time.
     """
 
     def __init__(
@@ -95,46 +134,16 @@ class Metrics:
         certificate: Path | None = None, queue_size: Callable[[], int] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._count_children: dict[tuple[str | None, ...], Any] = {}
-        self._observe_children: dict[tuple[str, str | None, str | None, str | None, str], Any] = {}
+        # Event and labels -> series, so a repeated event costs one lookup. Filled from
+        # any thread; a race only resolves the same series twice.
+        self._count_series: dict[tuple[str | None, ...], Series] = {}
+        self._observe_series: dict[tuple[str, str | None, str | None, str | None, str],
+                                   Series] = {}
         reg = self.registry
-        self.connections = Counter(
-            "mailstead_connections", "Client connections accepted", ["protocol"], registry=reg
-        )
-        self.logins = Counter(
-            "mailstead_logins", "Login attempts", ["protocol", "result"], registry=reg
-        )
-        self.commands = Counter(
-            "mailstead_commands", "Commands executed", ["protocol", "command"], registry=reg
-        )
-        self.deliveries = Counter(
-            "mailstead_deliveries", "Messages delivered into mailboxes", registry=reg
-        )
-        self.delivered_bytes = Counter(
-            "mailstead_delivered_bytes", "Bytes of messages delivered", registry=reg
-        )
-        self.rejections = Counter(
-            "mailstead_rejections", "Connections, recipients and messages refused, by reason",
-            ["protocol", "reason"], registry=reg,
-        )
-        # Outbound, per recipient and attempt (outbound/queue.py); bounce reasons:
-        # rejected (5xx), expired (queue_lifetime), null_mx, no_domain, no_address.
-        self.outbound_attempts = Counter(
-            "mailstead_outbound_attempts", "Delivery attempts of queued recipients", registry=reg
-        )
-        self.outbound_deliveries = Counter(
-            "mailstead_outbound_deliveries", "Queued recipients the remote accepted",
-            registry=reg,
-        )
-        self.outbound_deferrals = Counter(
-            "mailstead_outbound_deferrals", "Attempts that failed temporarily (retried)",
-            registry=reg,
-        )
-        self.outbound_bounces = Counter(
-            "mailstead_outbound_bounces", "Queued recipients given up on, by reason",
-            ["reason"], registry=reg,
-        )
-        self.events = Counter("mailstead_events", "Other counted events", ["event"], registry=reg)
+        self._plain = PlainCounters(_FAMILIES)
+        for family in _UNLABELLED.values():
+            self._plain.series(family)
+        reg.register(self._plain)
         ProcessCollector(registry=reg)
         PlatformCollector(registry=reg)
         Info("mailstead_build", "The running Mailstead", registry=reg).info(
@@ -142,27 +151,6 @@ class Metrics:
         )
         if config is not None:
             reg.register(ServerCollector(config, certificate))
-        self.command_seconds = Histogram(
-            "mailstead_command_seconds",
-            "Time to execute a command",
-            ["protocol", "command"],
-            buckets=_BUCKETS,
-            registry=reg,
-        )
-        self.store_seconds = Histogram(
-            "mailstead_store_seconds",
-            "Time of a store operation, queueing included",
-            ["op"],
-            buckets=_BUCKETS,
-            registry=reg,
-        )
-        self.durations = Histogram(
-            "mailstead_duration_seconds",
-            "Other measured durations",
-            ["name", "label"],
-            buckets=_BUCKETS,
-            registry=reg,
-        )
         if open_sessions is not None:
             gauge = Gauge("mailstead_open_sessions", "Open IMAP and POP3 sessions", registry=reg)
             gauge.set_function(lambda: float(open_sessions()))
@@ -182,41 +170,37 @@ class Metrics:
         """
         if n <= 0:
             return  # Prometheus counters only go up; a zero batch is nothing to record.
-        # Resolving labels costs a lock and several lookups; events repeat (every RETR,
-        # every FETCH), so remember which child counter each event lands on.
         key = (event, protocol, command, result, reason)
-        child = self._count_children.get(key)
-        if child is None:
-            child = self._count_child(event, protocol, command, result, reason)
-            self._count_children[key] = child
-        child.inc(n)
+        series = self._count_series.get(key)
+        if series is None:
+            series = self._count_series[key] = self._count_of(
+                event, protocol, command, result, reason
+            )
+        self._plain.add(series, n)
 
-    def _count_child(
+    def _count_of(
         self, event: str, protocol: str | None, command: str | None, result: str | None,
         reason: str | None = None,
-    ) -> Any:
+    ) -> Series:
         given = {"protocol": protocol, "command": command, "result": result, "reason": reason}
         needed = _COUNT_LABELS.get(event, ())
         wrong = sorted(name for name, value in given.items() if (value is None) == (name in needed))
         if wrong:
             raise ValueError(f"metric event {event!r}: wrong labels {', '.join(wrong)}")
+        series = self._plain.series
         if event == "connections":
-            return self.connections.labels(protocol)
+            return series(_CONNECTIONS, (str(protocol),))
         if event == "logins":
-            return self.logins.labels(protocol, result)
+            return series(_LOGINS, (str(protocol), str(result)))
         if event == "commands":
-            return self.commands.labels(protocol, (command or "").upper())
-        if event == "delivered":
-            return self.deliveries
-        if event == "delivered_bytes":
-            return self.delivered_bytes
+            return series(_COMMANDS, (str(protocol), (command or "").upper()))
+        if event in _UNLABELLED:
+            return series(_UNLABELLED[event])
         if event == "rejections":
-            return self.rejections.labels(protocol, reason)
-        if event in _OUTBOUND:
-            return getattr(self, _OUTBOUND[event])
+            return series(_REJECTIONS, (str(protocol), str(reason)))
         if event == "outbound_bounces":
-            return self.outbound_bounces.labels(reason)
-        return self.events.labels(event)
+            return series(_OUTBOUND_BOUNCES, (str(reason),))
+        return series(_EVENTS, (event,))
 
     def observe(
         self, name: str, seconds: float, *, protocol: str | None = None,
@@ -225,18 +209,18 @@ class Metrics:
         """Record a duration: ``"command"`` (``protocol`` and ``command``), ``"store"``
         (``op``, e.g. read/write), anything else generically by ``name`` and ``label``."""
         key = (name, protocol, command, op, label)
-        child = self._observe_children.get(key)
-        if child is None:
+        series = self._observe_series.get(key)
+        if series is None:
             if name == "command" and protocol is not None and command is not None:
-                child = self.command_seconds.labels(protocol, command.upper())
+                series = self._plain.series(_COMMAND_SECONDS, (protocol, command.upper()))
             elif name == "store" and op is not None:
-                child = self.store_seconds.labels(op)
+                series = self._plain.series(_STORE_SECONDS, (op,))
             elif protocol is None and command is None and op is None:
-                child = self.durations.labels(name, label)
+                series = self._plain.series(_DURATIONS, (name, label))
             else:
                 raise ValueError(f"duration {name!r}: wrong labels")
-            self._observe_children[key] = child
-        child.observe(seconds)
+            self._observe_series[key] = series
+        self._plain.observe(series, seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (send with ``CONTENT_TYPE_LATEST``)."""

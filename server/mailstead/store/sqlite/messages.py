@@ -161,7 +161,7 @@ def expunge_rows(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int])
     if not uids:
         return []
     modseq = bump(conn, mailbox_id)
-    events = []
+    events: list[Expunged] = []
     for chunk in chunks(uids):
         marks = ",".join("?" * len(chunk))
         rows = conn.execute(
@@ -169,14 +169,20 @@ def expunge_rows(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int])
             "RETURNING uid, blob_id",
             (mailbox_id, *chunk),
         ).fetchall()
-        for uid, blob_id in sorted(rows):
-            conn.execute("UPDATE blobs SET refcount = refcount - 1 WHERE id = ?", (blob_id,))
-            conn.execute(
-                "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
-                (mailbox_id, uid, modseq),
-            )
-            events.append(Expunged(uid, modseq))
-    conn.execute("DELETE FROM blobs WHERE refcount <= 0")
+        rows.sort()
+        conn.executemany("UPDATE blobs SET refcount = refcount - 1 WHERE id = ?",
+                         [(blob_id,) for _, blob_id in rows])
+        conn.executemany(
+            "INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+            [(mailbox_id, uid, modseq) for uid, _ in rows],
+        )
+        events.extend(Expunged(uid, modseq) for uid, _ in rows)
+        # Only the blobs just released can have dropped to 0: a sweep of the whole table
+        # (refcount has no index) read every stored message's row on every EXPUNGE.
+        released = sorted({blob_id for _, blob_id in rows})
+        if released:
+            marks = ",".join("?" * len(released))
+            conn.execute(f"DELETE FROM blobs WHERE refcount <= 0 AND id IN ({marks})", released)
     return events
 
 
