@@ -48,7 +48,7 @@ async def handle_select(s: Session, cmd: Select) -> Result:
     try:
         # SELECT claims \Recent in the store as it reads; EXAMINE shows the same count
         # without taking it (RFC 3501 §6.3.2).
-        snap = await s.ctx.store.open_view(mbox.id, claim_recent=not cmd.readonly)
+        snap = await s.ctx.store.open_rows(mbox.id, claim_recent=not cmd.readonly)
     except NotFound:
         sub.close()
         return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
