@@ -7,11 +7,13 @@ eviction, or a UIDVALIDITY change."""
 from __future__ import annotations
 
 import random
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from imap_harness import ImapWorld
 
 from mailstead.store.api import ChangeBatch, FlagMode, Mailbox, NewMessage, NotFound
 from mailstead.store.hub import ChangeHub
@@ -224,7 +226,7 @@ def test_a_copy_applies_only_the_next_commit_and_catches_up_from_a_read() -> Non
     from mailstead.store.api import Appended, Expunged, FlagsChanged
 
     box = Mailbox(1, 1, "INBOX", 7, 4, 10, None)
-    seen, none = frozenset({"\\Seen"}), frozenset()
+    seen, none = frozenset({"\\Seen"}), frozenset[str]()
     rows = MailboxRows(box, [1, 2, 3], [3, 5, 10], ["", "\\Seen", ""], lambda t: (
         frozenset(str(t).split())))
     # Modseq 12 skips 11 (another process's): the copy stays exact where it was.
@@ -243,3 +245,38 @@ def test_a_copy_applies_only_the_next_commit_and_catches_up_from_a_read() -> Non
     assert rows.apply([ChangeBatch(1, (Expunged(2, 13),)),
                        ChangeBatch(1, (FlagsChanged(3, 14, seen),))])
     assert rows.highestmodseq == 14 and rows.count_without("\\Seen") == 1
+
+
+# --- through IMAP, in process (the world fixture) ------------------------------------------
+async def test_a_select_in_one_session_sees_what_another_session_just_committed(
+        world: ImapWorld) -> None:
+
+    user = await world.add_user()
+    await world.seed(user, [MSG] * 30)
+    a = await world.login(user, select="INBOX")  # makes the copy, claims \Recent of all
+    b = await world.login(user)
+
+    async def seen_by_b() -> tuple[int, list[tuple[int, bytes]], int]:
+        reply = await b.cmd("SELECT INBOX")
+        assert reply.ok, reply
+        [exists] = [int(u.split()[1]) for u in reply.untagged if u.endswith(b" EXISTS")]
+        [recent] = [int(u.split()[1]) for u in reply.untagged if u.endswith(b" RECENT")]
+        fetched = await b.cmd("UID FETCH 1:* (FLAGS)")
+        rows = [(int(m[1]), m[2]) for u in fetched.untagged
+                if (m := re.search(rb"UID (\d+) FLAGS \(([^)]*)\)", u))]
+        return exists, rows, recent
+
+    assert (await a.cmd("UID STORE 5 +FLAGS (\\Seen $Work)")).ok
+    exists, rows, recent = await seen_by_b()
+    assert exists == 30 and (5, b"$Work \\Seen") in rows and recent == 0
+    assert (await a.cmd("UID STORE 6:7 +FLAGS (\\Deleted)")).ok
+    assert (await a.cmd("EXPUNGE")).ok
+    await world.deliver(user, MSG)  # UID 31, by delivery: recent for the first SELECT
+    exists, rows, recent = await seen_by_b()
+    assert exists == 29 and [u for u, _ in rows] == [*range(1, 6), *range(8, 32)]
+    assert recent == 1  # b's SELECT claimed it (a's view learns of it as not recent)
+    assert (await b.cmd("UID STORE 31 FLAGS (\\Answered)")).ok
+    reply = await a.cmd("SELECT INBOX")
+    assert b"* 29 EXISTS" in reply.untagged and b"* 0 RECENT" in reply.untagged
+    fetched = await a.cmd("UID FETCH 31 (FLAGS)")
+    assert any(b"FLAGS (\\Answered)" in u for u in fetched.untagged), fetched
