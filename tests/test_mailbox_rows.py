@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from imap_harness import ImapWorld
 
+from imap_harness import ImapWorld
 from mailstead.store.api import ChangeBatch, FlagMode, Mailbox, NewMessage, NotFound
 from mailstead.store.hub import ChangeHub
 from mailstead.store.mailbox_rows import MailboxRows, RowsDelta, RowsSnapshot
