@@ -6,6 +6,7 @@ eviction, or a UIDVALIDITY change."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import sqlite3
@@ -103,6 +104,10 @@ async def test_a_select_after_a_commit_in_either_process_shows_the_store_as_comm
         # Straight after the commit: no wait for the other process's poll or a hint.
         for reader in (one, two):
             assert await served(reader, inbox.id) == await truth(reader, inbox.id), step
+            # STATUS without SIZE counts from the copy; the store's own count agrees.
+            counted = await reader.mailbox_status(inbox.id, size=False)
+            assert dataclasses.replace(await reader.mailbox_status(inbox.id), size=0) == (
+                counted), step
 
 
 async def test_a_current_copy_is_served_without_listing_the_mailbox(
@@ -119,6 +124,9 @@ async def test_a_current_copy_is_served_without_listing_the_mailbox(
     assert (snap.mailbox.highestmodseq, columns(snap)) == await truth(one, inbox.id)
     assert [s for s in seen if "internaldate" in s]  # truth()'s listing: the trace works
     assert not [s for s in seen if "uid, modseq, flags FROM" in s]  # none of the copy's
+    status = await one.mailbox_status(inbox.id, size=False)
+    assert (status.messages, status.unseen, status.recent) == (199, 100, 199)
+    assert not [s for s in seen if "COUNT(" in s]  # counted from the copy
 
 
 async def test_an_expunge_by_another_process_between_copy_and_select_is_caught_up(

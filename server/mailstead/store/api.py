@@ -344,7 +344,9 @@ class MailStore(QueueStore, abc.ABC):
     async def set_subscribed(self, user_id: int, name: str, subscribed: bool) -> None: ...
 
     @abc.abstractmethod
-    async def mailbox_status(self, mailbox_id: int) -> MailboxStatus: ...
+    async def mailbox_status(self, mailbox_id: int, *, size: bool = True) -> MailboxStatus:
+        """The STATUS counts; with ``size=False`` the caller needs no total size (0 then),
+        so a backend may count from a copy of the rows it keeps (``mailbox_rows.py``)."""
 
     # --- \Recent ----------------------------------------------------------------------
     # A mailbox keeps one boundary, ``first_recent_uid``: messages at or above it are

@@ -20,7 +20,6 @@ Modules: ``schema`` (tables and upgrades), ``base`` (connections and the loop ho
 from __future__ import annotations
 
 from .aliases import AliasesMixin
-from .mailboxes import MailboxesMixin
 from .messages import MessagesMixin
 from .queue import QueueMixin
 from .reads import ReadsMixin
@@ -30,6 +29,6 @@ from .view_reads import ViewReadsMixin
 __all__ = ["SqliteStore"]
 
 
-class SqliteStore(UsersMixin, AliasesMixin, MailboxesMixin, MessagesMixin, ReadsMixin,
-                  ViewReadsMixin, QueueMixin):
+class SqliteStore(UsersMixin, AliasesMixin, ViewReadsMixin, MessagesMixin, ReadsMixin,
+                  QueueMixin):
     """``MailStore`` on one SQLite database file in WAL mode."""

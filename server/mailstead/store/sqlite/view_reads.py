@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from ..api import Mailbox, NotFound
+from ..api import Mailbox, MailboxStatus, NotFound
 from ..mailbox_rows import MailboxRows, RowsDelta, RowsSnapshot
-from .base import SqliteBase
+from .mailboxes import MailboxesMixin
 from .rows import MAILBOX_COLS, flags_set, mailbox_row
 
 _HEAD = f"SELECT {MAILBOX_COLS}, first_recent_uid FROM mailboxes WHERE id = ?"
@@ -48,30 +48,16 @@ def _delta(conn: sqlite3.Connection, mailbox: Mailbox, base: int) -> RowsDelta:
     return RowsDelta(base, mailbox, changed, expunged)
 
 
-class ViewReadsMixin(SqliteBase):
+class ViewReadsMixin(MailboxesMixin):
+    """Before ``MailboxesMixin`` (which counts STATUS from the rows themselves)."""
+
     async def read_rows(self, mailbox_id: int) -> RowsSnapshot:
         cache = self.row_cache
-        copy = cache.get(mailbox_id)
         try:
-            # One row by its key: on the loop, no thread hop (base.py, "bounded").
-            def head(conn: sqlite3.Connection) -> tuple[Mailbox, int]:
-                return _head(conn, mailbox_id)
-
-            mailbox, first_recent = await self._read(head, bounded=head, one_statement=True)
-            if copy is not None and copy.uidvalidity == mailbox.uidvalidity:
-                if mailbox.highestmodseq > copy.highestmodseq:
-                    base = copy.highestmodseq
-
-                    def catch_up(conn: sqlite3.Connection) -> tuple[int, RowsDelta]:
-                        fresh, first = _head(conn, mailbox_id)
-                        return first, _delta(conn, fresh, base)
-
-                    first_recent, delta = await self._read(catch_up)
-                    if delta.mailbox.uidvalidity == copy.uidvalidity:
-                        cache.catch_up(mailbox_id, copy, delta)
-                        return copy.snapshot(delta.mailbox, first_recent)
-                else:
-                    return copy.snapshot(mailbox, first_recent)
+            found = await self._current_copy(mailbox_id)
+            if found is not None:
+                copy, mailbox, first_recent = found
+                return copy.snapshot(mailbox, first_recent)
 
             def listing(conn: sqlite3.Connection) -> tuple[int, MailboxRows, Mailbox]:
                 fresh, first = _head(conn, mailbox_id)
@@ -83,3 +69,41 @@ class ViewReadsMixin(SqliteBase):
             raise
         cache.keep(mailbox_id, made)
         return made.snapshot(mailbox, first_recent)
+
+    async def mailbox_status(self, mailbox_id: int, *, size: bool = True) -> MailboxStatus:
+        # Counted from a copy when there is one: a STATUS of every mailbox (LIST-STATUS)
+        # makes none, so it never pushes out the copies SELECT uses. The copy knows no
+        # message sizes.
+        found = None if size else await self._current_copy(mailbox_id)
+        if found is None:
+            return await MailboxesMixin.mailbox_status(self, mailbox_id, size=size)
+        copy, mailbox, first_recent = found
+        return MailboxStatus(mailbox.name, len(copy), copy.count_without("\\Seen"),
+                             copy.count_from(first_recent), copy.uidvalidity, copy.uidnext,
+                             copy.highestmodseq, 0)
+
+    async def _current_copy(self, mailbox_id: int) -> tuple[MailboxRows, Mailbox, int] | None:
+        """The copy of the mailbox's rows, brought up to the store (module docstring), the
+        mailbox row and its \\Recent boundary; None when there is no usable copy."""
+        copy = self.row_cache.get(mailbox_id)
+
+        # One row by its key: on the loop, no thread hop (base.py, "bounded").
+        def head(conn: sqlite3.Connection) -> tuple[Mailbox, int]:
+            return _head(conn, mailbox_id)
+
+        mailbox, first_recent = await self._read(head, bounded=head, one_statement=True)
+        if copy is None or copy.uidvalidity != mailbox.uidvalidity:
+            return None
+        if mailbox.highestmodseq <= copy.highestmodseq:
+            return copy, mailbox, first_recent
+        base = copy.highestmodseq
+
+        def catch_up(conn: sqlite3.Connection) -> tuple[int, RowsDelta]:
+            fresh, first = _head(conn, mailbox_id)
+            return first, _delta(conn, fresh, base)
+
+        first_recent, delta = await self._read(catch_up)
+        if delta.mailbox.uidvalidity != copy.uidvalidity:
+            return None
+        self.row_cache.catch_up(mailbox_id, copy, delta)
+        return copy, delta.mailbox, first_recent
