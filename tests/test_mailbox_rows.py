@@ -288,3 +288,15 @@ async def test_a_select_in_one_session_sees_what_another_session_just_committed(
     assert b"* 29 EXISTS" in reply.untagged and b"* 0 RECENT" in reply.untagged
     fetched = await a.cmd("UID FETCH 31 (FLAGS)")
     assert any(b"FLAGS (\\Answered)" in u for u in fetched.untagged), fetched
+
+
+async def test_the_pop3_listing_reads_uid_size_and_seen_as_the_full_listing_has_them(
+        stores: tuple[SqliteStore, SqliteStore]) -> None:
+    one, _ = stores
+    inbox = await inbox_of(one)
+    kinds = [frozenset({"\\Seen"}), frozenset({"$Seen"}), frozenset(),
+             frozenset({"\\Seen", "$x"}), frozenset({"\\Answered"})]
+    await one.append(inbox.id, [NewMessage(MSG + b"x" * i, f) for i, f in enumerate(kinds)])
+    listed = [(m.uid, m.size, "\\Seen" in m.flags) for m in await one.list_messages(inbox.id)]
+    assert [(u, s, bool(seen)) for u, s, seen in await one.list_maildrop(inbox.id)] == listed
+    assert [seen for _, _, seen in listed] == [True, False, False, True, False]

@@ -430,6 +430,11 @@ class MailStore(QueueStore, abc.ABC):
     @abc.abstractmethod
     async def get_messages(self, mailbox_id: int, uids: Iterable[int]) -> list[MessageInfo]: ...
 
+    async def list_maildrop(self, mailbox_id: int) -> list[tuple[int, int, bool]]:
+        """(UID, size, whether \\Seen) of every message in UID order: a POP3 maildrop. A
+        backend should read only these (a full listing builds dates it does not need)."""
+        return [(m.uid, m.size, "\\Seen" in m.flags) for m in await self.list_messages(mailbox_id)]
+
     @abc.abstractmethod
     async def read_message(self, mailbox_id: int, uid: int) -> bytes | None:
         """The stored octets (CRLF), or None when the message is gone."""
