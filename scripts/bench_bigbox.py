@@ -206,7 +206,7 @@ async def measure(host: str, port: int, pop3_port: int | None, user: str, passwo
             out["view_kib_per_session"] = round((after - before) / sessions, 1)
     await client.close()
     out["rss_anon_kib"] = rss
-    out["seconds"] = {k: {"first": v[0], "median": statistics.median(v)}
+    out["seconds"] = {k: {"first": v[0], "median": statistics.median(v), "all": v}
                       for k, v in steps.items()}
     return out
 

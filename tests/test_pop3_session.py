@@ -282,14 +282,14 @@ async def test_drop_during_login_still_releases_the_lock(
     ctx: ServerContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate, entered = asyncio.Event(), asyncio.Event()
-    real = ctx.store.list_messages
+    real = ctx.store.list_maildrop
 
     async def held(mailbox_id: int) -> Any:
         entered.set()
         await gate.wait()
         return await real(mailbox_id)
 
-    monkeypatch.setattr(ctx.store, "list_messages", held)
+    monkeypatch.setattr(ctx.store, "list_maildrop", held)
     c = Client(ctx)
     c.proto.dataReceived(b"USER bob\r\nPASS pw\r\nSTAT\r\n")
     await asyncio.wait_for(entered.wait(), 5)

@@ -438,3 +438,37 @@ def test_only_one_worker_runs_the_outbound_queue(tmp_path: Path) -> None:
         srv.kill()
         mx.stop()
         dns_stub.stop()
+
+
+def test_a_select_shows_what_another_worker_just_committed(
+        workers_server: ServerProcess) -> None:
+    """Each worker keeps its own copy of a mailbox's rows for SELECT (store/mailbox_rows.py):
+    a SELECT right after the other worker's commit, before any hint or poll reaches this
+    worker, still shows it (the copy is checked against the store's modseq)."""
+    srv = workers_server
+    reader = imap_login(srv, "carol")
+    reader_worker = workers_of(srv, "carol")[0]
+    held: list[imaplib.IMAP4] = []
+    writer, _ = login_on_other_worker(srv, "carol", held, reader_worker)
+    message = b"From: a@example.org\r\nSubject: x\r\n\r\nbody\r\n"
+    for _ in range(20):
+        assert writer.append("INBOX", "", None, message)[0] == "OK"
+    assert reader.select("INBOX") == ("OK", [b"20"])  # this worker's copy is made
+    writer.select("INBOX")
+    for step in range(6):
+        # The other worker commits; this worker's SELECT comes straight after its OK.
+        writer.uid("STORE", f"{step + 1}", "+FLAGS", f"(\\Deleted $Step{step})")
+        writer.expunge()
+        assert writer.append("INBOX", "(\\Flagged)", None, message)[0] == "OK"
+        writer.uid("STORE", f"{21 + step}", "+FLAGS", "(\\Seen)")
+        typ, data = reader.select("INBOX")
+        assert (typ, data) == ("OK", [b"20"]), step
+        typ, data = reader.uid("FETCH", "1:*", "(FLAGS)")
+        text = b" ".join(d for d in data if isinstance(d, bytes))
+        uids = [int(u) for u in re.findall(rb"UID (\d+)", text)]
+        assert uids == [*range(step + 2, 21), *range(21, 22 + step)], step
+        assert re.search(rb"UID %d FLAGS \((\\Seen \\Flagged|\\Flagged \\Seen)\)"
+                         % (21 + step), text), text
+    for c in [reader, writer, *held]:
+        c.logout()
+    assert not problems(srv.log_text())

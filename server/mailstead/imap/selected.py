@@ -39,6 +39,7 @@ from ..store.api import (
     StoreError,
     ViewSnapshot,
 )
+from ..store.mailbox_rows import RowsSnapshot, rows_of_view
 from . import response
 from .client_map import ClientMap, Column
 from .stream_check import StreamChecker
@@ -99,14 +100,15 @@ class SelectedMailbox:
         self.checker = StreamChecker(label=f"mailbox {mailbox.id}")
 
     # --- opening -----------------------------------------------------------------------
-    def load(self, snap: ViewSnapshot) -> None:
+    def load(self, snap: ViewSnapshot | RowsSnapshot) -> None:
         """Fill the client map from the snapshot SELECT/EXAMINE read (after subscribing:
         events already in the snapshot are dropped by modseq when they are applied)."""
+        if isinstance(snap, ViewSnapshot):
+            snap = rows_of_view(snap)
         self.mailbox = snap.mailbox
-        messages = snap.messages
-        self._map.load([m.uid for m in messages], [m.flags for m in messages],
-                       [m.modseq for m in messages])
-        for flags in self._map.flag_sets():  # a handful of distinct sets, not one a message
+        # Columns copied from the store's copy of the rows: taken over, not rebuilt.
+        self._map.load_columns(snap.uids, snap.modseqs, snap.flag_sets, snap.flag_of)
+        for flags in snap.used_flag_sets:  # a handful of distinct sets, not one a message
             self.keywords |= keywords_of(flags)
         # The recent ones are the UIDs from the boundary up: a tail of the ascending list.
         self.recent = set(self.uids[bisect_left(self.uids, snap.first_recent_uid):])

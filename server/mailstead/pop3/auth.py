@@ -182,7 +182,7 @@ class AuthorizationCommands:
             inbox = await store.get_mailbox(user.id, "INBOX")
             if inbox is None:
                 raise NotFound("INBOX does not exist")
-            infos = await store.list_messages(inbox.id)
+            rows = await store.list_maildrop(inbox.id)
         except NotFound:
             self.release()
             log.error("pop3 login of %s: INBOX does not exist", _safe(user.name))
@@ -191,7 +191,7 @@ class AuthorizationCommands:
             self.release()
             raise
         self.user = user
-        self.maildrop = Maildrop(inbox.id, inbox.uidvalidity, infos)
+        self.maildrop = Maildrop.of_rows(inbox.id, inbox.uidvalidity, rows)
         # Messages expunged elsewhere (IMAP) must not be served from the read-ahead.
         self._watch = self.ctx.hub.subscribe(inbox.id, self._on_change)
         self.state = State.TRANSACTION

@@ -49,6 +49,15 @@ class Maildrop:
             for n, info in enumerate(infos, start=1)
         ]
 
+    @classmethod
+    def of_rows(cls, mailbox_id: int, uidvalidity: int,
+                rows: Iterable[tuple[int, int, bool]]) -> Maildrop:
+        """From (UID, size, seen) in UID order (``MailStore.list_maildrop``)."""
+        drop = cls(mailbox_id, uidvalidity, ())
+        drop.entries = [Entry(n, uid, size, bool(seen))
+                        for n, (uid, size, seen) in enumerate(rows, start=1)]
+        return drop
+
     def __len__(self) -> int:
         return len(self.entries)
 

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import enum
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..mime.header_text import HeaderText
 from ..mime.model import ParsedMessage
 from .queue_api import QueueStore
+
+if TYPE_CHECKING:
+    from .mailbox_rows import RowsSnapshot
 
 # Mailboxes every new user gets, with their RFC 6154 special-use attribute.
 DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
@@ -340,7 +344,9 @@ class MailStore(QueueStore, abc.ABC):
     async def set_subscribed(self, user_id: int, name: str, subscribed: bool) -> None: ...
 
     @abc.abstractmethod
-    async def mailbox_status(self, mailbox_id: int) -> MailboxStatus: ...
+    async def mailbox_status(self, mailbox_id: int, *, size: bool = True) -> MailboxStatus:
+        """The STATUS counts; with ``size=False`` the caller needs no total size (0 then),
+        so a backend may count from a copy of the rows it keeps (``mailbox_rows.py``)."""
 
     # --- \Recent ----------------------------------------------------------------------
     # A mailbox keeps one boundary, ``first_recent_uid``: messages at or above it are
@@ -370,11 +376,31 @@ class MailStore(QueueStore, abc.ABC):
         the result is the same.
         """
         snap = await self.read_view(mailbox_id)
-        uidnext = snap.mailbox.uidnext
-        if not claim_recent or snap.first_recent_uid >= uidnext:
-            return snap  # EXAMINE shows \Recent without taking it (RFC 3501 §6.3.2)
-        was = await self.claim_recent(mailbox_id, below=uidnext)
-        return ViewSnapshot(snap.mailbox, snap.messages, max(was, snap.first_recent_uid))
+        first = await self._first_recent(snap.mailbox, snap.first_recent_uid, claim_recent)
+        return ViewSnapshot(snap.mailbox, snap.messages, first)
+
+    async def _first_recent(self, mailbox: Mailbox, first_recent_uid: int,
+                            claim_recent: bool) -> int:
+        """The lowest UID recent for a view of ``mailbox`` as read: claimed up to its
+        ``uidnext`` when ``claim_recent`` (see ``open_view``)."""
+        if not claim_recent or first_recent_uid >= mailbox.uidnext:
+            return first_recent_uid  # EXAMINE shows \Recent without taking it (§6.3.2)
+        was = await self.claim_recent(mailbox.id, below=mailbox.uidnext)
+        return max(was, first_recent_uid)
+
+    async def read_rows(self, mailbox_id: int) -> RowsSnapshot:
+        """``read_view`` as the columns a view is built from (UIDs, modseqs, flags). A
+        backend may serve it from a copy of the rows it keeps (``mailbox_rows.py``)."""
+        from .mailbox_rows import rows_of_view
+
+        return rows_of_view(await self.read_view(mailbox_id))
+
+    async def open_rows(self, mailbox_id: int, *, claim_recent: bool) -> RowsSnapshot:
+        """``open_view`` as columns (``read_rows``), with the same \\Recent claim."""
+        snap = await self.read_rows(mailbox_id)
+        first = await self._first_recent(snap.mailbox, snap.first_recent_uid, claim_recent)
+        return snap if first == snap.first_recent_uid else dataclasses.replace(
+            snap, first_recent_uid=first)
 
     # --- messages --------------------------------------------------------------------
     @abc.abstractmethod
@@ -403,6 +429,11 @@ class MailStore(QueueStore, abc.ABC):
 
     @abc.abstractmethod
     async def get_messages(self, mailbox_id: int, uids: Iterable[int]) -> list[MessageInfo]: ...
+
+    async def list_maildrop(self, mailbox_id: int) -> list[tuple[int, int, bool]]:
+        """(UID, size, whether \\Seen) of every message in UID order: a POP3 maildrop. A
+        backend should read only these (a full listing builds dates it does not need)."""
+        return [(m.uid, m.size, "\\Seen" in m.flags) for m in await self.list_messages(mailbox_id)]
 
     @abc.abstractmethod
     async def read_message(self, mailbox_id: int, uid: int) -> bytes | None:

@@ -48,7 +48,7 @@ async def handle_select(s: Session, cmd: Select) -> Result:
     try:
         # SELECT claims \Recent in the store as it reads; EXAMINE shows the same count
         # without taking it (RFC 3501 §6.3.2).
-        snap = await s.ctx.store.open_view(mbox.id, claim_recent=not cmd.readonly)
+        snap = await s.ctx.store.open_rows(mbox.id, claim_recent=not cmd.readonly)
     except NotFound:
         sub.close()
         return no(f"Mailbox does not exist: {cmd.mailbox}", "NONEXISTENT")
@@ -238,7 +238,8 @@ async def handle_list(s: Session, cmd: List) -> Result:
     for name, attrs, extra in lines:
         s.send(_list_line(verb, attrs, name, extra))
         if cmd.status_items and not cmd.lsub and name in boxes:
-            status = await store.mailbox_status(boxes[name].id)
+            status = await store.mailbox_status(boxes[name].id,
+                                                size="SIZE" in cmd.status_items)
             s.send(b"* STATUS " + mailbox_name(name) + b" "
                    + status_items(s, status, cmd.status_items))
     return ok(f"{verb.decode()} completed")
@@ -316,6 +317,6 @@ async def handle_status(s: Session, cmd: Status) -> Result:
     unknown = [i for i in cmd.items if i == "DELETED"]
     if unknown:
         return bad(f"Unsupported STATUS item {unknown[0]}")
-    status = await s.ctx.store.mailbox_status(mbox.id)
+    status = await s.ctx.store.mailbox_status(mbox.id, size="SIZE" in cmd.items)
     s.send(b"* STATUS " + mailbox_name(mbox.name) + b" " + status_items(s, status, cmd.items))
     return ok("STATUS completed")

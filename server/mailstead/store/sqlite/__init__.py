@@ -11,7 +11,8 @@ block and the parse result live in ``blobs``, shared by copies of a message;
 ``messages`` holds per-mailbox state.
 
 Modules: ``schema`` (tables and upgrades), ``base`` (connections and the loop hop),
-``users``, ``aliases``, ``mailboxes``, ``messages`` (writes), ``reads``, ``queue``
+``users``, ``aliases``, ``mailboxes``, ``messages`` (writes), ``reads``, ``view_reads``
+(SELECT's snapshot, from the copy of the rows in ``store/mailbox_rows.py``), ``queue``
 (outbound), ``rows`` (value conversions), ``writer`` (the writer thread) and ``external``
 (other processes' commits).
 """
@@ -19,15 +20,15 @@ Modules: ``schema`` (tables and upgrades), ``base`` (connections and the loop ho
 from __future__ import annotations
 
 from .aliases import AliasesMixin
-from .mailboxes import MailboxesMixin
 from .messages import MessagesMixin
 from .queue import QueueMixin
 from .reads import ReadsMixin
 from .users import UsersMixin
+from .view_reads import ViewReadsMixin
 
 __all__ = ["SqliteStore"]
 
 
-class SqliteStore(UsersMixin, AliasesMixin, MailboxesMixin, MessagesMixin, ReadsMixin,
+class SqliteStore(UsersMixin, AliasesMixin, ViewReadsMixin, MessagesMixin, ReadsMixin,
                   QueueMixin):
     """``MailStore`` on one SQLite database file in WAL mode."""

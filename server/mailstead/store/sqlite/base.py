@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..api import ChangeBatch, MailStore, StoreUnavailable
+from ..api import ChangeBatch, MailboxGone, MailStore, StoreUnavailable
 from ..hub import ChangeHub
+from ..mailbox_rows import RowCache
 from .schema import create_or_upgrade
 from .writer import WriteJob, Writer, map_error
 
@@ -70,6 +71,9 @@ class SqliteBase(MailStore):
         self._all_readers: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
         self._maildrop_locks: set[int] = set()
+        # This process's copies of its mailboxes' rows, for SELECT (view_reads.py); only
+        # the loop thread touches them.
+        self.row_cache = RowCache()
         # With several worker processes on this database (supervisor.py): the folder of
         # the per-user flock files that make the POP3 maildrop lock hold across them.
         self.maildrop_lock_dir: Path | None = None
@@ -232,6 +236,7 @@ class SqliteBase(MailStore):
         """Called on the writer thread after commit; hops to the loop exactly once."""
 
         def finish() -> None:
+            self.row_cache.committed([c for _, _, changes, _ in outcomes for c in changes])
             if self.on_commit is not None:
                 changed = {c.mailbox_id for _, _, changes, _ in outcomes for c in changes}
                 if changed:
@@ -252,7 +257,11 @@ class SqliteBase(MailStore):
         """Publish change batches committed by another process (from the writer thread)."""
 
         def publish() -> None:
+            # Not applied to the copies of the rows: a diff of another process's work is
+            # not one commit; a copy behind catches up from the store at the next SELECT.
             for change in changes:
+                if any(isinstance(ev, MailboxGone) for ev in change.events):
+                    self.row_cache.drop(change.mailbox_id)
                 self.hub.publish(change)
 
         self._on_loop(publish)

@@ -232,7 +232,7 @@ class MailboxesMixin(SqliteBase):
 
         await self._write(job)
 
-    async def mailbox_status(self, mailbox_id: int) -> MailboxStatus:
+    async def mailbox_status(self, mailbox_id: int, *, size: bool = True) -> MailboxStatus:
         def q(conn: sqlite3.Connection) -> MailboxStatus:
             mb = conn.execute(
                 "SELECT name, uidvalidity, uidnext, highestmodseq, first_recent_uid "

@@ -29,6 +29,15 @@ class ReadsMixin(SqliteBase):
 
         return await self._read(q)
 
+    async def list_maildrop(self, mailbox_id: int) -> list[tuple[int, int, bool]]:
+        def q(conn: sqlite3.Connection) -> list[tuple[int, int, bool]]:
+            # STATUS UNSEEN's test: keywords cannot hold a backslash (RFC 3501 atom).
+            return conn.execute(
+                "SELECT uid, size, instr(flags, '\\Seen') > 0 FROM messages "
+                "WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)).fetchall()
+
+        return await self._read(q, one_statement=True)
+
     async def get_messages(self, mailbox_id: int, uids: Iterable[int]) -> list[MessageInfo]:
         wanted = list(uids)
 
