@@ -92,7 +92,8 @@ class SelectedMailbox:
         self._top_uid = 0  # highest UID ever in the client map
         self._reported_recent = 0
         self._claimed_upto = 0  # \Recent settled (ours or not) for every UID up to here
-        self._claim: tuple[int, asyncio.Task[int]] | None = None  # ours in flight: up to
+        # Our claim in flight, if any: (every UID up to this one, its write).
+        self._claim: tuple[int, asyncio.Task[int]] | None = None
         self._stale: set[int] = set()  # announced; our .SILENT STORE hid others' change
         self._held: set[int] = set()  # targets of the running .SILENT STORE
         self._held_told: Callable[[Flags], Flags] = lambda flags: flags
