@@ -15,6 +15,7 @@ ask. A claim that fails gives the message to nobody, as a failed claim always di
 
 from __future__ import annotations
 
+import asyncio
 from weakref import WeakKeyDictionary
 
 from ..store.api import MailStore
@@ -39,10 +40,16 @@ def started_upto(store: MailStore, mailbox_id: int) -> int:
     return _ledger(store).get(mailbox_id, 0)
 
 
-def start(store: MailStore, mailbox_id: int, top: int) -> None:
-    """A view of this process is claiming every UID up to ``top``."""
+def start(store: MailStore, mailbox_id: int, top: int) -> asyncio.Task[int]:
+    """A view of this process claims every UID up to ``top``: noted here, and the store's
+    claim started at once. The task returns where the boundary was for this claim."""
     ledger = _ledger(store)
     if len(ledger) >= MAX_MAILBOXES and mailbox_id not in ledger:
         ledger.clear()
     if top > ledger.get(mailbox_id, 0):
         ledger[mailbox_id] = top
+    write = asyncio.get_running_loop().create_task(
+        store.claim_recent(mailbox_id, below=top + 1))
+    # Retrieved here too: a view closed before its sync awaits the claim.
+    write.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return write

@@ -212,18 +212,9 @@ class SelectedMailbox:
             if top <= recent_claims.started_upto(self.store, self.mailbox.id):
                 self._claimed_upto = top  # another view of this process claims them
                 return True
-            self._start_claim(top)
+            # Started now, not when ``sync`` runs: the other views rely on it being made.
+            self._claim = (top, recent_claims.start(self.store, self.mailbox.id, top))
         return False
-
-    def _start_claim(self, top: int) -> None:
-        """Start the store claim of every UID up to ``top`` now, not when ``sync`` runs:
-        the other views of this process rely on it being made."""
-        recent_claims.start(self.store, self.mailbox.id, top)
-        write = asyncio.get_running_loop().create_task(
-            self.store.claim_recent(self.mailbox.id, below=top + 1))
-        # Retrieved here too: a view closed before its sync awaits the claim.
-        write.add_done_callback(lambda t: t.cancelled() or t.exception())
-        self._claim = (top, write)
 
     async def _read_store(self) -> bool:
         """Rebuild the delta from a fresh read; False when that was not possible."""
