@@ -5,7 +5,17 @@ fan-out of one delivered message to all of them: from the LMTP ``250`` to the la
 reading its ``EXISTS``. With --push-one the sessions idle on another mailbox instead and one
 more session idles on INBOX: the delivery's latency to that one session among all the others
 (``push_one_ms``, one figure per round, and their p50). ``fanout_server_cpu_ms_per_round``:
-the server's CPU time (all its threads) per delivery and fan-out.
+the server's CPU time (all its threads, and with --workers every worker) per delivery and
+fan-out.
+
+The fan-out is timed from the LMTP ``250`` (``fanout_last_ms``, ``fanout_median_ms``: the
+server may tell its sessions before it sends the ``250``, so these can be negative) and from
+the moment the client has sent the message's final dot (``*_from_data_ms``: that includes
+the delivery's commit and fsync, an upper bound of the time from commit to the sessions).
+With --not-idle N, N more sessions select the mailbox and do not idle: after each delivery
+each sends NOOP, which must report the EXISTS before its tagged OK (``not_idle_missed``
+counts those that did not); they are not in the latency figures. With --workers the memory
+figures are the supervisor's alone, not its workers'.
 
 It starts its own server (one worker) with the connection limits raised to the largest count,
 and raises this process's RLIMIT_NOFILE (inherited by the server) to its hard limit. Each
@@ -29,10 +39,24 @@ OPEN_AT_ONCE = 50  # sessions logging in at the same time
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, every thread) a process has used, Linux /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time (user + system, every thread) of a process and the processes below it (a
+    supervisor's workers), Linux /proc."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            parent[int(name)], ticks[int(name)] = int(fields[1]), int(fields[11]) + int(fields[12])
+    tree, total = [pid], 0
+    while tree:
+        p = tree.pop()
+        total += ticks.get(p, 0)
+        tree.extend(c for c, pp in parent.items() if pp == p)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Idler:
@@ -41,7 +65,7 @@ class Idler:
 
     @classmethod
     async def open(cls, port: int, verb: bytes = b"SELECT", box: bytes = b"INBOX",
-                   create: bool = False) -> Idler:
+                   create: bool = False, idle: bool = True) -> Idler:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         idler = cls(reader, writer)
         await reader.readline()
@@ -55,6 +79,8 @@ class Idler:
                     raise ConnectionError("closed during " + line.decode())
             if not answer.startswith(tag + b" OK"):
                 raise RuntimeError(f"{line!r}: {answer!r}")
+        if not idle:
+            return idler
         writer.write(b"i IDLE\r\n")
         while not (answer := await reader.readline()).startswith(b"+"):
             if not answer:
@@ -69,9 +95,19 @@ class Idler:
             if line.endswith(b" EXISTS\r\n"):
                 return time.perf_counter()
 
+    async def noop_reports_exists(self) -> bool:
+        """NOOP (not idling): whether an EXISTS came before its tagged OK."""
+        self.writer.write(b"n NOOP\r\n")
+        seen = False
+        while not (line := await self.reader.readline()).startswith(b"n "):
+            if not line:
+                raise ConnectionError("closed during NOOP")
+            seen = seen or line.endswith(b" EXISTS\r\n")
+        return seen
 
-async def lmtp_one(port: int, data: bytes) -> float:
-    """Deliver one message; returns the time its 250 arrived."""
+
+async def lmtp_one(port: int, data: bytes) -> tuple[float, float]:
+    """Deliver one message; returns when its final dot was sent and when its 250 came."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
     async def reply() -> bytes:
@@ -87,15 +123,16 @@ async def lmtp_one(port: int, data: bytes) -> float:
         writer.write(cmd + b"\r\n")
         await reply()
     writer.write(data + b".\r\n")
+    sent = time.perf_counter()
     await reply()
     done = time.perf_counter()
     writer.write(b"QUIT\r\n")
     writer.close()
-    return done
+    return sent, done
 
 
 async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int,
-              verb: bytes, push_one: bool = False) -> dict[str, Any]:
+              verb: bytes, push_one: bool = False, not_idle: int = 0) -> dict[str, Any]:
     import random
 
     rng = random.Random(1)
@@ -105,6 +142,7 @@ async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int,
     idlers: list[Idler] = [await Idler.open(imap, verb, box, create=push_one)]
     # With --push-one: the one session on INBOX, among all the others on "Idle".
     watcher = await Idler.open(imap, verb) if push_one else None
+    busy = [await Idler.open(imap, verb, box, idle=False) for _ in range(not_idle)]
     steps: list[dict[str, Any]] = []
     await asyncio.sleep(1)
     base = prev = rss_anon_kib(pid)
@@ -129,28 +167,38 @@ async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int,
             one = []
             for i in range(rounds):
                 wait = asyncio.ensure_future(watcher.next_exists())
-                delivered = await lmtp_one(lmtp, small_message(10**6 + count + i, rng))
+                _, delivered = await lmtp_one(lmtp, small_message(10**6 + count + i, rng))
                 one.append(round((await asyncio.wait_for(wait, 60) - delivered) * 1000, 2))
             step["push_one_ms"] = one
             step["push_one_p50_ms"] = statistics.median(one)
             steps.append(step)
             continue
-        last, median = [], []
+        last, median, last_data, median_data, missed = [], [], [], [], 0
         cpu0 = cpu_seconds(pid)
         for i in range(rounds):
             waits = [asyncio.ensure_future(x.next_exists()) for x in idlers]
-            delivered = await lmtp_one(lmtp, small_message(10**6 + count + i, rng))
+            sent, delivered = await lmtp_one(lmtp, small_message(10**6 + count + i, rng))
             arrivals = await asyncio.wait_for(asyncio.gather(*waits), 120)
-            last.append(round((max(arrivals) - delivered) * 1000, 2))
-            median.append(round((statistics.median(arrivals) - delivered) * 1000, 2))
+            for mark, lasts, medians in ((delivered, last, median),
+                                         (sent, last_data, median_data)):
+                lasts.append(round((max(arrivals) - mark) * 1000, 2))
+                medians.append(round((statistics.median(arrivals) - mark) * 1000, 2))
+            if busy:
+                told = await asyncio.gather(*(x.noop_reports_exists() for x in busy))
+                missed += told.count(False)
         # The server's CPU per delivery (clock ticks: use 10 rounds or more), which other
         # load on the machine disturbs far less than the times above.
         step["fanout_server_cpu_ms_per_round"] = round((cpu_seconds(pid) - cpu0) * 1000
                                                        / rounds, 1)
         step["fanout_last_ms"] = last
         step["fanout_median_ms"] = median
+        step["fanout_last_from_data_ms"] = last_data
+        step["fanout_median_from_data_ms"] = median_data
+        step["fanout_p50_of_last_from_data_ms"] = statistics.median(last_data)
+        if busy:
+            step["not_idle_sessions"], step["not_idle_missed"] = len(busy), missed
         steps.append(step)
-    for x in idlers if watcher is None else [*idlers, watcher]:
+    for x in [*idlers, *busy] if watcher is None else [*idlers, watcher]:
         x.writer.close()
     return {"rss_anon_kib_one_session": base, "steps": steps}
 
@@ -161,6 +209,10 @@ def add_idle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=3, help="deliveries timed at each count")
     p.add_argument("--examine", action="store_true",
                    help="EXAMINE instead of SELECT: read-only sessions claim no \\Recent")
+    p.add_argument("--workers", type=int, default=1, help="the server's [server] workers")
+    p.add_argument("--not-idle", type=int, default=0, metavar="N",
+                   help="N more sessions select the mailbox without idling; each sends NOOP "
+                   "after each delivery and must be told of it (not timed)")
     p.add_argument("--push-one", action="store_true",
                    help="the sessions idle on another mailbox; time the push to one more "
                    "session idling on INBOX (p50 over --rounds deliveries)")
@@ -171,18 +223,18 @@ def cmd_idle(args: argparse.Namespace, own_server: Any) -> dict[str, Any]:
     if counts[0] < 2:
         raise SystemExit("--sessions: counts of 2 or more")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = counts[-1] + 200
+    need = counts[-1] + args.not_idle + 200
     if hard != resource.RLIM_INFINITY and hard < need:
         raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is below the {need} descriptors "
                          "needed (raise it with ulimit -Hn or in the unit)")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
-    limit = counts[-1] + 100
+    limit = counts[-1] + args.not_idle + 100
     extra = (f"[limits]\nmax_connections = {limit}\nmax_connections_per_ip = {limit}\n"
              f"max_sessions_per_user = {limit}\n")
-    with own_server(extra_config=extra) as (ports, _, pid):
+    with own_server(workers=args.workers, extra_config=extra) as (ports, _, pid):
         result: dict[str, Any] = {"server": "mailstead", "benchmark": "idle"}
         result.update(asyncio.run(run(counts, args.rounds, ports[("imap", False)],
                                       ports[("lmtp", False)], pid,
                                       b"EXAMINE" if args.examine else b"SELECT",
-                                      args.push_one)))
+                                      args.push_one, args.not_idle)))
     return result

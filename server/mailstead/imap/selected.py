@@ -40,7 +40,7 @@ from ..store.api import (
     ViewSnapshot,
 )
 from ..store.mailbox_rows import RowsSnapshot, rows_of_view
-from . import response
+from . import recent_claims, response
 from .client_map import ClientMap, Column
 from .stream_check import StreamChecker
 from .view_delta import Delta, Flags
@@ -93,6 +93,8 @@ class SelectedMailbox:
         self._top_uid = 0  # highest UID ever in the client map
         self._reported_recent = 0
         self._claimed_upto = 0  # \Recent settled (ours or not) for every UID up to here
+        # Our claim in flight, if any: (every UID up to this one, its write).
+        self._claim: tuple[int, asyncio.Task[int]] | None = None
         self._stale: set[int] = set()  # announced; our .SILENT STORE hid others' change
         self._held: set[int] = set()  # targets of the running .SILENT STORE
         self._held_told: Callable[[Flags], Flags] = lambda flags: flags
@@ -190,11 +192,31 @@ class SelectedMailbox:
         self.delta.absorb(self.flags, self.mailbox.id)
 
     def settled(self) -> bool:
-        """Apply what arrived; True when a drain may follow without a store call."""
+        """Apply what arrived; True when a drain may follow without a store call.
+
+        New messages above what this view has settled need their \\Recent claimed first:
+        by this view when no other view of this process has started that claim (it starts
+        it here, and ``sync`` waits for it), else they are settled at once as not ours
+        (``recent_claims``): one claim per process and message, not one per view.
+        """
         delta = self.delta
         delta.absorb(self.flags, self.mailbox.id)
-        return self.gone or (not delta.needs_read and (
-            self.readonly or all(u <= self._claimed_upto for u in delta.new)))
+        if self.gone:
+            return True
+        if delta.needs_read:
+            return False
+        if self.readonly or not delta.new:
+            return True
+        top = max(delta.new)
+        if top <= self._claimed_upto:
+            return True
+        if self._claim is None:
+            if top <= recent_claims.started_upto(self.store, self.mailbox.id):
+                self._claimed_upto = top  # another view of this process claims them
+                return True
+            # Started now, not when ``sync`` runs: the other views rely on it being made.
+            self._claim = (top, recent_claims.start(self.store, self.mailbox.id, top))
+        return False
 
     async def _read_store(self) -> bool:
         """Rebuild the delta from a fresh read; False when that was not possible."""
@@ -215,20 +237,25 @@ class SelectedMailbox:
         return True
 
     async def _claim_new(self) -> None:
-        """Claim \\Recent of new messages in the store before announcing them, so that
-        exactly one session (of any process) shows each as recent."""
-        todo = sorted(u for u in self.delta.new if u > self._claimed_upto)
-        top = todo[-1]
+        """Wait for this view's \\Recent claim (``settled`` started it): the new messages
+        it returned are this session's recent ones. Shielded: a session closing while the
+        claim is written leaves it running (its UIDs then go to nobody, never to two)."""
+        assert self._claim is not None
+        top, write = self._claim
         try:
-            was = await self.store.claim_recent(self.mailbox.id, below=top + 1)
+            was = await asyncio.shield(write)
         except NotFound:
             self.gone = True
             return
         except StoreError as exc:  # then not ours: \Recent in at most one session
             log.warning("view of mailbox %d: cannot claim \\Recent: %s", self.mailbox.id, exc)
             was = top + 1
+        finally:
+            if self._claim is not None and self._claim[1] is write:
+                self._claim = None
         self._claimed_upto = max(self._claimed_upto, top)
-        self.delta.recent.update(u for u in todo if u >= was and u in self.delta.new)
+        # What the store gave us, [was, top], of what is still to be announced.
+        self.delta.recent.update(u for u in self.delta.new if was <= u <= top)
 
     # --- delta -> client -----------------------------------------------------------------
     def drain(self, *, allow_expunge: bool) -> Untagged:

@@ -291,10 +291,15 @@ class IMAPSession:
             if self.selected is view and not self.out.closed:
                 self._write_updates(view, allow_expunge=allow_expunge)
 
-    def _write_updates(self, view: SelectedMailbox, *, allow_expunge: bool) -> None:
+    def _write_updates(self, view: SelectedMailbox, *, allow_expunge: bool,
+                       now: bool = False) -> None:
+        """``now``: a push under IDLE, sent at once (one ``send``) rather than with what
+        else this loop iteration writes, which for a push is nothing."""
         updates = view.drain(allow_expunge=allow_expunge)
-        for line in updates.lines:
-            self.send(line)
+        if updates.lines:
+            self.out.write(b"\r\n".join(updates.lines) + b"\r\n")
+            if now:
+                self.out.flush()
         if updates.gone:
             self.out.write(b"* BYE Selected mailbox was deleted, have to disconnect\r\n")
             self.close()
@@ -317,7 +322,7 @@ class IMAPSession:
                 self._push_scheduled = False
             elif not view.lock.locked() and view.settled():
                 self._push_scheduled = False
-                self._write_updates(view, allow_expunge=True)
+                self._write_updates(view, allow_expunge=True, now=True)
             else:
                 self.ctx.loop.create_task(self._push())
         except Exception:

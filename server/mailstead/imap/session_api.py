@@ -38,6 +38,9 @@ class Output(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
+    def flush(self) -> None:
+        """Send what was written now, not at the end of this loop iteration."""
+
     async def drain(self) -> None: ...
 
     def close(self) -> None: ...
