@@ -5,9 +5,12 @@ del`` and any other tool run against the same database write from their own proc
 without this the sessions of the running server would not learn of them until they select
 the mailbox again. ``ExternalChanges`` lives on the writer thread: after each batch and
 when idle it asks SQLite's ``PRAGMA data_version``, which changes exactly when another
-connection committed, and only then compares the mailboxes' modseqs with what the server
-has announced. Every mutation bumps its mailbox's modseq, so the messages and expunges
-above that mark, less the ones the server's own commits produced, are the others' work.
+connection committed, and only then compares the modseqs of the mailboxes changed since
+the last look (``mailbox_changes``, which triggers keep: see ``schema.py``) with what the
+server has announced. Every mutation bumps its mailbox's modseq, so the messages and
+expunges above that mark, less the ones the server's own commits produced, are the
+others' work. With several worker processes another process commits all the time, so a
+look reads the mailboxes that changed, never every mailbox of every user.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ..api import (
     FlagsChanged,
     MailboxGone,
 )
-from .rows import flags_set
+from .rows import chunks, flags_set
 
 
 @dataclass
@@ -50,7 +53,12 @@ class ExternalChanges:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._version = self._data_version(conn)
-        self._marks = self._current_marks(conn)
+        conn.execute("BEGIN")  # the marks and the change number from one snapshot
+        try:
+            self._seq = self._last_change(conn)
+            self._marks = self._current_marks(conn)
+        finally:
+            conn.execute("COMMIT")
         self._own: defaultdict[int, _Own] = defaultdict(_Own)
 
     def note_own(self, changes: list[ChangeBatch]) -> None:
@@ -92,37 +100,59 @@ class ExternalChanges:
         return batches
 
     def _diff(self, conn: sqlite3.Connection) -> list[ChangeBatch]:
+        changed = conn.execute(
+            "SELECT mailbox_id, seq FROM mailbox_changes WHERE seq > ?", (self._seq,)
+        ).fetchall()
+        if not changed:
+            return []
+        ids = sorted({mbox for mbox, _ in changed})
+        now: dict[int, _Mark] = {}
+        for chunk in chunks(ids):
+            now.update(
+                (mbox, _Mark(modseq, uidnext))
+                for mbox, modseq, uidnext in conn.execute(
+                    "SELECT id, highestmodseq, uidnext FROM mailboxes WHERE id IN "
+                    f"({','.join('?' * len(chunk))})", chunk)
+            )
         batches: list[ChangeBatch] = []
-        now = self._current_marks(conn)
-        for mbox, mark in self._marks.items():
-            if mbox not in now:  # deleted by another process (or by us: harmless twice)
-                batches.append(ChangeBatch(mbox, (MailboxGone(mark.modseq + 1),)))
-        for mbox, current in now.items():
+        for mbox in ids:
+            current = now.get(mbox)
+            mark = self._marks.get(mbox)
+            if current is None:
+                if mark is not None:  # deleted by another process (or by us: harmless)
+                    batches.append(ChangeBatch(mbox, (MailboxGone(mark.modseq + 1),)))
+                continue
             # A mailbox new to us that we never wrote to holds only others' work (a session
             # may have selected it meanwhile). If we did write to it (a RENAME moves mail),
             # sessions ignore what they know already.
-            mark = self._marks.get(mbox) or _Mark(0, 1)
+            mark = mark or _Mark(0, 1)
             if current.modseq > mark.modseq:
                 events = self._events(conn, mbox, mark, self._own.get(mbox, _Own()))
                 if events:
                     batches.append(ChangeBatch(mbox, tuple(events)))
-        self._marks = now
+        # Taken over only now that every read succeeded (a failed look is made again).
+        for mbox in ids:
+            if mbox in now:
+                self._marks[mbox] = now[mbox]
+            else:
+                self._marks.pop(mbox, None)
+        self._seq = max(seq for _, seq in changed)
         return batches
 
     @staticmethod
     def _events(conn: sqlite3.Connection, mbox: int, mark: _Mark, own: _Own) -> list[ChangeEvent]:
         events: list[ChangeEvent] = []
-        for uid, modseq in conn.execute(
-            "SELECT uid, modseq FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+        for uid, modseq in sorted(conn.execute(
+            # No ORDER BY: it would walk every row of the mailbox instead of the index.
+            "SELECT uid, modseq FROM expunged WHERE mailbox_id = ? AND modseq > ?",
             (mbox, mark.modseq),
-        ):
+        ).fetchall()):
             if modseq not in own.modseqs:
                 events.append(Expunged(uid, modseq))
-        for uid, modseq, flags in conn.execute(
-            "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ? AND modseq > ? "
-            "ORDER BY uid",
+        for uid, modseq, flags in sorted(conn.execute(
+            "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ? AND modseq > ?",
             (mbox, mark.modseq),
-        ):
+        ).fetchall()):
             flag_set = flags_set(flags)
             if uid >= mark.uidnext and uid not in own.appended:
                 events.append(Appended(uid, modseq, flag_set))
@@ -139,6 +169,11 @@ class ExternalChanges:
                 "SELECT id, highestmodseq, uidnext FROM mailboxes"
             )
         }
+
+    @staticmethod
+    def _last_change(conn: sqlite3.Connection) -> int:
+        return int(conn.execute(
+            "SELECT coalesce(max(seq), 0) FROM mailbox_changes").fetchone()[0])
 
     @staticmethod
     def _data_version(conn: sqlite3.Connection) -> int:

@@ -173,9 +173,43 @@ def _add_queue(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+# Which mailboxes changed, in commit order (version 6): one row per mailbox, holding the
+# sequence number of the last commit that bumped its modseq or UIDNEXT, made it or
+# deleted it (the row of a deleted mailbox stays: ids are never reused). Triggers write
+# it, so every process's commit is recorded, whatever code made it; ``external.py``
+# reads the rows above the last number it saw instead of every mailbox of every user.
+_BUMPED = "(SELECT coalesce(max(seq), 0) + 1 FROM mailbox_changes)"
+_MAILBOX_CHANGES = (
+    "CREATE TABLE IF NOT EXISTS mailbox_changes "
+    "(mailbox_id INTEGER PRIMARY KEY, seq INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS mailbox_changes_by_seq ON mailbox_changes (seq)",
+    "CREATE TRIGGER IF NOT EXISTS mailbox_bumped AFTER UPDATE OF highestmodseq, uidnext "
+    "ON mailboxes BEGIN INSERT OR REPLACE INTO mailbox_changes (mailbox_id, seq) "
+    f"VALUES (NEW.id, {_BUMPED}); END",
+    "CREATE TRIGGER IF NOT EXISTS mailbox_made AFTER INSERT ON mailboxes BEGIN "
+    f"INSERT OR REPLACE INTO mailbox_changes (mailbox_id, seq) VALUES (NEW.id, {_BUMPED}); END",
+    "CREATE TRIGGER IF NOT EXISTS mailbox_deleted AFTER DELETE ON mailboxes BEGIN "
+    f"INSERT OR REPLACE INTO mailbox_changes (mailbox_id, seq) VALUES (OLD.id, {_BUMPED}); END",
+    # "What changed in this mailbox above modseq N" (another process's commit, a SELECT
+    # after a change) reads the changed rows, not every message of the mailbox.
+    "CREATE INDEX IF NOT EXISTS messages_by_modseq ON messages (mailbox_id, modseq)",
+    "CREATE INDEX IF NOT EXISTS expunged_by_modseq ON expunged (mailbox_id, modseq)",
+)
+
+
+def _add_mailbox_changes(conn: sqlite3.Connection) -> None:
+    """Version 6: the record of which mailboxes changed, and the modseq indexes.
+
+    Indexing the messages reads every message once, at this upgrade. (The triggers belong
+    to the mailboxes table: an upgrade that rebuilds it must make them again.)"""
+    for statement in _MAILBOX_CHANGES:
+        conn.execute(statement)
+
+
 # UPGRADES[n] takes a database from version n to n + 1.
 UPGRADES: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _add_dot_lines, _never_reuse_ids, _add_aliases, _add_search_text, _add_queue,
+    _add_mailbox_changes,
 )
 SCHEMA_VERSION = len(UPGRADES)
 

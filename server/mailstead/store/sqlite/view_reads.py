@@ -40,9 +40,11 @@ def _listing(conn: sqlite3.Connection, mailbox: Mailbox) -> MailboxRows:
 
 
 def _delta(conn: sqlite3.Connection, mailbox: Mailbox, base: int) -> RowsDelta:
-    changed = [(uid, modseq, flags_set(text)) for uid, modseq, text in conn.execute(
-        "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ? AND modseq > ? "
-        "ORDER BY uid", (mailbox.id, base))]
+    # Sorted here: an ORDER BY uid would make SQLite walk the primary key (every message
+    # of the mailbox) instead of the modseq index (only the changed ones).
+    changed = sorted((uid, modseq, flags_set(text)) for uid, modseq, text in conn.execute(
+        "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ? AND modseq > ?",
+        (mailbox.id, base)))
     expunged = [uid for (uid,) in conn.execute(
         "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ?", (mailbox.id, base))]
     return RowsDelta(base, mailbox, changed, expunged)
