@@ -97,7 +97,8 @@ async def test_a_search_on_flags_alone_asks_each_flag_set_once_and_finds_what_a_
     from mailstead.imap.handlers import search_eval
     from mailstead.imap.selected import SelectedMailbox
     from mailstead.imap.syntax.search import AllKey, AndKey, FlagKey, NotKey, OrKey
-    from mailstead.store.api import Mailbox, MessageInfo, ViewSnapshot
+    from mailstead.store.api import Mailbox, MessageInfo
+    from mailstead.store.view_api import ViewSnapshot
 
     rng = random.Random(11)
     sets = [*FLAGS, frozenset({"\\Flagged"}), frozenset({"\\Seen", "\\Flagged", "$x"})]

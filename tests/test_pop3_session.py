@@ -30,8 +30,9 @@ from mailstead.context import ServerContext
 from mailstead.pop3.factory import POP3Factory
 from mailstead.pop3.protocol import LINES_PER_TURN, POP3Protocol
 from mailstead.pop3.wire import unstuff
-from mailstead.store.api import NewMessage, Octets, StoreUnavailable
+from mailstead.store.api import NewMessage, StoreUnavailable
 from mailstead.store.hub import ChangeHub
+from mailstead.store.reads_api import Octets
 from mailstead.store.sqlite import SqliteStore
 
 _hasher: PasswordHasher | None = None

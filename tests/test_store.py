@@ -21,10 +21,10 @@ from mailstead.store.api import (
     MailboxGone,
     NewMessage,
     NotFound,
-    Octets,
     StorageFull,
 )
 from mailstead.store.hub import ChangeHub
+from mailstead.store.reads_api import Octets
 from mailstead.store.sqlite import SqliteStore
 
 MSG = (

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from imap_harness import ImapWorld
-from mailstead.store.api import FetchWants, NewMessage
+from mailstead.store.api import NewMessage
 from mailstead.store.hub import ChangeHub
+from mailstead.store.reads_api import FetchWants
 from mailstead.store.sqlite import SqliteStore
 from mailstead.store.sqlite.base import INLINE_BYTES, INLINE_ROWS
 

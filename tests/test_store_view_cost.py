@@ -58,7 +58,8 @@ def test_a_view_of_100k_messages_costs_under_a_megabyte(strict: bool) -> None:
 
     from mailstead.imap.selected import SelectedMailbox
     from mailstead.imap.stream_check import StreamChecker
-    from mailstead.store.api import Mailbox, MessageInfo, ViewSnapshot
+    from mailstead.store.api import Mailbox, MessageInfo
+    from mailstead.store.view_api import ViewSnapshot
 
     n = 100_000
     when = datetime(2024, 1, 1, tzinfo=UTC)

@@ -37,9 +37,9 @@ from ..store.api import (
     MailStore,
     NotFound,
     StoreError,
-    ViewSnapshot,
 )
 from ..store.mailbox_rows import RowsSnapshot, rows_of_view
+from ..store.view_api import ViewSnapshot
 from . import recent_claims, response
 from .client_map import ClientMap, Column
 from .stream_check import StreamChecker

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Container, Mapping, Sequence
 
-from ..store.api import Appended, ChangeEvent, Expunged, FlagsChanged, ViewSnapshot
+from ..store.api import Appended, ChangeEvent, Expunged, FlagsChanged
+from ..store.view_api import ViewSnapshot
 
 log = logging.getLogger("mailstead.imap")
 

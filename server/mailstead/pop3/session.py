@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from ..auth.sasl import SaslExchange
 from ..eventlog import Event
-from ..store.api import Octets, StoreError, User
+from ..store.api import StoreError, User
 from ..store.hub import Subscription
+from ..store.reads_api import Octets
 from .auth import AuthorizationCommands
 from .maildrop import Maildrop
 from .session_api import Channel, CommandError, Pending, State

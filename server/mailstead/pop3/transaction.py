@@ -8,7 +8,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..store.api import ChangeBatch, Expunged, FlagMode, Octets, User
+from ..store.api import ChangeBatch, Expunged, FlagMode, User
+from ..store.reads_api import Octets
 from .maildrop import Entry, Maildrop, NoSuchMessage
 from .session_api import Channel, CommandError, Pending, _safe
 from .settings import POP3Settings

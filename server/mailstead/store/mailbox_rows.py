@@ -30,15 +30,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
-from .api import (
-    Appended,
-    ChangeBatch,
-    Expunged,
-    FlagsChanged,
-    Mailbox,
-    MailboxGone,
-    ViewSnapshot,
-)
+from .api import Appended, ChangeBatch, Expunged, FlagsChanged, Mailbox, MailboxGone
+from .view_api import ViewSnapshot
 
 Flags = frozenset[str]
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ...mime.parse import BodyPart, ParsedMessage, header_fields, part_by_number
-from ...store.api import FetchData, FetchWants, MailStore, MessageInfo, small_run
+from ...store.api import MailStore, MessageInfo
+from ...store.reads_api import FetchData, FetchWants, small_run
 from .. import response
 from ..dates import format_internaldate
 from ..selected import SelectedMailbox

@@ -18,9 +18,9 @@ from ..api import (
     MailboxStatus,
     NotFound,
     SpecialUseTaken,
-    ViewSnapshot,
 )
 from ..names import validate_mailbox_name
+from ..view_api import ViewSnapshot
 from .base import SqliteBase
 from .messages import copy_rows, expunge_rows
 from .rows import INFO_COLS, MAILBOX_COLS, mailbox_row, message_info

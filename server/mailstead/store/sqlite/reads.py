@@ -10,7 +10,8 @@ from typing import Any
 from ...mime.header_text import HeaderText, header_text
 from ...mime.model import ParsedMessage
 from ...mime.parse import parse_message
-from ..api import ChangeBatch, FetchData, FetchWants, MessageInfo, Octets, StoreError, small_run
+from ..api import ChangeBatch, MessageInfo, StoreError
+from ..reads_api import FetchData, FetchWants, Octets, small_run
 from .base import INLINE_BYTES, INLINE_ROWS, Offload, SqliteBase
 from .rows import CHUNK_ROWS, INFO_COLS, chunks, in_list, message_info, octets
 from .writer import NotDurable

@@ -8,7 +8,8 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from ..api import Mailbox, MessageInfo, Octets
+from ..api import Mailbox, MessageInfo
+from ..reads_api import Octets
 
 MAILBOX_COLS = "id, user_id, name, uidvalidity, uidnext, highestmodseq, special_use"
 INFO_COLS = "uid, modseq, flags, internaldate, tzoffset, size"
