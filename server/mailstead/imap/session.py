@@ -6,8 +6,9 @@ them, ``syntax.parse_command`` types them, and the session runs commands one at 
 in arrival order (pipelined commands are answered in order even though the store is
 asynchronous) through the handler table (``handlers.HANDLERS``), writes untagged and
 tagged responses through an ``Output``, and reports the selected mailbox's pending
-changes when RFC 3501 allows. It implements ``session_api.Session``, the protocol the
-handlers are written against.
+changes when RFC 3501 allows (``session_updates.py``: before a tagged response, and pushed
+under IDLE). It implements ``session_api.Session``, the protocol the handlers are written
+against.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .handlers import HANDLERS
 from .response import CommandFailed, Result, bad, no, ok
 from .selected import SelectedMailbox
 from .session_api import NOT_AUTHENTICATED, Link, Output, State
+from .session_updates import MailboxUpdates
 from .syntax import parse_command
 from .syntax.fetch import Fetch
 from .syntax.reader import (
@@ -64,7 +66,7 @@ MAX_OTHER_LITERAL = 1024 * 1024
 _NO_EXPUNGE = (Fetch, Store, Search)
 
 
-class IMAPSession:
+class IMAPSession(MailboxUpdates):
     """State and command loop of one IMAP connection."""
 
     def __init__(
@@ -276,79 +278,9 @@ class IMAPSession:
             return "No mailbox selected"
         return "Not authenticated: log in first"
 
-    # --- output helpers --------------------------------------------------------------
+    # --- output helpers (the mailbox's changes: session_updates.py) --------------
     def send(self, line: bytes) -> None:
         self.out.write(line + b"\r\n")
-
-    async def send_updates(self, *, allow_expunge: bool) -> None:
-        """Tell the client what changed in its selected mailbox: the view catches up with
-        the store (claiming \\Recent of new mail before it is announced), then drains."""
-        view = self.selected
-        if view is None:
-            return
-        async with view.lock:
-            await view.sync()
-            if self.selected is view and not self.out.closed:
-                self._write_updates(view, allow_expunge=allow_expunge)
-
-    def _write_updates(self, view: SelectedMailbox, *, allow_expunge: bool,
-                       now: bool = False) -> None:
-        """``now``: a push under IDLE, sent at once (one ``send``) rather than with what
-        else this loop iteration writes, which for a push is nothing."""
-        updates = view.drain(allow_expunge=allow_expunge)
-        if updates.lines:
-            self.out.write(b"\r\n".join(updates.lines) + b"\r\n")
-            if now:
-                self.out.flush()
-        if updates.gone:
-            self.out.write(b"* BYE Selected mailbox was deleted, have to disconnect\r\n")
-            self.close()
-
-    def on_mailbox_change(self) -> None:
-        """Hub callback: push while idling, else wait for the next command.
-
-        The push runs once the hub has handed over the whole commit (a MOVE within the
-        mailbox is two batches): at once when nothing needs the store, else in a task that
-        waits for the \\Recent claim (or the catch-up read) first.
-        """
-        if self.idling and not self._push_scheduled and not self.out.closed:
-            self._push_scheduled = True
-            self.ctx.loop.call_soon(self._push_now)
-
-    def _push_now(self) -> None:
-        view = self.selected
-        try:
-            if view is None or not self.idling or self.out.closed:
-                self._push_scheduled = False
-            elif not view.lock.locked() and view.settled():
-                self._push_scheduled = False
-                self._write_updates(view, allow_expunge=True, now=True)
-            else:
-                self.ctx.loop.create_task(self._push())
-        except Exception:
-            self._push_failed()
-
-    async def _push(self) -> None:
-        view = self.selected
-        if view is None:
-            self._push_scheduled = False
-            return
-        try:
-            async with view.lock:
-                # Changes arriving from here on schedule a push of their own.
-                self._push_scheduled = False
-                if not self.idling or self.selected is not view or self.out.closed:
-                    return  # IDLE ended: the command path reports it, at the right time
-                await view.sync()
-                if self.idling and self.selected is view and not self.out.closed:
-                    self._write_updates(view, allow_expunge=True)
-        except Exception:
-            self._push_failed()
-
-    def _push_failed(self) -> None:
-        log.exception("IMAP session %s: pushing changes failed", self.peer)
-        self.out.write(b"* BYE Internal server error\r\n")
-        self.close()
 
     # --- lifecycle -------------------------------------------------------------------
     def select(self, view: SelectedMailbox, subscription: Any) -> None:
