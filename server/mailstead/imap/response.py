@@ -10,6 +10,7 @@ ENVELOPE/BODYSTRUCTURE (``structure.py``) and FETCH items are built from these.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -68,6 +69,21 @@ def plist(items: Iterable[bytes]) -> bytes:
 
 def number(value: int) -> bytes:
     return b"%d" % value
+
+
+def flag_list(flags: Iterable[str]) -> bytes:
+    """A list of flags, as in ``* FLAGS`` and ``PERMANENTFLAGS``."""
+    return plist(f.encode("utf-8") for f in flags)
+
+
+@functools.lru_cache(maxsize=4096)
+def message_flags(flags: frozenset[str], recent: bool) -> bytes:
+    """A message's flag list as sent: the store shares one set per distinct flags, so a
+    FETCH of 100,000 messages formats a handful (frozensets keep their hash)."""
+    ordered = sorted(flags)
+    if recent:
+        ordered.append("\\Recent")
+    return flag_list(ordered)
 
 
 # A header field name as echoed in a FETCH response's section

@@ -21,7 +21,6 @@ announced; ``drain()`` (sync) turns the delta into lines and moves the client ma
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from array import array
 from bisect import bisect_left
@@ -92,9 +91,7 @@ class SelectedMailbox:
         self.keywords: set[str] = set()  # announced in FLAGS
         self._top_uid = 0  # highest UID ever in the client map
         self._reported_recent = 0
-        self._claimed_upto = 0  # \Recent settled (ours or not) for every UID up to here
-        # Our claim in flight, if any: (every UID up to this one, its write).
-        self._claim: tuple[int, asyncio.Task[int]] | None = None
+        self._claims = recent_claims.ViewClaims(store, mailbox.id)
         self._stale: set[int] = set()  # announced; our .SILENT STORE hid others' change
         self._held: set[int] = set()  # targets of the running .SILENT STORE
         self._held_told: Callable[[Flags], Flags] = lambda flags: flags
@@ -120,7 +117,7 @@ class SelectedMailbox:
         self.delta.applied = snap.mailbox.highestmodseq
         self.delta.known_top = self._top_uid
         # A SELECT claimed everything below uidnext; newer messages arrive as events.
-        self._claimed_upto = snap.mailbox.uidnext - 1
+        self._claims.settled_upto = snap.mailbox.uidnext - 1
 
     def opening_lines(self) -> list[bytes]:
         """The untagged part of the SELECT/EXAMINE answer (RFC 3501 §6.3.1)."""
@@ -141,11 +138,11 @@ class SelectedMailbox:
 
     def _flags_lines(self) -> list[bytes]:
         flags = [*SYSTEM_FLAGS, *sorted(self.keywords)]
-        lines = [b"* FLAGS " + _flag_list(flags)]
+        lines = [b"* FLAGS " + response.flag_list(flags)]
         if self.readonly:
             lines.append(b"* OK [PERMANENTFLAGS ()] No permanent flags permitted")
         else:
-            lines.append(b"* OK [PERMANENTFLAGS " + _flag_list([*flags, "\\*"])
+            lines.append(b"* OK [PERMANENTFLAGS " + response.flag_list([*flags, "\\*"])
                          + b"] Flags permitted")
         self.checker.flags(self.keywords)
         return lines
@@ -207,16 +204,7 @@ class SelectedMailbox:
             return False
         if self.readonly or not delta.new:
             return True
-        top = max(delta.new)
-        if top <= self._claimed_upto:
-            return True
-        if self._claim is None:
-            if top <= recent_claims.started_upto(self.store, self.mailbox.id):
-                self._claimed_upto = top  # another view of this process claims them
-                return True
-            # Started now, not when ``sync`` runs: the other views rely on it being made.
-            self._claim = (top, recent_claims.start(self.store, self.mailbox.id, top))
-        return False
+        return self._claims.settle(max(delta.new))
 
     async def _read_store(self) -> bool:
         """Rebuild the delta from a fresh read; False when that was not possible."""
@@ -238,22 +226,12 @@ class SelectedMailbox:
 
     async def _claim_new(self) -> None:
         """Wait for this view's \\Recent claim (``settled`` started it): the new messages
-        it returned are this session's recent ones. Shielded: a session closing while the
-        claim is written leaves it running (its UIDs then go to nobody, never to two)."""
-        assert self._claim is not None
-        top, write = self._claim
+        it returned are this session's recent ones."""
         try:
-            was = await asyncio.shield(write)
+            was, top = await self._claims.wait()
         except NotFound:
             self.gone = True
             return
-        except StoreError as exc:  # then not ours: \Recent in at most one session
-            log.warning("view of mailbox %d: cannot claim \\Recent: %s", self.mailbox.id, exc)
-            was = top + 1
-        finally:
-            if self._claim is not None and self._claim[1] is write:
-                self._claim = None
-        self._claimed_upto = max(self._claimed_upto, top)
         # What the store gave us, [was, top], of what is still to be announced.
         self.delta.recent.update(u for u in self.delta.new if was <= u <= top)
 
@@ -366,7 +344,7 @@ class SelectedMailbox:
         return self.fetch_line(uid, items)
 
     def format_flags(self, uid: int) -> bytes:
-        return _formatted_flags(self.flags.get(uid, frozenset()), uid in self.recent)
+        return response.message_flags(self.flags.get(uid, frozenset()), uid in self.recent)
 
     # --- sequence numbers ----------------------------------------------------------------
     @property
@@ -394,16 +372,3 @@ class SelectedMailbox:
         """In the client map and not expunged behind its back."""
         return uid in self.flags and uid not in self.delta.expunged
 
-
-def _flag_list(flags: Iterable[str]) -> bytes:
-    return response.plist(f.encode("utf-8") for f in flags)
-
-
-@functools.lru_cache(maxsize=4096)
-def _formatted_flags(flags: Flags, recent: bool) -> bytes:
-    """A message's flag list as sent: the store shares one set per distinct flags, so a
-    FETCH of 100,000 messages formats a handful (frozensets keep their hash)."""
-    ordered = sorted(flags)
-    if recent:
-        ordered.append("\\Recent")
-    return _flag_list(ordered)
