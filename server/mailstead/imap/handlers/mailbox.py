@@ -28,10 +28,6 @@ def mailbox_name(name: str) -> bytes:
     return response.string(encode_mailbox(name))
 
 
-def format_flag_list(flags: Iterable[str]) -> bytes:
-    return response.plist(f.encode("utf-8") for f in flags)
-
-
 # --- SELECT / EXAMINE --------------------------------------------------------------------
 async def handle_select(s: Session, cmd: Select) -> Result:
     verb = "EXAMINE" if cmd.readonly else "SELECT"
@@ -160,7 +156,7 @@ def _sort_key(name: str) -> tuple[int, str]:
 
 
 def _list_line(verb: bytes, attrs: list[str], name: str, extra: bytes = b"") -> bytes:
-    return (b"* " + verb + b" " + format_flag_list(attrs) + b' "' + DELIMITER.encode()
+    return (b"* " + verb + b" " + response.flag_list(attrs) + b' "' + DELIMITER.encode()
             + b'" ' + mailbox_name(name) + extra)
 
 
