@@ -573,7 +573,7 @@ def main() -> None:
     p = sub.add_parser("idle", help="N sessions idling on one INBOX: server memory per "
                        "session, fan-out of one delivered message to all of them")
     add_idle_arguments(p)
-    p.set_defaults(func=lambda a: cmd_idle(a, own_server))
+    p.set_defaults(func=lambda a: cmd_idle(a, own_server, process_cpu_seconds))
     from bench_storm import add_storm_arguments, cmd_storm
 
     p = sub.add_parser("storm", help="a reconnect storm: N clients LOGIN, SELECT and IDLE at "

@@ -28,36 +28,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench_bigbox import rss_anon_kib, small_message
 
 OPEN_AT_ONCE = 50  # sessions logging in at the same time
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, every thread) of a process and the processes below it (a
-    supervisor's workers), Linux /proc."""
-    parent: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # ended meanwhile
-            parent[int(name)], ticks[int(name)] = int(fields[1]), int(fields[11]) + int(fields[12])
-    tree, total = [pid], 0
-    while tree:
-        p = tree.pop()
-        total += ticks.get(p, 0)
-        tree.extend(c for c, pp in parent.items() if pp == p)
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 # Source addresses the sessions connect from, in turn: one address reaches the server's
@@ -139,7 +118,8 @@ async def lmtp_one(port: int, data: bytes) -> tuple[float, float]:
     return sent, done
 
 
-async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int,
+async def run(cpu_seconds: Callable[[int], float | None],
+              counts: list[int], rounds: int, imap: int, lmtp: int, pid: int,
               verb: bytes, push_one: bool = False, not_idle: int = 0) -> dict[str, Any]:
     import random
 
@@ -182,7 +162,7 @@ async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int,
             steps.append(step)
             continue
         last, median, last_data, median_data, missed = [], [], [], [], 0
-        cpu0 = cpu_seconds(pid)
+        cpu0 = cpu_seconds(pid) or 0.0
         for i in range(rounds):
             waits = [asyncio.ensure_future(x.next_exists()) for x in idlers]
             sent, delivered = await lmtp_one(lmtp, small_message(10**6 + count + i, rng))
@@ -196,7 +176,7 @@ async def run(counts: list[int], rounds: int, imap: int, lmtp: int, pid: int,
                 missed += told.count(False)
         # The server's CPU per delivery (clock ticks: use 10 rounds or more), which other
         # load on the machine disturbs far less than the times above.
-        step["fanout_server_cpu_ms_per_round"] = round((cpu_seconds(pid) - cpu0) * 1000
+        step["fanout_server_cpu_ms_per_round"] = round(((cpu_seconds(pid) or 0.0) - cpu0) * 1000
                                                        / rounds, 1)
         step["fanout_last_ms"] = last
         step["fanout_median_ms"] = median
@@ -226,7 +206,9 @@ def add_idle_arguments(p: argparse.ArgumentParser) -> None:
                    "session idling on INBOX (p50 over --rounds deliveries)")
 
 
-def cmd_idle(args: argparse.Namespace, own_server: Any) -> dict[str, Any]:
+def cmd_idle(args: argparse.Namespace, own_server: Any,
+             cpu_seconds: Callable[[int], float | None]) -> dict[str, Any]:
+    """``cpu_seconds``: bench.py's process_cpu_seconds (a process and its children)."""
     counts = sorted(int(x) for x in args.sessions.split(","))
     if counts[0] < 2:
         raise SystemExit("--sessions: counts of 2 or more")
@@ -241,7 +223,7 @@ def cmd_idle(args: argparse.Namespace, own_server: Any) -> dict[str, Any]:
              f"max_sessions_per_user = {limit}\n")
     with own_server(workers=args.workers, extra_config=extra) as (ports, _, pid):
         result: dict[str, Any] = {"server": "mailstead", "benchmark": "idle"}
-        result.update(asyncio.run(run(counts, args.rounds, ports[("imap", False)],
+        result.update(asyncio.run(run(cpu_seconds, counts, args.rounds, ports[("imap", False)],
                                       ports[("lmtp", False)], pid,
                                       b"EXAMINE" if args.examine else b"SELECT",
                                       args.push_one, args.not_idle)))

@@ -16,6 +16,7 @@ import pytest
 
 if TYPE_CHECKING:
     from imap_harness import ImapWorld
+    from mailstead.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,6 +198,18 @@ def user(server: ServerProcess) -> str:
     name = f"u{os.getpid()}x{next(_user_counter)}"
     server.add_user(name)
     return name
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    """A fresh SQLite store in the test's folder (no fsync: nothing here survives a crash)."""
+    from mailstead.store.hub import ChangeHub
+    from mailstead.store.sqlite import SqliteStore
+
+    st = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), fsync=False)
+    await st.open()
+    yield st
+    await st.close()
 
 
 @pytest.fixture

@@ -4,23 +4,10 @@ alias reads): read on the loop thread, with no reader-thread hop, and fresh each
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from mailstead.smtp.addresses import AddressBook, Unknown
-from mailstead.store.hub import ChangeHub
 from mailstead.store.sqlite import SqliteStore
 from mailstead.store.sqlite.base import INLINE_ROWS
 from test_store_reads_inline import PoolCount
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    st = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), fsync=False)
-    await st.open()
-    yield st
-    await st.close()
 
 
 def book(store: SqliteStore) -> AddressBook:

@@ -9,8 +9,7 @@ import asyncio
 import imaplib
 import poplib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 from passlib.hash import bcrypt
@@ -20,7 +19,6 @@ from mailstead.auth.cache import LoginCache
 from mailstead.auth.passwords import Argon2Params, PasswordHasher
 from mailstead.auth.throttle import LoginThrottle
 from mailstead.auth.users import Authenticator, LoginRefused
-from mailstead.store.hub import ChangeHub
 from mailstead.store.sqlite import SqliteStore
 
 CHEAP = Argon2Params(memory_kib=1024, time_cost=1, parallelism=1)
@@ -55,14 +53,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    db = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), fsync=False)
-    await db.open()
-    yield db
-    await db.close()
 
 
 @pytest.fixture

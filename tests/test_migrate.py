@@ -44,7 +44,6 @@ from mailstead.migrate.mbox import (
 from mailstead.migrate.passwd import LineError, parse_line
 from mailstead.migrate.progress import Progress, Reporter
 from mailstead.mime.parse import normalise_crlf
-from mailstead.store.hub import ChangeHub
 from mailstead.store.sqlite import SqliteStore
 
 LIMIT = 100_000
@@ -53,14 +52,6 @@ LETTERS = {"D": "\\Draft", "F": "\\Flagged", "P": "$Forwarded", "R": "\\Answered
 
 
 # --------------------------------------------------------------------------- helpers
-@pytest.fixture
-async def store(tmp_path: Path):
-    st_ = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), fsync=False)
-    await st_.open()
-    yield st_
-    await st_.close()
-
-
 def quiet() -> Reporter:
     return Reporter(stream=io.StringIO(), out=io.StringIO())
 

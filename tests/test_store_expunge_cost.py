@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from mailstead.store.api import NewMessage
-from mailstead.store.hub import ChangeHub
 from mailstead.store.sqlite import SqliteStore
 from mailstead.store.sqlite.messages import expunge_rows
 
 
 def message(i: int) -> bytes:
     return b"From: a%d@example.org\r\nSubject: s%d\r\n\r\nbody %d\r\n" % (i, i, i)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    st = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), fsync=False)
-    await st.open()
-    yield st
-    await st.close()
 
 
 async def _inbox(store: SqliteStore, n: int) -> int:

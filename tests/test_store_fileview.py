@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 
 from mailstead.mime.parse import has_dot_lines, normalise_crlf, parse_message
 from mailstead.store.api import MessageFile
-from mailstead.store.hub import ChangeHub
 from mailstead.store.sqlite import SqliteStore, fileview
 from mailstead.store.sqlite import messages as store_messages
 from mailstead.store.sqlite.fileview import FileOctets
@@ -132,14 +131,6 @@ def test_file_view_answers_like_bytes(data: bytes, sub: bytes, start: int, end: 
                 assert view[start] == data[start]
         finally:
             view.close()
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    st_ = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), fsync=False)
-    await st_.open()
-    yield st_
-    await st_.close()
 
 
 def _blob_row(db: Path, blob_id: int) -> tuple[object, ...]:

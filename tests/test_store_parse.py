@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 
 import pytest
 
 from mailstead.mime.parse import ParsedMessage
 from mailstead.store.api import FlagMode, NewMessage
-from mailstead.store.hub import ChangeHub
 from mailstead.store.sqlite import SqliteStore
 from mailstead.store.sqlite import messages as store_messages
 
@@ -19,14 +17,6 @@ SMALL = b"From: a@example.org\r\nSubject: small\r\n\r\nhello\r\n"
 HUGE = b"Subject: huge\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" + b"".join(
     b"--b\r\nContent-Type: text/plain\r\n\r\n" + b"line of text\r\n" * 2000 for _ in range(100)
 ) + b"--b--\r\n"
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    st = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), fsync=False)
-    await st.open()
-    yield st
-    await st.close()
 
 
 async def test_a_flag_store_commits_while_a_huge_message_is_still_being_parsed(

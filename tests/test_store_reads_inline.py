@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from imap_harness import ImapWorld
 from mailstead.store.api import NewMessage
-from mailstead.store.hub import ChangeHub
 from mailstead.store.reads_api import FetchWants
 from mailstead.store.sqlite import SqliteStore
 from mailstead.store.sqlite.base import INLINE_BYTES, INLINE_ROWS
@@ -42,14 +38,6 @@ class PoolCount:
             return real(fn, *args, **kwargs)
 
         pool.submit = counted  # type: ignore[method-assign]
-
-
-@pytest.fixture
-async def store(tmp_path: Path):
-    st = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), fsync=False)
-    await st.open()
-    yield st
-    await st.close()
 
 
 async def _inbox(store: SqliteStore, messages: list[bytes]) -> int:

@@ -16,14 +16,6 @@ from mailstead.store.sqlite.schema import SCHEMA, SCHEMA_VERSION
 MSG = b"From: a@example.org\r\nSubject: s\r\n\r\nbody\r\n"
 
 
-@pytest.fixture
-async def store(tmp_path: Path):
-    st = SqliteStore(tmp_path / "db.sqlite3", ChangeHub(), fsync=False)
-    await st.open()
-    yield st
-    await st.close()
-
-
 async def test_a_recreated_mailbox_gets_a_new_id_and_a_larger_uidvalidity(
     store: SqliteStore,
 ) -> None:
