@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..api import ChangeBatch, MailboxGone, MailStore, StoreUnavailable
+from ..header_cache import HeaderTextCache
 from ..hub import ChangeHub
 from ..mailbox_rows import RowCache
 from .schema import create_or_upgrade
@@ -74,6 +75,8 @@ class SqliteBase(MailStore):
         # This process's copies of its mailboxes' rows, for SELECT (view_reads.py); only
         # the loop thread touches them.
         self.row_cache = RowCache()
+        # Decoded header texts for SEARCH (store/header_cache.py); the loop thread only.
+        self.header_texts = HeaderTextCache()
         # With several worker processes on this database (supervisor.py): the folder of
         # the per-user flock files that make the POP3 maildrop lock hold across them.
         self.maildrop_lock_dir: Path | None = None

@@ -196,7 +196,10 @@ class ReadsMixin(SqliteBase):
     async def read_header_texts(
         self, mailbox_id: int, uids: Iterable[int]
     ) -> dict[int, HeaderText]:
-        wanted = list(uids)
+        # Those decoded before come from this process's copy (store/header_cache.py).
+        kept, wanted = self.header_texts.take(mailbox_id, uids)
+        if not wanted:
+            return kept
         filled: list[tuple[str, int]] = []  # (text, blob id) decoded now: older rows
 
         def q(conn: sqlite3.Connection) -> dict[int, HeaderText]:
@@ -222,8 +225,10 @@ class ReadsMixin(SqliteBase):
             return out
 
         found = await self._read(q)
+        self.header_texts.keep(mailbox_id, found)
         if filled:
             await self._keep_header_texts(filled)
+        found.update(kept)
         return found
 
     async def _keep_header_texts(self, filled: list[tuple[str, int]]) -> None:
